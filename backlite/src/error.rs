@@ -1,0 +1,78 @@
+//! The error type of every fallible backlite call.
+
+use std::time::Duration;
+
+use crate::processor::BoxError;
+
+/// What went wrong in a backlite call. A processor's own error is not one of these: it is
+/// recorded as the task's error text.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A builder setting is out of range, or a queue configuration breaks its rules.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    /// The database could not be opened or created at this path.
+    #[error("cannot open database `{path}`: {source}")]
+    Open {
+        /// The path given to the builder.
+        path: String,
+        /// What the database engine reported.
+        #[source]
+        source: BoxError,
+    },
+
+    /// The file exists but is not an SQLite database.
+    #[error("`{path}` is not an SQLite database (or it is encrypted or corrupt)")]
+    NotADatabase {
+        /// The path given to the builder.
+        path: String,
+    },
+
+    /// The database was written by a newer backlite, whose schema this version does not know.
+    #[error(
+        "the database schema is at version {found}, newer than version {supported} that this \
+         backlite knows; upgrade backlite to open it"
+    )]
+    SchemaTooNew {
+        /// The schema version found in the database.
+        found: i64,
+        /// The newest schema version this backlite knows.
+        supported: i64,
+    },
+
+    /// Another connection held the database's write lock for longer than the busy timeout.
+    /// Nothing was written; the call can be retried.
+    #[error("the database stayed locked by another connection for longer than {0:?}")]
+    Busy(Duration),
+
+    /// The disk, or the database's page limit, is full. Nothing was written.
+    #[error("the database or the disk is full")]
+    Full,
+
+    /// The database file or its directory cannot be written.
+    #[error("the database is read-only")]
+    ReadOnly,
+
+    /// The task could not be serialized to JSON.
+    #[error("cannot serialize a task of queue `{queue}`: {source}")]
+    Serialize {
+        /// The task's queue.
+        queue: &'static str,
+        /// What serde_json reported.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// Any other storage failure.
+    #[error("database error: {0}")]
+    Storage(#[source] BoxError),
+
+    /// The storage writer has shut down (its thread ended), so nothing more can be written.
+    #[error("the backlite storage writer has shut down")]
+    Closed,
+}
+
+/// The result type of backlite calls.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

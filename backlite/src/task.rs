@@ -1,0 +1,390 @@
+//! The `Task` trait and the queue configuration each task type carries.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::rules;
+
+/// A type whose values can be queued and processed in the background.
+///
+/// Derive it with `#[derive(Task)]` and a `#[queue(..)]` attribute; the macro checks the
+/// settings at compile time and builds [`Task::CONFIG`] as a constant:
+///
+/// ```
+/// use backlite::Task;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize, Task)]
+/// #[queue(name = "new_order_email", max_attempts = 5, backoff = "5s", timeout = "10s",
+///         retention(duration = "6h", data(only_failed)))]
+/// struct NewOrderEmail {
+///     order_id: String,
+/// }
+///
+/// assert_eq!(NewOrderEmail::CONFIG.name(), "new_order_email");
+/// assert_eq!(NewOrderEmail::CONFIG.max_attempts(), 5);
+/// ```
+///
+/// The payload is stored as JSON, so a task type can gain optional fields without breaking
+/// the tasks already waiting in the database.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a backlite task",
+    label = "not a task",
+    note = "add `#[derive(backlite::Task)]` and `#[queue(name = \"..\")]` to `{Self}`"
+)]
+pub trait Task: Serialize + DeserializeOwned + Send + 'static {
+    /// The queue this type is stored in and how its tasks are run.
+    const CONFIG: QueueConfig;
+}
+
+/// How the tasks of one queue are run: attempts, backoff, timeout and retention.
+///
+/// Built at compile time by `#[derive(Task)]`, or by hand with [`QueueConfig::builder`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueConfig {
+    name: &'static str,
+    max_attempts: u32,
+    backoff: Backoff,
+    timeout: Option<Duration>,
+    retention: Option<Retention>,
+}
+
+impl QueueConfig {
+    /// Starts a configuration for the queue `name`: one attempt, no backoff, no timeout, no
+    /// retention.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use backlite::{Backoff, QueueConfig};
+    ///
+    /// const CONFIG: QueueConfig = QueueConfig::builder("reports")
+    ///     .max_attempts(3)
+    ///     .backoff(Backoff::Fixed(Duration::from_secs(5)))
+    ///     .build();
+    /// assert_eq!(CONFIG.max_attempts(), 3);
+    /// ```
+    pub const fn builder(name: &'static str) -> QueueConfigBuilder {
+        QueueConfigBuilder {
+            config: QueueConfig {
+                name,
+                max_attempts: 1,
+                backoff: Backoff::NONE,
+                timeout: None,
+                retention: None,
+            },
+        }
+    }
+
+    /// The queue's name, unique among the processors of one client.
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// How many times a task is run before it counts as failed; at least 1.
+    pub const fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    /// How long a failed attempt waits before the next one.
+    pub const fn backoff(&self) -> Backoff {
+        self.backoff
+    }
+
+    /// How long one attempt may run before it is stopped and counted as failed.
+    pub const fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// What is kept of a task once it has completed; `None` keeps nothing.
+    pub const fn retention(&self) -> Option<Retention> {
+        self.retention
+    }
+
+    /// Checks the rules `build()` enforces, for configurations that did not go through it.
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        let name = self.name;
+        rules::validate_queue_name(name).map_err(|e| format!("queue `{name}`: {e}"))?;
+        if self.max_attempts == 0 {
+            return Err(format!("queue `{name}`: max_attempts must be at least 1"));
+        }
+        if self.timeout == Some(Duration::ZERO) {
+            return Err(format!("queue `{name}`: timeout must be greater than zero"));
+        }
+        if let Backoff::Exponential { base, cap, .. } = self.backoff {
+            if base.is_zero() || cap < base {
+                return Err(format!(
+                    "queue `{name}`: exponential backoff needs base > 0 and cap >= base"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Builds a [`QueueConfig`] in a `const` context; invalid values stop compilation there.
+#[derive(Debug, Clone, Copy)]
+#[must_use = "call `.build()` to get the QueueConfig"]
+pub struct QueueConfigBuilder {
+    config: QueueConfig,
+}
+
+impl QueueConfigBuilder {
+    /// Sets how many times a task is run before it counts as failed (at least 1).
+    pub const fn max_attempts(mut self, max_attempts: u32) -> Self {
+        self.config.max_attempts = max_attempts;
+        self
+    }
+
+    /// Sets the wait between a failed attempt and the next.
+    pub const fn backoff(mut self, backoff: Backoff) -> Self {
+        self.config.backoff = backoff;
+        self
+    }
+
+    /// Sets how long one attempt may run (greater than zero).
+    pub const fn timeout(mut self, timeout: Duration) -> Self {
+        self.config.timeout = Some(timeout);
+        self
+    }
+
+    /// Sets what is kept of completed tasks.
+    pub const fn retention(mut self, retention: Retention) -> Self {
+        self.config.retention = Some(retention);
+        self
+    }
+
+    /// Checks the settings and returns the configuration.
+    ///
+    /// # Panics
+    /// On an invalid queue name, `max_attempts` of 0, a zero timeout or an exponential backoff
+    /// with a zero base or a cap below its base. In a `const` this is a compile error.
+    pub const fn build(self) -> QueueConfig {
+        let c = self.config;
+        if rules::validate_queue_name(c.name).is_err() {
+            panic!(
+                "invalid queue name: use 1 to 100 ASCII letters, digits or the characters `_ - . :`"
+            );
+        }
+        if c.max_attempts == 0 {
+            panic!("max_attempts must be at least 1");
+        }
+        if let Some(timeout) = c.timeout {
+            if timeout.is_zero() {
+                panic!("timeout must be greater than zero");
+            }
+        }
+        if let Backoff::Exponential { base, cap, .. } = c.backoff {
+            if base.is_zero() || cap.as_nanos() < base.as_nanos() {
+                panic!("exponential backoff needs base > 0 and cap >= base");
+            }
+        }
+        c
+    }
+}
+
+/// The wait between a failed attempt and the next one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Backoff {
+    /// The same wait after every failure.
+    Fixed(Duration),
+    /// `base` after the first failure, doubling after each further one, never above `cap`.
+    Exponential {
+        /// The wait after the first failed attempt.
+        base: Duration,
+        /// The longest wait.
+        cap: Duration,
+        /// Spread retries over the second half of each wait, so that tasks which failed
+        /// together (say, when a service went down) do not all retry at the same moment.
+        jitter: bool,
+    },
+}
+
+impl Backoff {
+    /// Retry at once.
+    pub const NONE: Backoff = Backoff::Fixed(Duration::ZERO);
+
+    /// The wait after failed attempt number `attempt` (1-based). `entropy` picks the jitter, so
+    /// that the result is reproducible for a given task and attempt.
+    pub fn delay(&self, attempt: u32, entropy: u64) -> Duration {
+        match *self {
+            Backoff::Fixed(wait) => wait,
+            Backoff::Exponential { base, cap, jitter } => {
+                let doublings = attempt.saturating_sub(1).min(63);
+                let wait = base
+                    .checked_mul(1u32.checked_shl(doublings).unwrap_or(u32::MAX))
+                    .map_or(cap, |w| w.min(cap));
+                if jitter {
+                    let half = wait / 2;
+                    let spread = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
+                    let extra = if spread == 0 { 0 } else { entropy % (spread + 1) };
+                    half + Duration::from_nanos(extra)
+                } else {
+                    wait
+                }
+            }
+        }
+    }
+}
+
+/// What is kept of a task once it has completed, in the completed-tasks table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// How long a completed task is kept; `None` keeps it until deleted by hand.
+    pub duration: Option<Duration>,
+    /// Keep only tasks that failed; succeeded tasks are deleted at once.
+    pub only_failed: bool,
+    /// Whether the payload is kept along with the outcome.
+    pub data: RetainData,
+}
+
+/// Whether a retained task keeps its payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetainData {
+    /// Keep the outcome only.
+    None,
+    /// Keep the payload of every retained task.
+    All,
+    /// Keep the payload only of tasks that failed.
+    OnlyFailed,
+}
+
+impl Retention {
+    /// Whether a task with this outcome is kept, and whether its payload is.
+    pub(crate) fn keeps(&self, succeeded: bool) -> Option<bool> {
+        if succeeded && self.only_failed {
+            return None;
+        }
+        Some(match self.data {
+            RetainData::None => false,
+            RetainData::All => true,
+            RetainData::OnlyFailed => !succeeded,
+        })
+    }
+}
+
+/// The identifier of a task: a UUID v7, so ids sort by creation time.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TaskId(uuid::Uuid);
+
+impl TaskId {
+    pub(crate) fn new() -> Self {
+        TaskId(uuid::Uuid::now_v7())
+    }
+
+    pub(crate) fn from_bytes(bytes: [u8; 16]) -> Self {
+        TaskId(uuid::Uuid::from_bytes(bytes))
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8; 16] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0.hyphenated(), f)
+    }
+}
+
+impl fmt::Debug for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TaskId({})", self.0.hyphenated())
+    }
+}
+
+/// The text given to [`TaskId::from_str`] is not a UUID.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("`{0}` is not a task id (a UUID such as 0193a8a0-7c3e-7d6e-9a1b-3f2c4d5e6f70)")]
+pub struct ParseTaskIdError(String);
+
+impl FromStr for TaskId {
+    type Err = ParseTaskIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        uuid::Uuid::parse_str(s)
+            .map(TaskId)
+            .map_err(|_| ParseTaskIdError(s.chars().take(64).collect()))
+    }
+}
+
+impl Serialize for TaskId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&self.0.hyphenated())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for TaskId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TaskStatus {
+    /// Waiting to run: new, scheduled, or waiting for a retry.
+    Pending,
+    /// Claimed by a worker and running now (or its worker died and it awaits release).
+    Running,
+    /// Completed successfully and retained.
+    Succeeded,
+    /// Failed its last attempt and retained.
+    Failed,
+    /// Unknown id, or completed and not retained (or its retention expired).
+    NotFound,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exponential_backoff_doubles_up_to_its_cap() {
+        let backoff = Backoff::Exponential {
+            base: Duration::from_secs(1),
+            cap: Duration::from_secs(10),
+            jitter: false,
+        };
+        let waits: Vec<u64> = (1..=6).map(|a| backoff.delay(a, 0).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 10, 10]);
+        assert_eq!(backoff.delay(u32::MAX, 0), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn jitter_stays_in_the_second_half() {
+        let backoff = Backoff::Exponential {
+            base: Duration::from_secs(8),
+            cap: Duration::from_secs(8),
+            jitter: true,
+        };
+        for entropy in [0, 1, 12345, u64::MAX] {
+            let wait = backoff.delay(1, entropy);
+            assert!(wait >= Duration::from_secs(4) && wait <= Duration::from_secs(8));
+        }
+    }
+
+    #[test]
+    fn retention_rules() {
+        let r = |only_failed, data| Retention { duration: None, only_failed, data };
+        assert_eq!(r(false, RetainData::None).keeps(true), Some(false));
+        assert_eq!(r(true, RetainData::All).keeps(true), None);
+        assert_eq!(r(true, RetainData::All).keeps(false), Some(true));
+        assert_eq!(r(false, RetainData::OnlyFailed).keeps(true), Some(false));
+        assert_eq!(r(false, RetainData::OnlyFailed).keeps(false), Some(true));
+    }
+
+    #[test]
+    fn task_ids_round_trip_and_sort_by_time() {
+        let a = TaskId::new();
+        let b = TaskId::new();
+        assert!(a < b);
+        assert_eq!(a.to_string().parse::<TaskId>().ok(), Some(a));
+        assert!("nope".parse::<TaskId>().is_err());
+    }
+}
