@@ -3,19 +3,27 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod dispatcher;
 mod error;
+mod maintenance;
 mod processor;
 pub mod rules;
+mod storage;
 mod task;
 
 pub use backlite_macros::{Task, processor, processors};
-pub use client::Client;
+pub use client::{AddTasks, Client, ClientBuilder};
 pub use error::{Error, Result};
 pub use processor::{BoxError, Context, Processor, Registry};
+pub use storage::QueueStats;
+pub use storage::sqlite::Synchronous;
 pub use task::{
     Backoff, ParseTaskIdError, QueueConfig, QueueConfigBuilder, RetainData, Retention, Task,
     TaskId, TaskStatus,
 };
+
+/// The SQLite bindings backlite uses, for [`AddTasks::save_in`] with the same version.
+pub use rusqlite;
 
 #[doc(hidden)]
 pub use processor::__private;

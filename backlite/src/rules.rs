@@ -75,7 +75,8 @@ pub enum DurationError {
 
 impl fmt::Display for DurationError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const FORMS: &str = "write a duration such as \"500ms\", \"10s\", \"1m30s\", \"6h\" or \"7d\"";
+        const FORMS: &str =
+            "write a duration such as \"500ms\", \"10s\", \"1m30s\", \"6h\" or \"7d\"";
         match self {
             DurationError::Empty => write!(f, "empty duration: {FORMS}"),
             DurationError::MissingNumber => write!(f, "a unit has no number before it: {FORMS}"),
@@ -142,7 +143,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
             .ok_or(DurationError::Overflow)?;
         if i < bytes.len() && !bytes[i].is_ascii_digit() {
             // Anything that is neither a digit nor a letter, such as a space or a dot.
-            let bad = &text[i..text[i..].char_indices().nth(1).map_or(text.len(), |(n, _)| i + n)];
+            let bad = &text[i..text[i..]
+                .char_indices()
+                .nth(1)
+                .map_or(text.len(), |(n, _)| i + n)];
             return Err(DurationError::UnknownUnit(bad.to_owned()));
         }
     }
@@ -168,19 +172,34 @@ mod tests {
         assert_eq!(parse_duration(""), Err(DurationError::Empty));
         assert_eq!(parse_duration("30"), Err(DurationError::MissingUnit));
         assert_eq!(parse_duration("s"), Err(DurationError::MissingNumber));
-        assert_eq!(parse_duration("5x"), Err(DurationError::UnknownUnit("x".into())));
-        assert_eq!(parse_duration("1.5h"), Err(DurationError::UnknownUnit(".".into())));
-        assert_eq!(parse_duration("1m 30s"), Err(DurationError::UnknownUnit(" ".into())));
+        assert_eq!(
+            parse_duration("5x"),
+            Err(DurationError::UnknownUnit("x".into()))
+        );
+        assert_eq!(
+            parse_duration("1.5h"),
+            Err(DurationError::UnknownUnit(".".into()))
+        );
+        assert_eq!(
+            parse_duration("1m 30s"),
+            Err(DurationError::UnknownUnit(" ".into()))
+        );
         assert_eq!(parse_duration("30s1m"), Err(DurationError::UnitOrder));
         assert_eq!(parse_duration("1s1s"), Err(DurationError::UnitOrder));
-        assert_eq!(parse_duration("99999999999999999999d"), Err(DurationError::Overflow));
+        assert_eq!(
+            parse_duration("99999999999999999999d"),
+            Err(DurationError::Overflow)
+        );
     }
 
     #[test]
     fn queue_names() {
         assert_eq!(validate_queue_name("new_order-email.v2:eu"), Ok(()));
         assert_eq!(validate_queue_name(""), Err(QueueNameError::Empty));
-        assert_eq!(validate_queue_name(&"a".repeat(101)), Err(QueueNameError::TooLong));
+        assert_eq!(
+            validate_queue_name(&"a".repeat(101)),
+            Err(QueueNameError::TooLong)
+        );
         assert_eq!(validate_queue_name(&"a".repeat(100)), Ok(()));
         assert_eq!(validate_queue_name("a b"), Err(QueueNameError::InvalidChar));
         assert_eq!(validate_queue_name("é"), Err(QueueNameError::InvalidChar));

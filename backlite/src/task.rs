@@ -221,7 +221,11 @@ impl Backoff {
                 if jitter {
                     let half = wait / 2;
                     let spread = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
-                    let extra = if spread == 0 { 0 } else { entropy % (spread + 1) };
+                    let extra = if spread == 0 {
+                        0
+                    } else {
+                        entropy % (spread + 1)
+                    };
                     half + Duration::from_nanos(extra)
                 } else {
                     wait
@@ -371,7 +375,11 @@ mod tests {
 
     #[test]
     fn retention_rules() {
-        let r = |only_failed, data| Retention { duration: None, only_failed, data };
+        let r = |only_failed, data| Retention {
+            duration: None,
+            only_failed,
+            data,
+        };
         assert_eq!(r(false, RetainData::None).keeps(true), Some(false));
         assert_eq!(r(true, RetainData::All).keeps(true), None);
         assert_eq!(r(true, RetainData::All).keeps(false), Some(true));

@@ -1,0 +1,207 @@
+//! Running one attempt: decode, run under timeout and panic guard, decide what follows,
+//! record it.
+
+use std::any::Any;
+use std::future::Future;
+use std::hash::BuildHasher;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Poll, ready};
+use std::time::{Duration, Instant};
+
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::Shared;
+use crate::client::retention_expiry;
+use crate::processor::{BoxError, BoxFuture, Context};
+use crate::storage::{ClaimedTask, Completion, Next, Retain, duration_millis, now_millis};
+
+/// Why an attempt failed.
+enum Failure {
+    /// The processor returned an error.
+    Error(BoxError),
+    /// The processor panicked.
+    Panic(String),
+    /// The attempt ran past the queue's timeout and was dropped.
+    TimedOut(Duration),
+    /// The stored payload is not a value of the queue's task type. Retrying cannot help.
+    Decode(serde_json::Error),
+    /// No processor serves the claimed task's queue (a registry changed under a claim).
+    NoProcessor,
+}
+
+impl Failure {
+    fn retryable(&self) -> bool {
+        !matches!(self, Failure::Decode(_) | Failure::NoProcessor)
+    }
+
+    fn text(&self, queue: &str) -> String {
+        match self {
+            Failure::Error(error) => {
+                // The whole chain, as `anyhow` prints it with `{:#}`.
+                let mut text = error.to_string();
+                let mut source = error.source();
+                while let Some(cause) = source {
+                    text.push_str(": ");
+                    text.push_str(&cause.to_string());
+                    source = cause.source();
+                }
+                text
+            }
+            Failure::Panic(message) => format!("panicked: {message}"),
+            Failure::TimedOut(limit) => format!("timed out after {limit:?}"),
+            Failure::Decode(error) => {
+                format!("payload is not a valid task of queue `{queue}`: {error}")
+            }
+            Failure::NoProcessor => format!("no processor serves queue `{queue}` in this client"),
+        }
+    }
+}
+
+pub(super) fn spawn(shared: &Arc<Shared>, task: ClaimedTask, slot: OwnedSemaphorePermit) {
+    let id = task.id;
+    let claimed_at = task.claimed_at;
+    // Registered before the task can finish, removed by it: the map lock orders both.
+    let mut running = shared.running.lock().ok();
+    let handle = shared.workers.spawn(run(shared.clone(), task, slot));
+    if let Some(running) = running.as_mut() {
+        running.insert(id, (handle.abort_handle(), claimed_at));
+    }
+}
+
+async fn run(shared: Arc<Shared>, task: ClaimedTask, slot: OwnedSemaphorePermit) {
+    let client = &shared.client;
+    let entry = client.inner.registry.entry(&task.queue).copied();
+    let attempt = task.attempts.saturating_add(1);
+    let queue: &str = entry.map_or(task.queue.as_str(), |e| e.config.name());
+    let started = Instant::now();
+    let executed_at = now_millis();
+
+    let outcome = match entry {
+        None => Err(Failure::NoProcessor),
+        Some(entry) => {
+            let ctx = Context {
+                client: client.clone(),
+                task_id: task.id,
+                queue: entry.config.name(),
+                attempt,
+                cancel: shared.shutdown.child_token(),
+            };
+            let cancel = ctx.cancel.clone();
+            match (entry.start)(ctx, &task.payload) {
+                Err(e) => Err(Failure::Decode(e)),
+                Ok(attempt_future) => {
+                    let guarded = CatchUnwind(attempt_future);
+                    let result = match entry.config.timeout() {
+                        Some(limit) => match tokio::time::timeout(limit, guarded).await {
+                            Ok(result) => result,
+                            Err(_) => {
+                                // The future is dropped here; the token tells anything the
+                                // processor spawned with its context.
+                                cancel.cancel();
+                                Err(Failure::TimedOut(limit))
+                            }
+                        },
+                        None => guarded.await,
+                    };
+                    result.and_then(|r| r.map_err(Failure::Error))
+                }
+            }
+        }
+    };
+    let duration = started.elapsed();
+    if let Ok(mut running) = shared.running.lock() {
+        running.remove(&task.id);
+    }
+    drop(slot);
+    shared.finished.fetch_add(1, Ordering::Relaxed);
+
+    let config = entry.map(|e| e.config);
+    let max_attempts = config.map_or(1, |c| c.max_attempts());
+    let retention = config.and_then(|c| c.retention());
+    let now = now_millis();
+    let (next, error) = match &outcome {
+        Ok(()) => {
+            tracing::info!(task_id = %task.id, queue, attempt, ?duration, "task succeeded");
+            let retain = retention.and_then(|r| {
+                r.keeps(true).map(|payload| Retain {
+                    payload,
+                    expires_at: retention_expiry(r.duration, now),
+                })
+            });
+            (Next::Done { retain }, None)
+        }
+        Err(failure) if failure.retryable() && attempt < max_attempts => {
+            let text = failure.text(queue);
+            let backoff = config.map(|c| c.backoff()).unwrap_or(crate::Backoff::NONE);
+            let entropy =
+                std::collections::hash_map::RandomState::new().hash_one((task.id, attempt));
+            let wait = backoff.delay(attempt, entropy);
+            tracing::warn!(task_id = %task.id, queue, attempt, ?duration, error = %text, retry_in = ?wait, "task failed; will retry");
+            (
+                Next::Retry {
+                    run_at: now.saturating_add(duration_millis(wait)),
+                },
+                Some(text),
+            )
+        }
+        Err(failure) => {
+            let text = failure.text(queue);
+            tracing::error!(task_id = %task.id, queue, attempt, ?duration, error = %text, "task failed");
+            let retain = match failure {
+                // A payload nothing can read is kept whatever the retention: deleting it
+                // would lose the only copy of the data.
+                Failure::Decode(_) | Failure::NoProcessor => Some(Retain {
+                    payload: true,
+                    expires_at: retention.and_then(|r| retention_expiry(r.duration, now)),
+                }),
+                _ => retention.and_then(|r| {
+                    r.keeps(false).map(|payload| Retain {
+                        payload,
+                        expires_at: retention_expiry(r.duration, now),
+                    })
+                }),
+            };
+            (Next::Done { retain }, Some(text))
+        }
+    };
+    let completion = Completion {
+        id: task.id,
+        claimed_at: task.claimed_at,
+        executed_at,
+        duration,
+        error,
+        next,
+    };
+    if let Err(e) = client.driver().task_complete_many(vec![completion]).await {
+        tracing::error!(task_id = %task.id, queue, error = %e, "could not record the task's outcome; it runs again after release_after");
+    }
+}
+
+/// Turns a panic while polling the attempt into a failure of that attempt, so the worker
+/// (and the dispatcher) carry on.
+struct CatchUnwind(BoxFuture<Result<(), BoxError>>);
+
+impl Future for CatchUnwind {
+    type Output = Result<Result<(), BoxError>, Failure>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| self.0.as_mut().poll(cx)));
+        Poll::Ready(match polled {
+            Ok(poll) => Ok(ready!(poll)),
+            Err(payload) => Err(Failure::Panic(panic_message(payload))),
+        })
+    }
+}
+
+fn panic_message(payload: Box<dyn Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(message) => *message,
+        Err(payload) => match payload.downcast::<&'static str>() {
+            Ok(message) => (*message).to_owned(),
+            Err(_) => "a panic with a non-string payload".to_owned(),
+        },
+    }
+}

@@ -1,0 +1,225 @@
+//! The dispatcher: claims due tasks, runs them on the worker pool, records their outcomes.
+//!
+//! It never polls the tasks table. It claims while there is work and free workers; when a
+//! claim comes back short, it sleeps until the earliest due task (one indexed `MIN` per
+//! queue), a local insert, or a commit by another connection wakes it.
+
+mod execute;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use tokio::task::{AbortHandle, JoinHandle};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::client::Client;
+use crate::maintenance;
+use crate::storage::{ClaimedTask, Millis, now_millis};
+use crate::task::TaskId;
+
+/// The handles of a started client, kept until `stop`.
+pub(crate) struct Running {
+    /// Cancelled by `stop`: no more claims.
+    stop: CancellationToken,
+    dispatcher: JoinHandle<Arc<Shared>>,
+    maintenance: JoinHandle<()>,
+}
+
+/// State the dispatcher shares with its workers.
+pub(crate) struct Shared {
+    client: Client,
+    slots: Arc<Semaphore>,
+    /// Every worker task, so that `stop` can wait for their outcomes to be committed.
+    workers: TaskTracker,
+    /// Tasks whose processor runs now, for a stop that times out.
+    running: Mutex<HashMap<TaskId, (AbortHandle, Millis)>>,
+    /// Cancelled when the stop times out: each processor's `Context` reports cancellation.
+    shutdown: CancellationToken,
+    finished: AtomicU64,
+}
+
+pub(crate) fn start(client: Client) -> Running {
+    let stop = CancellationToken::new();
+    let workers = client.inner.settings.workers;
+    let shared = Arc::new(Shared {
+        client: client.clone(),
+        slots: Arc::new(Semaphore::new(workers)),
+        workers: TaskTracker::new(),
+        running: Mutex::new(HashMap::new()),
+        shutdown: CancellationToken::new(),
+        finished: AtomicU64::new(0),
+    });
+    let maintenance = tokio::spawn(maintenance::run(client.clone(), stop.clone()));
+    let dispatcher = tokio::spawn(dispatch(shared, stop.clone()));
+    tracing::info!(
+        workers,
+        queues = ?client.inner.registry,
+        "backlite dispatcher started"
+    );
+    Running {
+        stop,
+        dispatcher,
+        maintenance,
+    }
+}
+
+impl Running {
+    pub(crate) async fn stop(self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.stop.cancel();
+        let _ = self.maintenance.await;
+        let shared = match self.dispatcher.await {
+            Ok(shared) => shared,
+            Err(e) => {
+                tracing::error!(error = %e, "backlite dispatcher ended abnormally");
+                return false;
+            }
+        };
+        shared.workers.close();
+        if tokio::time::timeout_at(deadline, shared.workers.wait())
+            .await
+            .is_ok()
+        {
+            tracing::info!("backlite stopped; every running task finished");
+            return true;
+        }
+        // Hard stop of what is left: cancel, drop, and hand the tasks back.
+        shared.shutdown.cancel();
+        let abandoned: Vec<(TaskId, Millis)> = match shared.running.lock() {
+            Ok(mut running) => running
+                .drain()
+                .map(|(id, (abort, claimed_at))| {
+                    abort.abort();
+                    (id, claimed_at)
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        shared.workers.wait().await;
+        let count = abandoned.len();
+        if let Err(e) = shared.client.driver().task_unclaim_many(abandoned).await {
+            tracing::error!(error = %e, count, "could not hand back abandoned tasks; they run again after release_after");
+        }
+        tracing::warn!(
+            abandoned = count,
+            "backlite stopped before every running task finished"
+        );
+        false
+    }
+}
+
+/// Tasks claimed ahead of free workers are bounded by what the pool finished in this much
+/// time: enough to keep short tasks flowing between claims, too little to hoard slow tasks
+/// that another process could run.
+const PREFETCH_HORIZON: Duration = Duration::from_millis(10);
+const PREFETCH_MAX: usize = 1000;
+
+async fn dispatch(shared: Arc<Shared>, stop: CancellationToken) -> Arc<Shared> {
+    let client = shared.client.clone();
+    let wake = client.inner.wake.clone();
+    let mut buffer: VecDeque<ClaimedTask> = VecDeque::new();
+    // The last claim came back short: nothing more is due until a wake-up or `next_due`.
+    let mut drained = false;
+    let mut next_due: Option<Option<Millis>> = None;
+    let mut error_pause = Duration::ZERO;
+    let mut prefetch = 0usize;
+    let mut window = (Instant::now(), 0u64);
+
+    if client.inner.registry.is_empty() {
+        stop.cancelled().await;
+    }
+    while !stop.is_cancelled() {
+        while !buffer.is_empty() {
+            let Ok(slot) = shared.slots.clone().try_acquire_owned() else {
+                break;
+            };
+            if let Some(task) = buffer.pop_front() {
+                execute::spawn(&shared, task, slot);
+            }
+        }
+
+        // Re-estimate the pool's pace every horizon.
+        let elapsed = window.0.elapsed();
+        if elapsed >= PREFETCH_HORIZON {
+            let finished = shared.finished.load(Ordering::Relaxed);
+            let per_horizon = (finished - window.1) as f64 * PREFETCH_HORIZON.as_secs_f64()
+                / elapsed.as_secs_f64();
+            prefetch = (per_horizon as usize).min(PREFETCH_MAX);
+            window = (Instant::now(), finished);
+        }
+
+        let free = shared.slots.available_permits();
+        let want = (free + prefetch).saturating_sub(buffer.len());
+        if want > 0 && !drained {
+            match client.driver().task_claim(want, now_millis()).await {
+                Ok(tasks) => {
+                    error_pause = Duration::ZERO;
+                    drained = tasks.len() < want;
+                    let got_some = !tasks.is_empty();
+                    buffer.extend(tasks);
+                    if got_some {
+                        continue;
+                    }
+                }
+                Err(e) => {
+                    error_pause =
+                        (error_pause * 2).clamp(Duration::from_millis(50), Duration::from_secs(5));
+                    tracing::warn!(error = %e, retry_in = ?error_pause, "backlite claim failed");
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(error_pause) => continue,
+                    }
+                }
+            }
+        }
+
+        if drained && buffer.is_empty() && next_due.is_none() {
+            match client.driver().task_next_due().await {
+                Ok(due) => next_due = Some(due),
+                Err(e) => {
+                    tracing::warn!(error = %e, "backlite could not read the next due time");
+                    next_due = Some(Some(now_millis() + 1000));
+                }
+            }
+        }
+        let sleep_until = match next_due {
+            Some(Some(due)) if drained && buffer.is_empty() => {
+                // One millisecond late rather than early: `run_at` has millisecond precision.
+                let wait = (due - now_millis() + 1).max(0) as u64;
+                Some(tokio::time::Instant::now() + Duration::from_millis(wait))
+            }
+            _ => None,
+        };
+        // A freed worker matters when tasks wait in the buffer, or when the pool was full
+        // and more may be claimable.
+        let want_slot = !buffer.is_empty() || (shared.slots.available_permits() == 0 && !drained);
+
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            _ = wake.notified() => {
+                drained = false;
+                next_due = None;
+            }
+            slot = shared.slots.clone().acquire_owned(), if want_slot => drop(slot),
+            _ = tokio::time::sleep_until(sleep_until.unwrap_or_else(tokio::time::Instant::now)), if sleep_until.is_some() => {
+                drained = false;
+                next_due = None;
+            }
+        }
+    }
+
+    // Tasks claimed but not started go back to pending, attempts untouched.
+    if !buffer.is_empty() {
+        let unclaim: Vec<_> = buffer.iter().map(|t| (t.id, t.claimed_at)).collect();
+        let count = unclaim.len();
+        if let Err(e) = client.driver().task_unclaim_many(unclaim).await {
+            tracing::error!(error = %e, count, "could not hand back unstarted tasks; they run again after release_after");
+        }
+    }
+    shared
+}

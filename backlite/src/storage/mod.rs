@@ -1,0 +1,125 @@
+//! Storage drivers. The dispatcher, the client and the UI speak to storage in operations
+//! (insert, claim, complete, release); only the drivers hold SQL.
+
+pub(crate) mod sqlite;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::error::Result;
+use crate::processor::BoxFuture;
+use crate::task::{TaskId, TaskStatus};
+
+/// Milliseconds since the Unix epoch: the unit of every stored time.
+pub(crate) type Millis = i64;
+
+pub(crate) fn now_millis() -> Millis {
+    to_millis(SystemTime::now())
+}
+
+pub(crate) fn to_millis(time: SystemTime) -> Millis {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(before) => -i64::try_from(before.duration().as_millis()).unwrap_or(i64::MAX),
+    }
+}
+
+pub(crate) fn duration_millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A task to insert.
+#[derive(Debug, Clone)]
+pub(crate) struct NewTask {
+    pub(crate) id: TaskId,
+    pub(crate) queue: &'static str,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) created_at: Millis,
+    pub(crate) run_at: Millis,
+}
+
+/// A task claimed for execution. `claimed_at` is the claim's token: completing the task
+/// checks it, so a worker whose claim was released cannot overwrite the new owner's work.
+#[derive(Debug, Clone)]
+pub(crate) struct ClaimedTask {
+    pub(crate) id: TaskId,
+    pub(crate) queue: String,
+    pub(crate) payload: Vec<u8>,
+    /// Attempts that completed before this one (interrupted attempts do not count).
+    pub(crate) attempts: u32,
+    pub(crate) claimed_at: Millis,
+}
+
+/// The end of one attempt.
+#[derive(Debug, Clone)]
+pub(crate) struct Completion {
+    pub(crate) id: TaskId,
+    pub(crate) claimed_at: Millis,
+    pub(crate) executed_at: Millis,
+    pub(crate) duration: Duration,
+    pub(crate) error: Option<String>,
+    pub(crate) next: Next,
+}
+
+/// What follows an attempt.
+#[derive(Debug, Clone)]
+pub(crate) enum Next {
+    /// Run again at this time.
+    Retry { run_at: Millis },
+    /// Done: delete the task, keeping it in the completed table when `retain` says so.
+    Done { retain: Option<Retain> },
+}
+
+/// How a completed task is kept.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Retain {
+    pub(crate) payload: bool,
+    pub(crate) expires_at: Option<Millis>,
+}
+
+/// Counts of tasks per queue.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// The queue's name.
+    pub queue: String,
+    /// Waiting and due now.
+    pub pending: u64,
+    /// Waiting for a later time (scheduled or backing off).
+    pub scheduled: u64,
+    /// Claimed by a worker.
+    pub running: u64,
+    /// Retained tasks that succeeded.
+    pub succeeded: u64,
+    /// Retained tasks that failed.
+    pub failed: u64,
+}
+
+/// The operations every storage backend provides. Futures are boxed so that the client holds
+/// a `dyn Driver` and a second backend needs no type parameter on `Client`.
+pub(crate) trait Driver: Send + Sync + 'static {
+    /// Inserts all tasks or none.
+    fn task_insert_many(&self, tasks: Vec<NewTask>) -> BoxFuture<Result<()>>;
+
+    /// Claims up to `limit` due, unclaimed tasks of the served queues, oldest due first.
+    fn task_claim(&self, limit: usize, now: Millis) -> BoxFuture<Result<Vec<ClaimedTask>>>;
+
+    /// Records the end of attempts: retries, deletions and retained copies.
+    fn task_complete_many(&self, completions: Vec<Completion>) -> BoxFuture<Result<()>>;
+
+    /// Returns claimed tasks to the pending state, as if they had not been claimed.
+    fn task_unclaim_many(&self, tasks: Vec<(TaskId, Millis)>) -> BoxFuture<Result<()>>;
+
+    /// Releases tasks claimed at or before `claimed_before`: their worker is taken for dead.
+    fn task_release_stuck(&self, claimed_before: Millis) -> BoxFuture<Result<u64>>;
+
+    /// The earliest `run_at` among unclaimed tasks of the served queues.
+    fn task_next_due(&self) -> BoxFuture<Result<Option<Millis>>>;
+
+    /// Where a task is.
+    fn task_status(&self, id: TaskId) -> BoxFuture<Result<TaskStatus>>;
+
+    /// Deletes retained tasks whose retention has expired.
+    fn completed_delete_expired(&self, now: Millis) -> BoxFuture<Result<u64>>;
+
+    /// Task counts per queue, over every queue in the database.
+    fn queue_stats(&self, now: Millis) -> BoxFuture<Result<Vec<QueueStats>>>;
+}

@@ -1,0 +1,88 @@
+//! Versioned schema migrations of the SQLite driver.
+//!
+//! Each entry runs once, in order, inside the transaction that records it in
+//! `backlite_schema`. The application may keep its own tables (and its own `user_version`) in
+//! the same file, so backlite's tables are prefixed and its version lives in its own table.
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+
+use crate::error::{Error, Result};
+
+/// Migration `n` (1-based) is `MIGRATIONS[n - 1]`. Append only; never edit a released one.
+const MIGRATIONS: &[&str] = &[
+    // 1: tasks waiting or running, and tasks retained after completion.
+    r#"
+    CREATE TABLE backlite_tasks (
+        id               BLOB PRIMARY KEY NOT NULL,  -- UUID v7
+        queue            TEXT NOT NULL,
+        task             BLOB NOT NULL,              -- payload, JSON
+        attempts         INTEGER NOT NULL DEFAULT 0, -- completed attempts
+        run_at           INTEGER NOT NULL,           -- ms since epoch; due from then on
+        created_at       INTEGER NOT NULL,
+        claimed_at       INTEGER,                    -- set while a worker holds the task
+        last_executed_at INTEGER,
+        last_duration_us INTEGER,
+        last_error       TEXT
+    );
+    -- The claim reads this index in order, per queue; claimed rows leave it.
+    CREATE INDEX backlite_tasks_due
+        ON backlite_tasks (queue, run_at) WHERE claimed_at IS NULL;
+    -- Release of tasks whose worker died scans only claimed rows.
+    CREATE INDEX backlite_tasks_claimed
+        ON backlite_tasks (claimed_at) WHERE claimed_at IS NOT NULL;
+
+    CREATE TABLE backlite_tasks_completed (
+        id               BLOB PRIMARY KEY NOT NULL,
+        queue            TEXT NOT NULL,
+        task             BLOB,                       -- NULL unless the payload is retained
+        attempts         INTEGER NOT NULL,
+        succeeded        INTEGER NOT NULL,
+        last_duration_us INTEGER NOT NULL,
+        error            TEXT,
+        created_at       INTEGER NOT NULL,
+        last_executed_at INTEGER NOT NULL,
+        expires_at       INTEGER                     -- NULL: kept until deleted
+    );
+    CREATE INDEX backlite_tasks_completed_expires
+        ON backlite_tasks_completed (expires_at) WHERE expires_at IS NOT NULL;
+    CREATE INDEX backlite_tasks_completed_outcome
+        ON backlite_tasks_completed (succeeded, last_executed_at);
+    "#,
+];
+
+/// The newest schema version this build knows.
+pub(crate) const LATEST: i64 = MIGRATIONS.len() as i64;
+
+/// Brings the schema to [`LATEST`], or refuses a database written by a newer version.
+pub(crate) fn migrate(conn: &mut Connection, now: i64) -> rusqlite::Result<Result<()>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS backlite_schema (
+             version    INTEGER PRIMARY KEY NOT NULL,
+             applied_at INTEGER NOT NULL
+         )",
+    )?;
+    let current: i64 = tx
+        .query_row("SELECT MAX(version) FROM backlite_schema", [], |row| {
+            row.get::<_, Option<i64>>(0)
+        })
+        .optional()?
+        .flatten()
+        .unwrap_or(0);
+    if current > LATEST {
+        return Ok(Err(Error::SchemaTooNew {
+            found: current,
+            supported: LATEST,
+        }));
+    }
+    for (version, sql) in (current + 1..).zip(&MIGRATIONS[current as usize..]) {
+        tx.execute_batch(sql)?;
+        tx.execute(
+            "INSERT INTO backlite_schema (version, applied_at) VALUES (?1, ?2)",
+            (version, now),
+        )?;
+        tracing::info!(version, "backlite schema migrated");
+    }
+    tx.commit()?;
+    Ok(Ok(()))
+}

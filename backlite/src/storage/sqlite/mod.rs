@@ -1,0 +1,272 @@
+//! The SQLite driver.
+//!
+//! Writes go through one connection owned by a dedicated thread (see [`writer`]): it drains
+//! the requests waiting in its channel and commits them in one transaction, so concurrent
+//! saves and task completions share a commit, and no two connections of this process ever
+//! fight over SQLite's write lock. Reads use a small pool of connections on tokio's blocking
+//! threads; in WAL mode they never wait for the writer.
+
+mod migrations;
+pub(crate) mod sql;
+mod writer;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+use tokio::sync::{Notify, oneshot};
+
+use crate::error::{Error, Result};
+use crate::processor::BoxFuture;
+use crate::storage::{ClaimedTask, Completion, Driver, Millis, NewTask, QueueStats, now_millis};
+use crate::task::{TaskId, TaskStatus};
+
+use writer::Command;
+
+/// How hard SQLite works to make each commit durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Synchronous {
+    /// WAL with `synchronous = NORMAL`: a commit survives a crash of the process; the last
+    /// commits before a power loss or OS crash may be rolled back (never corrupted).
+    #[default]
+    Normal,
+    /// `synchronous = FULL`: every commit is on disk before `save()` returns.
+    Full,
+}
+
+/// What the driver needs to open a database.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    pub(crate) path: String,
+    pub(crate) synchronous: Synchronous,
+    pub(crate) busy_timeout: Duration,
+    /// The queues this process serves: the claim and the next-due query look at these only.
+    pub(crate) queues: Vec<&'static str>,
+}
+
+/// Where connections point: a file, or a named in-memory database shared by this process's
+/// connections (SQLite's `memdb` VFS), so that `":memory:"` behaves like a file.
+#[derive(Debug, Clone)]
+struct Target {
+    uri: String,
+    flags: OpenFlags,
+    in_memory: bool,
+}
+
+impl Target {
+    fn new(path: &str) -> Target {
+        let base = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if path == ":memory:" {
+            Target {
+                uri: format!("file:/backlite-{}?vfs=memdb", uuid::Uuid::now_v7().simple()),
+                flags: base | OpenFlags::SQLITE_OPEN_URI,
+                in_memory: true,
+            }
+        } else {
+            Target {
+                uri: path.to_owned(),
+                flags: base,
+                in_memory: false,
+            }
+        }
+    }
+}
+
+pub(crate) struct SqliteDriver {
+    writer: std::sync::mpsc::Sender<Command>,
+    readers: Arc<Readers>,
+    queues: Arc<[&'static str]>,
+    next_due_sql: Arc<str>,
+}
+
+struct Readers {
+    target: Target,
+    options: Options,
+    idle: Mutex<Vec<Connection>>,
+}
+
+/// Idle reader connections kept open; more are opened under load and closed after.
+const IDLE_READERS: usize = 4;
+
+impl Readers {
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let pooled = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => open_connection(&self.target, &self.options)?,
+        };
+        let result = f(&conn).map_err(|e| map_error(&e, self.options.busy_timeout));
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < IDLE_READERS {
+                idle.push(conn);
+            }
+        }
+        result
+    }
+}
+
+impl SqliteDriver {
+    /// Opens (creating if needed) and migrates the database, then starts the writer thread.
+    /// `wake` is notified whenever new work may be due: after our own inserts, and when the
+    /// database was changed by another connection or process.
+    pub(crate) fn open(options: Options, wake: Arc<Notify>) -> Result<SqliteDriver> {
+        let target = Target::new(&options.path);
+        if !target.in_memory {
+            check_parent_dir(&options.path)?;
+        }
+        let mut conn = open_connection(&target, &options)?;
+        migrations::migrate(&mut conn, now_millis())
+            .map_err(|e| open_error(&options.path, &e, options.busy_timeout))??;
+        let writer = writer::spawn(conn, &options, wake)?;
+        Ok(SqliteDriver {
+            writer,
+            queues: options.queues.clone().into(),
+            next_due_sql: sql::next_due_sql(options.queues.len()).into(),
+            readers: Arc::new(Readers {
+                target,
+                options,
+                idle: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    fn send<T: Send + 'static>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<Result<T>>) -> Command,
+    ) -> BoxFuture<Result<T>> {
+        let (reply, answer) = oneshot::channel();
+        let sent = self.writer.send(command(reply));
+        Box::pin(async move {
+            sent.map_err(|_| Error::Closed)?;
+            answer.await.map_err(|_| Error::Closed)?
+        })
+    }
+
+    fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> BoxFuture<Result<T>> {
+        let readers = self.readers.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || readers.with(f))
+                .await
+                .map_err(|e| Error::Storage(e.to_string().into()))?
+        })
+    }
+
+    /// Inserts tasks inside the application's own transaction on the same file.
+    pub(crate) fn insert_in(conn: &Connection, tasks: &[NewTask], busy: Duration) -> Result<()> {
+        sql::task_insert_many(conn, tasks).map_err(|e| map_error(&e, busy))
+    }
+}
+
+impl Driver for SqliteDriver {
+    fn task_insert_many(&self, tasks: Vec<NewTask>) -> BoxFuture<Result<()>> {
+        self.send(|reply| Command::Insert(tasks, reply))
+    }
+
+    fn task_claim(&self, limit: usize, now: Millis) -> BoxFuture<Result<Vec<ClaimedTask>>> {
+        self.send(|reply| Command::Claim { limit, now, reply })
+    }
+
+    fn task_complete_many(&self, completions: Vec<Completion>) -> BoxFuture<Result<()>> {
+        self.send(|reply| Command::Complete(completions, reply))
+    }
+
+    fn task_unclaim_many(&self, tasks: Vec<(TaskId, Millis)>) -> BoxFuture<Result<()>> {
+        self.send(|reply| Command::Unclaim(tasks, reply))
+    }
+
+    fn task_release_stuck(&self, claimed_before: Millis) -> BoxFuture<Result<u64>> {
+        self.send(|reply| Command::Release(claimed_before, reply))
+    }
+
+    fn task_next_due(&self) -> BoxFuture<Result<Option<Millis>>> {
+        let (sql, queues) = (self.next_due_sql.clone(), self.queues.clone());
+        self.read(move |conn| sql::task_next_due(conn, &sql, &queues))
+    }
+
+    fn task_status(&self, id: TaskId) -> BoxFuture<Result<TaskStatus>> {
+        self.read(move |conn| sql::task_status(conn, id))
+    }
+
+    fn completed_delete_expired(&self, now: Millis) -> BoxFuture<Result<u64>> {
+        self.send(|reply| Command::DeleteExpired(now, reply))
+    }
+
+    fn queue_stats(&self, now: Millis) -> BoxFuture<Result<Vec<QueueStats>>> {
+        self.read(move |conn| sql::queue_stats(conn, now))
+    }
+}
+
+fn open_connection(target: &Target, options: &Options) -> Result<Connection> {
+    let busy = options.busy_timeout;
+    let conn = Connection::open_with_flags(&target.uri, target.flags)
+        .map_err(|e| open_error(&options.path, &e, busy))?;
+    let setup = || -> rusqlite::Result<()> {
+        conn.busy_timeout(busy)?;
+        if !target.in_memory {
+            // WAL: readers never block the writer; the pragma is a no-op once set.
+            let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                tracing::warn!(
+                    mode,
+                    "SQLite refused WAL mode; readers may wait for writers"
+                );
+            }
+            // Bound the WAL file after checkpoints; it is reused, not grown, under load.
+            conn.execute_batch("PRAGMA journal_size_limit = 67108864")?;
+        }
+        conn.execute_batch(match options.synchronous {
+            Synchronous::Normal => "PRAGMA synchronous = NORMAL",
+            Synchronous::Full => "PRAGMA synchronous = FULL",
+        })?;
+        conn.set_prepared_statement_cache_capacity(32);
+        Ok(())
+    };
+    setup().map_err(|e| open_error(&options.path, &e, busy))?;
+    Ok(conn)
+}
+
+fn check_parent_dir(path: &str) -> Result<()> {
+    let parent = Path::new(path)
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty());
+    match parent {
+        Some(dir) if !dir.is_dir() => Err(Error::Open {
+            path: path.to_owned(),
+            source: format!("directory `{}` does not exist", dir.display()).into(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Maps errors of opening and migrating, which know the path.
+fn open_error(path: &str, error: &rusqlite::Error, busy: Duration) -> Error {
+    match error.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase) => Error::NotADatabase {
+            path: path.to_owned(),
+        },
+        Some(ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => Error::Open {
+            path: path.to_owned(),
+            source: error.to_string().into(),
+        },
+        _ => map_error(error, busy),
+    }
+}
+
+/// Maps an SQLite error to the kinds the application can act on.
+pub(crate) fn map_error(error: &rusqlite::Error, busy: Duration) -> Error {
+    match error.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Error::Busy(busy),
+        Some(ErrorCode::DiskFull) => Error::Full,
+        Some(ErrorCode::ReadOnly) => Error::ReadOnly,
+        Some(ErrorCode::NotADatabase) => Error::NotADatabase {
+            path: String::new(),
+        },
+        _ => Error::Storage(error.to_string().into()),
+    }
+}

@@ -1,0 +1,252 @@
+//! Every statement of the SQLite driver, as functions of a connection. The writer thread runs
+//! the writes inside its group transactions; readers and `save_in` call the rest directly.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::storage::{ClaimedTask, Completion, Millis, NewTask, Next, QueueStats};
+use crate::task::{TaskId, TaskStatus};
+
+pub(crate) fn task_insert_many(conn: &Connection, tasks: &[NewTask]) -> rusqlite::Result<()> {
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO backlite_tasks (id, queue, task, run_at, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for task in tasks {
+        insert.execute(params![
+            &task.id.as_bytes()[..],
+            task.queue,
+            task.payload,
+            task.run_at,
+            task.created_at,
+        ])?;
+    }
+    Ok(())
+}
+
+/// The claim statement for a fixed set of queues: `?1` is now, `?2` the limit, `?3..` the
+/// queue names. One guarded `UPDATE .. RETURNING`, so two processes can never claim one task;
+/// one index-ordered arm per queue, so a backlog in a queue nobody here serves costs nothing.
+pub(crate) fn claim_sql(queue_count: usize) -> String {
+    let arm = |n: usize| {
+        format!(
+            "SELECT * FROM (SELECT rowid AS rid, run_at FROM backlite_tasks \
+             WHERE claimed_at IS NULL AND queue = ?{} AND run_at <= ?1 \
+             ORDER BY run_at, rowid LIMIT ?2)",
+            n + 3
+        )
+    };
+    let chosen = match queue_count {
+        1 => "SELECT rid FROM (".to_owned() + &arm(0) + ")",
+        _ => format!(
+            "SELECT rid FROM ({} ORDER BY run_at, rid LIMIT ?2)",
+            (0..queue_count)
+                .map(arm)
+                .collect::<Vec<_>>()
+                .join(" UNION ALL ")
+        ),
+    };
+    format!(
+        "UPDATE backlite_tasks SET claimed_at = ?1 WHERE rowid IN ({chosen}) \
+         RETURNING id, queue, task, attempts"
+    )
+}
+
+pub(crate) fn task_claim(
+    conn: &Connection,
+    sql: &str,
+    queues: &[&'static str],
+    limit: usize,
+    now: Millis,
+) -> rusqlite::Result<Vec<ClaimedTask>> {
+    let mut claim = conn.prepare_cached(sql)?;
+    claim.raw_bind_parameter(1, now)?;
+    claim.raw_bind_parameter(2, i64::try_from(limit).unwrap_or(i64::MAX))?;
+    for (i, queue) in queues.iter().enumerate() {
+        claim.raw_bind_parameter(i + 3, queue)?;
+    }
+    let mut rows = claim.raw_query();
+    let mut claimed = Vec::with_capacity(limit.min(1024));
+    while let Some(row) = rows.next()? {
+        claimed.push(ClaimedTask {
+            id: task_id(row.get_ref(0)?.as_blob()?)?,
+            queue: row.get(1)?,
+            payload: row.get(2)?,
+            attempts: row.get(3)?,
+            claimed_at: now,
+        });
+    }
+    Ok(claimed)
+}
+
+fn task_id(bytes: &[u8]) -> rusqlite::Result<TaskId> {
+    <[u8; 16]>::try_from(bytes)
+        .map(TaskId::from_bytes)
+        .map_err(|_| {
+            rusqlite::Error::InvalidColumnType(0, "id".into(), rusqlite::types::Type::Blob)
+        })
+}
+
+pub(crate) fn task_complete_many(
+    conn: &Connection,
+    completions: &[Completion],
+) -> rusqlite::Result<()> {
+    for c in completions {
+        let id = &c.id.as_bytes()[..];
+        let duration_us = i64::try_from(c.duration.as_micros()).unwrap_or(i64::MAX);
+        match c.next {
+            Next::Retry { run_at } => {
+                conn.prepare_cached(
+                    "UPDATE backlite_tasks SET claimed_at = NULL, attempts = attempts + 1, \
+                     run_at = ?3, last_executed_at = ?4, last_duration_us = ?5, last_error = ?6 \
+                     WHERE id = ?1 AND claimed_at = ?2",
+                )?
+                .execute(params![
+                    id,
+                    c.claimed_at,
+                    run_at,
+                    c.executed_at,
+                    duration_us,
+                    c.error
+                ])?;
+            }
+            Next::Done { retain } => {
+                if let Some(retain) = retain {
+                    conn.prepare_cached(
+                        "INSERT OR REPLACE INTO backlite_tasks_completed (id, queue, task, \
+                         attempts, succeeded, last_duration_us, error, created_at, \
+                         last_executed_at, expires_at) \
+                         SELECT id, queue, CASE WHEN ?3 THEN task END, attempts + 1, ?4, ?5, ?6, \
+                         created_at, ?7, ?8 FROM backlite_tasks WHERE id = ?1 AND claimed_at = ?2",
+                    )?
+                    .execute(params![
+                        id,
+                        c.claimed_at,
+                        retain.payload,
+                        c.error.is_none(),
+                        duration_us,
+                        c.error,
+                        c.executed_at,
+                        retain.expires_at,
+                    ])?;
+                }
+                conn.prepare_cached(
+                    "DELETE FROM backlite_tasks WHERE id = ?1 AND claimed_at = ?2",
+                )?
+                .execute(params![id, c.claimed_at])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn task_unclaim_many(
+    conn: &Connection,
+    tasks: &[(TaskId, Millis)],
+) -> rusqlite::Result<()> {
+    let mut unclaim = conn.prepare_cached(
+        "UPDATE backlite_tasks SET claimed_at = NULL WHERE id = ?1 AND claimed_at = ?2",
+    )?;
+    for (id, claimed_at) in tasks {
+        unclaim.execute(params![&id.as_bytes()[..], claimed_at])?;
+    }
+    Ok(())
+}
+
+pub(crate) fn task_release_stuck(
+    conn: &Connection,
+    claimed_before: Millis,
+) -> rusqlite::Result<u64> {
+    let released = conn
+        .prepare_cached("UPDATE backlite_tasks SET claimed_at = NULL WHERE claimed_at <= ?1")?
+        .execute([claimed_before])?;
+    Ok(released as u64)
+}
+
+pub(crate) fn completed_delete_expired(conn: &Connection, now: Millis) -> rusqlite::Result<u64> {
+    let deleted = conn
+        .prepare_cached("DELETE FROM backlite_tasks_completed WHERE expires_at <= ?1")?
+        .execute([now])?;
+    Ok(deleted as u64)
+}
+
+/// One `MIN` per queue, each answered from the top of the due index.
+pub(crate) fn next_due_sql(queue_count: usize) -> String {
+    let arms: Vec<String> = (1..=queue_count)
+        .map(|n| {
+            format!(
+                "SELECT (SELECT MIN(run_at) FROM backlite_tasks \
+                 WHERE claimed_at IS NULL AND queue = ?{n}) AS due"
+            )
+        })
+        .collect();
+    format!("SELECT MIN(due) FROM ({})", arms.join(" UNION ALL "))
+}
+
+pub(crate) fn task_next_due(
+    conn: &Connection,
+    sql: &str,
+    queues: &[&'static str],
+) -> rusqlite::Result<Option<Millis>> {
+    let mut next = conn.prepare_cached(sql)?;
+    next.query_row(rusqlite::params_from_iter(queues), |row| row.get(0))
+}
+
+pub(crate) fn task_status(conn: &Connection, id: TaskId) -> rusqlite::Result<TaskStatus> {
+    let id = &id.as_bytes()[..];
+    let claimed: Option<Option<Millis>> = conn
+        .prepare_cached("SELECT claimed_at FROM backlite_tasks WHERE id = ?1")?
+        .query_row([id], |row| row.get(0))
+        .optional()?;
+    if let Some(claimed) = claimed {
+        return Ok(match claimed {
+            Some(_) => TaskStatus::Running,
+            None => TaskStatus::Pending,
+        });
+    }
+    let succeeded: Option<bool> = conn
+        .prepare_cached("SELECT succeeded FROM backlite_tasks_completed WHERE id = ?1")?
+        .query_row([id], |row| row.get(0))
+        .optional()?;
+    Ok(match succeeded {
+        Some(true) => TaskStatus::Succeeded,
+        Some(false) => TaskStatus::Failed,
+        None => TaskStatus::NotFound,
+    })
+}
+
+pub(crate) fn queue_stats(conn: &Connection, now: Millis) -> rusqlite::Result<Vec<QueueStats>> {
+    let mut stats: std::collections::BTreeMap<String, QueueStats> = Default::default();
+    let mut waiting = conn.prepare_cached(
+        "SELECT queue, \
+             COALESCE(SUM(claimed_at IS NULL AND run_at <= ?1), 0), \
+             COALESCE(SUM(claimed_at IS NULL AND run_at > ?1), 0), \
+             COALESCE(SUM(claimed_at IS NOT NULL), 0) \
+         FROM backlite_tasks GROUP BY queue",
+    )?;
+    let mut rows = waiting.query([now])?;
+    while let Some(row) = rows.next()? {
+        let queue: String = row.get(0)?;
+        let entry = stats.entry(queue.clone()).or_default();
+        entry.queue = queue;
+        entry.pending = count(row, 1)?;
+        entry.scheduled = count(row, 2)?;
+        entry.running = count(row, 3)?;
+    }
+    let mut completed = conn.prepare_cached(
+        "SELECT queue, COALESCE(SUM(succeeded), 0), COALESCE(SUM(NOT succeeded), 0) \
+         FROM backlite_tasks_completed GROUP BY queue",
+    )?;
+    let mut rows = completed.query([])?;
+    while let Some(row) = rows.next()? {
+        let queue: String = row.get(0)?;
+        let entry = stats.entry(queue.clone()).or_default();
+        entry.queue = queue;
+        entry.succeeded = count(row, 1)?;
+        entry.failed = count(row, 2)?;
+    }
+    Ok(stats.into_values().collect())
+}
+
+fn count(row: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<u64> {
+    Ok(u64::try_from(row.get::<_, i64>(column)?).unwrap_or(0))
+}

@@ -1,0 +1,267 @@
+//! The writer thread: the only connection of this process that writes.
+//!
+//! It blocks for the first request, takes every other request already waiting, and runs them
+//! all in one `BEGIN IMMEDIATE` transaction, each inside a savepoint so that one failing
+//! request does not undo the others. Under load, many saves and completions share a commit;
+//! when idle, a request costs one transaction, as it would without batching.
+
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, TransactionBehavior};
+use tokio::sync::{Notify, oneshot};
+
+use super::{Options, map_error, sql};
+use crate::error::{Error, Result};
+use crate::storage::{ClaimedTask, Completion, Millis, NewTask};
+use crate::task::TaskId;
+
+type Reply<T> = oneshot::Sender<Result<T>>;
+
+pub(crate) enum Command {
+    Insert(Vec<NewTask>, Reply<()>),
+    Claim {
+        limit: usize,
+        now: Millis,
+        reply: Reply<Vec<ClaimedTask>>,
+    },
+    Complete(Vec<Completion>, Reply<()>),
+    Unclaim(Vec<(TaskId, Millis)>, Reply<()>),
+    Release(Millis, Reply<u64>),
+    DeleteExpired(Millis, Reply<u64>),
+}
+
+enum Output {
+    Done,
+    Claimed(Vec<ClaimedTask>),
+    Count(u64),
+}
+
+impl Command {
+    /// Whether committing this may have made a task due, so the dispatcher should look.
+    fn may_add_work(&self) -> bool {
+        match self {
+            Command::Insert(..) | Command::Unclaim(..) | Command::Release(..) => true,
+            Command::Complete(completions, _) => completions
+                .iter()
+                .any(|c| matches!(c.next, crate::storage::Next::Retry { .. })),
+            Command::Claim { .. } | Command::DeleteExpired(..) => false,
+        }
+    }
+
+    fn execute(&self, conn: &Connection, claim: &Claim) -> rusqlite::Result<Output> {
+        Ok(match self {
+            Command::Insert(tasks, _) => {
+                sql::task_insert_many(conn, tasks)?;
+                Output::Done
+            }
+            Command::Claim { limit, now, .. } => Output::Claimed(sql::task_claim(
+                conn,
+                &claim.sql,
+                &claim.queues,
+                *limit,
+                *now,
+            )?),
+            Command::Complete(completions, _) => {
+                sql::task_complete_many(conn, completions)?;
+                Output::Done
+            }
+            Command::Unclaim(tasks, _) => {
+                sql::task_unclaim_many(conn, tasks)?;
+                Output::Done
+            }
+            Command::Release(before, _) => Output::Count(sql::task_release_stuck(conn, *before)?),
+            Command::DeleteExpired(now, _) => {
+                Output::Count(sql::completed_delete_expired(conn, *now)?)
+            }
+        })
+    }
+
+    /// Sends the outcome; a caller that stopped waiting is no error.
+    fn finish(self, outcome: Result<Output>) {
+        fn send<T>(reply: Reply<T>, outcome: Result<Output>, pick: fn(Output) -> Option<T>) {
+            let value = outcome.and_then(|out| {
+                pick(out).ok_or_else(|| Error::Storage("writer answered the wrong kind".into()))
+            });
+            let _ = reply.send(value);
+        }
+        match self {
+            Command::Insert(_, reply)
+            | Command::Complete(_, reply)
+            | Command::Unclaim(_, reply) => {
+                send(reply, outcome, |o| matches!(o, Output::Done).then_some(()))
+            }
+            Command::Claim { reply, .. } => send(reply, outcome, |o| match o {
+                Output::Claimed(tasks) => Some(tasks),
+                _ => None,
+            }),
+            Command::Release(_, reply) | Command::DeleteExpired(_, reply) => {
+                send(reply, outcome, |o| match o {
+                    Output::Count(n) => Some(n),
+                    _ => None,
+                })
+            }
+        }
+    }
+}
+
+/// How often an idle writer looks for commits by other connections (other processes, or the
+/// application's own transactions). `PRAGMA data_version` reads no table.
+const CHANGE_CHECK: Duration = Duration::from_millis(25);
+
+/// Requests committed together at most, so that one commit's latency stays bounded.
+const MAX_GROUP: usize = 512;
+
+/// The claim statement of the queues this process serves.
+struct Claim {
+    sql: String,
+    queues: Vec<&'static str>,
+}
+
+struct Writer {
+    conn: Connection,
+    claim: Claim,
+    busy: Duration,
+    wake: Arc<Notify>,
+    data_version: i64,
+    last_check: Instant,
+    dirty_since_checkpoint: bool,
+}
+
+pub(super) fn spawn(
+    conn: Connection,
+    options: &Options,
+    wake: Arc<Notify>,
+) -> Result<Sender<Command>> {
+    let (sender, receiver) = mpsc::channel();
+    let mut writer = Writer {
+        conn,
+        claim: Claim {
+            sql: sql::claim_sql(options.queues.len().max(1)),
+            queues: options.queues.clone(),
+        },
+        busy: options.busy_timeout,
+        wake,
+        data_version: 0,
+        last_check: Instant::now(),
+        dirty_since_checkpoint: false,
+    };
+    writer.data_version = writer.read_data_version().unwrap_or(0);
+    std::thread::Builder::new()
+        .name("backlite-writer".into())
+        .spawn(move || writer.run(receiver))
+        .map_err(|e| Error::Storage(Box::new(e)))?;
+    Ok(sender)
+}
+
+impl Writer {
+    fn run(mut self, receiver: Receiver<Command>) {
+        let mut group = Vec::with_capacity(MAX_GROUP);
+        loop {
+            match receiver.recv_timeout(CHANGE_CHECK) {
+                Ok(command) => group.push(command),
+                Err(RecvTimeoutError::Timeout) => {
+                    self.idle();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            while group.len() < MAX_GROUP {
+                match receiver.try_recv() {
+                    Ok(command) => group.push(command),
+                    Err(_) => break,
+                }
+            }
+            self.commit(&mut group);
+            if self.last_check.elapsed() >= CHANGE_CHECK {
+                self.check_external_changes();
+            }
+        }
+        // Every handle is gone: leave a small WAL behind.
+        let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+    }
+
+    fn commit(&mut self, group: &mut Vec<Command>) {
+        let may_add_work = group.iter().any(Command::may_add_work);
+        let single = group.len() == 1;
+        let mut outcomes = Vec::with_capacity(group.len());
+        let (claim, busy) = (&self.claim, self.busy);
+        let committed = (|| -> rusqlite::Result<()> {
+            let mut tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for command in group.iter() {
+                if single {
+                    // Nothing to isolate: a failure rolls back the transaction below.
+                    let outcome = command.execute(&tx, claim)?;
+                    outcomes.push(Ok(outcome));
+                    continue;
+                }
+                let savepoint = tx.savepoint()?;
+                match command.execute(&savepoint, claim) {
+                    Ok(outcome) => {
+                        savepoint.commit()?;
+                        outcomes.push(Ok(outcome));
+                    }
+                    Err(e) => {
+                        drop(savepoint); // rolls back this request only
+                        outcomes.push(Err(map_error(&e, busy)));
+                    }
+                }
+            }
+            tx.commit()
+        })();
+        match committed {
+            Ok(()) => {
+                self.dirty_since_checkpoint = true;
+                if may_add_work {
+                    self.wake.notify_one();
+                }
+                for (command, outcome) in group.drain(..).zip(outcomes) {
+                    command.finish(outcome);
+                }
+            }
+            Err(e) => {
+                if !matches!(
+                    e.sqlite_error_code(),
+                    Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                ) {
+                    tracing::error!(error = %e, requests = group.len(), "backlite write failed");
+                }
+                for command in group.drain(..) {
+                    command.finish(Err(map_error(&e, self.busy)));
+                }
+            }
+        }
+    }
+
+    fn idle(&mut self) {
+        self.check_external_changes();
+        if self.dirty_since_checkpoint {
+            // A passive checkpoint while nothing is waiting keeps the WAL short without
+            // making any request wait for it.
+            self.dirty_since_checkpoint = false;
+            if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
+                tracing::debug!(error = %e, "idle checkpoint skipped");
+            }
+        }
+    }
+
+    fn read_data_version(&self) -> rusqlite::Result<i64> {
+        self.conn
+            .query_row("PRAGMA data_version", [], |row| row.get(0))
+    }
+
+    /// Wakes the dispatcher when another connection committed: a task added by another process
+    /// or inside the application's own transaction is then picked up without any call.
+    fn check_external_changes(&mut self) {
+        self.last_check = Instant::now();
+        if let Ok(version) = self.read_data_version() {
+            if version != self.data_version {
+                self.data_version = version;
+                self.wake.notify_one();
+            }
+        }
+    }
+}
