@@ -1,5 +1,5 @@
 //! Running one attempt: decode, run under timeout and panic guard, decide what follows,
-//! record it.
+//! hand it to the completer.
 
 use std::any::Any;
 use std::future::Future;
@@ -175,8 +175,9 @@ async fn run(shared: Arc<Shared>, task: ClaimedTask, slot: OwnedSemaphorePermit)
         error,
         next,
     };
-    if let Err(e) = client.driver().task_complete_many(vec![completion]).await {
-        tracing::error!(task_id = %task.id, queue, error = %e, "could not record the task's outcome; it runs again after release_after");
+    // Committed by the completer, with the outcomes of the tasks that finish meanwhile.
+    if shared.completions.send(completion).is_err() {
+        tracing::error!(task_id = %task.id, queue, "could not record the task's outcome: the client has stopped; it runs again after release_after");
     }
 }
 

@@ -4,6 +4,7 @@
 //! claim comes back short, it sleeps until the earliest due task (one indexed `MIN` per
 //! queue), a local insert, or a commit by another connection wakes it.
 
+mod complete;
 mod execute;
 
 use std::collections::{HashMap, VecDeque};
@@ -12,13 +13,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
+use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::client::Client;
 use crate::maintenance;
-use crate::storage::{ClaimedTask, Millis, now_millis};
+use crate::storage::{ClaimedTask, Completion, Millis, now_millis};
 use crate::task::TaskId;
 
 /// The handles of a started client, kept until `stop`.
@@ -27,24 +29,29 @@ pub(crate) struct Running {
     stop: CancellationToken,
     dispatcher: JoinHandle<Arc<Shared>>,
     maintenance: JoinHandle<()>,
+    completer: complete::Completer,
 }
 
 /// State the dispatcher shares with its workers.
 pub(crate) struct Shared {
     client: Client,
     slots: Arc<Semaphore>,
-    /// Every worker task, so that `stop` can wait for their outcomes to be committed.
+    /// Every worker task, so that `stop` can wait for them to end; their outcomes are then
+    /// with the completer, which `stop` flushes.
     workers: TaskTracker,
     /// Tasks whose processor runs now, for a stop that times out.
     running: Mutex<HashMap<TaskId, (AbortHandle, Millis)>>,
     /// Cancelled when the stop times out: each processor's `Context` reports cancellation.
     shutdown: CancellationToken,
     finished: AtomicU64,
+    /// Where workers leave their outcomes, for the completer to commit in batches.
+    completions: UnboundedSender<Completion>,
 }
 
 pub(crate) fn start(client: Client) -> Running {
     let stop = CancellationToken::new();
     let workers = client.inner.settings.workers;
+    let (completions, completer) = complete::spawn(client.clone());
     let shared = Arc::new(Shared {
         client: client.clone(),
         slots: Arc::new(Semaphore::new(workers)),
@@ -52,6 +59,7 @@ pub(crate) fn start(client: Client) -> Running {
         running: Mutex::new(HashMap::new()),
         shutdown: CancellationToken::new(),
         finished: AtomicU64::new(0),
+        completions,
     });
     let maintenance = tokio::spawn(maintenance::run(client.clone(), stop.clone()));
     let dispatcher = tokio::spawn(dispatch(shared, stop.clone()));
@@ -64,6 +72,7 @@ pub(crate) fn start(client: Client) -> Running {
         stop,
         dispatcher,
         maintenance,
+        completer,
     }
 }
 
@@ -76,6 +85,7 @@ impl Running {
             Ok(shared) => shared,
             Err(e) => {
                 tracing::error!(error = %e, "backlite dispatcher ended abnormally");
+                self.completer.finish().await;
                 return false;
             }
         };
@@ -84,6 +94,7 @@ impl Running {
             .await
             .is_ok()
         {
+            self.completer.finish().await;
             tracing::info!("backlite stopped; every running task finished");
             return true;
         }
@@ -100,6 +111,7 @@ impl Running {
             Err(_) => Vec::new(),
         };
         shared.workers.wait().await;
+        self.completer.finish().await;
         let count = abandoned.len();
         if let Err(e) = shared.client.driver().task_unclaim_many(abandoned).await {
             tracing::error!(error = %e, count, "could not hand back abandoned tasks; they run again after release_after");
