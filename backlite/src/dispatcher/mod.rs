@@ -166,7 +166,10 @@ async fn dispatch(shared: Arc<Shared>, stop: CancellationToken) -> Arc<Shared> {
 
         let free = shared.slots.available_permits();
         let want = (free + prefetch).saturating_sub(buffer.len());
-        if want > 0 && !drained {
+        // Top the buffer up only once half of the prefetch is used: a claim costs about the
+        // same for 5 tasks as for 500, so claiming again each time a worker frees would make
+        // the claims, not the tasks, set the pool's pace.
+        if want > 0 && buffer.len() <= prefetch / 2 && !drained {
             match client.driver().task_claim(want, now_millis()).await {
                 Ok(tasks) => {
                     error_pause = Duration::ZERO;
