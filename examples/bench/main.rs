@@ -68,6 +68,7 @@ fn parse(args: Vec<String>) -> anyhow::Result<Args> {
         match arg.as_str() {
             "--smoke" => parsed.smoke = true,
             "--child" => parsed.child = true,
+            "--threads" => workloads::report_threads(),
             "--workload" => {
                 let value = args.next().context("--workload needs a value, e.g. W3")?;
                 for w in value.split(',') {
@@ -80,7 +81,7 @@ fn parse(args: Vec<String>) -> anyhow::Result<Args> {
             "--dir" => parsed.dir = args.next().context("--dir needs a path")?.into(),
             "-h" | "--help" => {
                 eprintln!(
-                    "usage: bench [--smoke] [--workload W1[,W3..]] [--dir PATH]\n\
+                    "usage: bench [--smoke] [--workload W1[,W3..]] [--dir PATH] [--threads]\n\
                      workloads: {}",
                     ALL.join(", ")
                 );

@@ -18,7 +18,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use backlite::rusqlite::{Connection, TransactionBehavior, params};
 
-use super::workloads::Noop;
+use super::workloads::{Noop, ThreadCpu};
 use super::{Figure, Sizes};
 
 const SCHEMA: &str = "
@@ -130,6 +130,7 @@ pub fn drain(dir: &Path, sizes: Sizes) -> anyhow::Result<Figure> {
     }
     let mut ran = 0usize;
     let mut claimed: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(sizes.raw_claim);
+    let cpu = ThreadCpu::now();
     let start = Instant::now();
     loop {
         let now = now_millis();
@@ -166,6 +167,7 @@ pub fn drain(dir: &Path, sizes: Sizes) -> anyhow::Result<Figure> {
         tx.commit()?;
     }
     let elapsed = start.elapsed();
+    cpu.report("raw-W3", n, elapsed);
     anyhow::ensure!(ran == n, "raw drain ran {ran} of {n}");
     Ok(Figure::new("raw-W3", n, elapsed, None))
 }

@@ -201,11 +201,13 @@ async fn drain_n(
 ) -> anyhow::Result<Figure> {
     let client = client(dir, workers, kept).await?;
     preload(&client, n, kept, None).await?;
+    let cpu = ThreadCpu::now();
     let start = Instant::now();
     client.start();
     ran(n).await;
     table_empty(dir).await?;
     let elapsed = start.elapsed();
+    cpu.report(name, n, elapsed);
     anyhow::ensure!(
         client.stop(Duration::from_secs(10)).await,
         "{name}: stop timed out"
@@ -326,4 +328,57 @@ pub async fn scheduled(dir: &Path, sizes: Sizes) -> anyhow::Result<Figure> {
     let mut figure = Figure::new("W8", n, last, Some(&mut late)).workers(workers);
     figure.last_late_ms = Some(round(last.as_secs_f64() * 1e3, 2));
     Ok(figure)
+}
+
+/// CPU time per thread name, from `/proc/self/task/*/schedstat` (Linux): with `--threads`,
+/// drains print on stderr how busy each thread was, which tells whether the writer thread is
+/// the bound.
+pub struct ThreadCpu(Option<std::collections::HashMap<u64, (String, u64)>>);
+
+static THREADS: AtomicBool = AtomicBool::new(false);
+
+pub fn report_threads() {
+    THREADS.store(true, Ordering::Relaxed);
+}
+
+impl ThreadCpu {
+    pub fn now() -> ThreadCpu {
+        ThreadCpu(THREADS.load(Ordering::Relaxed).then(Self::read).flatten())
+    }
+
+    fn read() -> Option<std::collections::HashMap<u64, (String, u64)>> {
+        let mut threads = std::collections::HashMap::new();
+        for entry in std::fs::read_dir("/proc/self/task").ok()? {
+            let path = entry.ok()?.path();
+            let tid = path.file_name()?.to_str()?.parse().ok()?;
+            let name = std::fs::read_to_string(path.join("comm")).ok()?;
+            let schedstat = std::fs::read_to_string(path.join("schedstat")).ok()?;
+            let ns = schedstat.split_whitespace().next()?.parse().ok()?;
+            threads.insert(tid, (name.trim().to_owned(), ns));
+        }
+        Some(threads)
+    }
+
+    pub fn report(&self, name: &str, tasks: usize, elapsed: Duration) {
+        let (Some(before), Some(after)) = (&self.0, Self::read()) else {
+            return;
+        };
+        let mut by_name = std::collections::BTreeMap::<String, u64>::new();
+        for (tid, (thread, ns)) in &after {
+            let start = before.get(tid).map_or(0, |(_, ns)| *ns);
+            *by_name.entry(thread.clone()).or_default() += ns - start;
+        }
+        let busy: Vec<String> = by_name
+            .iter()
+            .filter(|(_, ns)| **ns > 0)
+            .map(|(thread, ns)| {
+                let busy = *ns as f64 / 1e7 / elapsed.as_secs_f64();
+                format!(
+                    "{thread} {busy:.0}% ({:.2} us/task)",
+                    *ns as f64 / 1e3 / tasks as f64
+                )
+            })
+            .collect();
+        eprintln!("{name}: thread CPU over {elapsed:.2?}: {}", busy.join(", "));
+    }
 }
