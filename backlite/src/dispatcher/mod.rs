@@ -129,6 +129,8 @@ impl Running {
 /// that another process could run.
 const PREFETCH_HORIZON: Duration = Duration::from_millis(10);
 const PREFETCH_MAX: usize = 1000;
+/// Finished tasks enough to estimate the pool's pace before a whole horizon has passed.
+const PACE_SAMPLE: u64 = 32;
 
 async fn dispatch(shared: Arc<Shared>, stop: CancellationToken) -> Arc<Shared> {
     let client = shared.client.clone();
@@ -154,10 +156,12 @@ async fn dispatch(shared: Arc<Shared>, stop: CancellationToken) -> Arc<Shared> {
             }
         }
 
-        // Re-estimate the pool's pace every horizon.
+        // Re-estimate the pool's pace every horizon, or sooner once enough tasks finished
+        // to measure it: a burst of short tasks then ramps up within a few claims instead of
+        // a horizon of claims sized for an idle pool.
         let elapsed = window.0.elapsed();
-        if elapsed >= PREFETCH_HORIZON {
-            let finished = shared.finished.load(Ordering::Relaxed);
+        let finished = shared.finished.load(Ordering::Relaxed);
+        if elapsed >= PREFETCH_HORIZON || finished - window.1 >= PACE_SAMPLE {
             let per_horizon = (finished - window.1) as f64 * PREFETCH_HORIZON.as_secs_f64()
                 / elapsed.as_secs_f64();
             prefetch = (per_horizon as usize).min(PREFETCH_MAX);
