@@ -1,7 +1,7 @@
 //! Every statement of the SQLite driver, as functions of a connection. The writer thread runs
 //! the writes inside its group transactions; readers and `save_in` call the rest directly.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
 
 use crate::storage::{ClaimedTask, Completion, Millis, NewTask, Next, QueueStats};
 use crate::task::{TaskId, TaskStatus};
@@ -90,17 +90,15 @@ pub(crate) fn task_complete_many(
     conn: &Connection,
     completions: &[Completion],
 ) -> rusqlite::Result<()> {
+    // Each statement is taken from the cache once per batch, not once per completion: the
+    // lookup hashes the whole SQL text.
+    let (mut retry, mut retain_copy, mut delete) = (None, None, None);
     for c in completions {
         let id = &c.id.as_bytes()[..];
         let duration_us = i64::try_from(c.duration.as_micros()).unwrap_or(i64::MAX);
         match c.next {
             Next::Retry { run_at } => {
-                conn.prepare_cached(
-                    "UPDATE backlite_tasks SET claimed_at = NULL, attempts = attempts + 1, \
-                     run_at = ?3, last_executed_at = ?4, last_duration_us = ?5, last_error = ?6 \
-                     WHERE id = ?1 AND claimed_at = ?2",
-                )?
-                .execute(params![
+                cached(conn, &mut retry, RETRY)?.execute(params![
                     id,
                     c.claimed_at,
                     run_at,
@@ -111,14 +109,7 @@ pub(crate) fn task_complete_many(
             }
             Next::Done { retain } => {
                 if let Some(retain) = retain {
-                    conn.prepare_cached(
-                        "INSERT OR REPLACE INTO backlite_tasks_completed (id, queue, task, \
-                         attempts, succeeded, last_duration_us, error, created_at, \
-                         last_executed_at, expires_at) \
-                         SELECT id, queue, CASE WHEN ?3 THEN task END, attempts + 1, ?4, ?5, ?6, \
-                         created_at, ?7, ?8 FROM backlite_tasks WHERE id = ?1 AND claimed_at = ?2",
-                    )?
-                    .execute(params![
+                    cached(conn, &mut retain_copy, RETAIN)?.execute(params![
                         id,
                         c.claimed_at,
                         retain.payload,
@@ -129,14 +120,34 @@ pub(crate) fn task_complete_many(
                         retain.expires_at,
                     ])?;
                 }
-                conn.prepare_cached(
-                    "DELETE FROM backlite_tasks WHERE id = ?1 AND claimed_at = ?2",
-                )?
-                .execute(params![id, c.claimed_at])?;
+                cached(conn, &mut delete, DELETE)?.execute(params![id, c.claimed_at])?;
             }
         }
     }
     Ok(())
+}
+
+const RETRY: &str = "UPDATE backlite_tasks SET claimed_at = NULL, attempts = attempts + 1, \
+     run_at = ?3, last_executed_at = ?4, last_duration_us = ?5, last_error = ?6 \
+     WHERE id = ?1 AND claimed_at = ?2";
+
+const RETAIN: &str = "INSERT OR REPLACE INTO backlite_tasks_completed (id, queue, task, \
+     attempts, succeeded, last_duration_us, error, created_at, last_executed_at, expires_at) \
+     SELECT id, queue, CASE WHEN ?3 THEN task END, attempts + 1, ?4, ?5, ?6, created_at, ?7, ?8 \
+     FROM backlite_tasks WHERE id = ?1 AND claimed_at = ?2";
+
+const DELETE: &str = "DELETE FROM backlite_tasks WHERE id = ?1 AND claimed_at = ?2";
+
+/// The statement in `slot`, taken from the connection's cache the first time.
+fn cached<'c, 's>(
+    conn: &'c Connection,
+    slot: &'s mut Option<CachedStatement<'c>>,
+    sql: &str,
+) -> rusqlite::Result<&'s mut CachedStatement<'c>> {
+    if slot.is_none() {
+        *slot = Some(conn.prepare_cached(sql)?);
+    }
+    Ok(slot.as_mut().expect("just filled"))
 }
 
 pub(crate) fn task_unclaim_many(
