@@ -126,9 +126,11 @@ impl Running {
 
 /// Tasks claimed ahead of free workers are bounded by what the pool finished in this much
 /// time: enough to keep short tasks flowing between claims, too little to hoard slow tasks
-/// that another process could run.
-const PREFETCH_HORIZON: Duration = Duration::from_millis(10);
-const PREFETCH_MAX: usize = 1000;
+/// that another process could run. The buffer is topped up at half of it, so a busy pool
+/// claims about half a horizon of tasks at once; below ~10 ms of work per claim, the claim's
+/// fixed cost and its commit show in the writer's time per task.
+const PREFETCH_HORIZON: Duration = Duration::from_millis(20);
+const PREFETCH_MAX: usize = 2000;
 /// Finished tasks enough to estimate the pool's pace before a whole horizon has passed.
 const PACE_SAMPLE: u64 = 32;
 
