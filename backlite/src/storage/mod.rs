@@ -1,6 +1,9 @@
 //! Storage drivers. The dispatcher, the client and the UI speak to storage in operations
 //! (insert, claim, complete, release); only the drivers hold SQL.
 
+#[cfg(test)]
+#[macro_use]
+pub(crate) mod conformance;
 pub(crate) mod sqlite;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

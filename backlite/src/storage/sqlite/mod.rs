@@ -270,3 +270,32 @@ pub(crate) fn map_error(error: &rusqlite::Error, busy: Duration) -> Error {
         _ => Error::Storage(error.to_string().into()),
     }
 }
+
+/// A driver on a fresh database for the conformance suite: a file in a directory that lives
+/// as long as the test process, or `":memory:"`.
+#[cfg(test)]
+pub(crate) fn open_for_test(in_memory: bool, queues: Vec<&'static str>) -> SqliteDriver {
+    let path = if in_memory {
+        ":memory:".to_owned()
+    } else {
+        let dir = tempfile::tempdir().expect("temp dir").keep();
+        dir.join("conformance.db").to_string_lossy().into_owned()
+    };
+    let options = Options {
+        path,
+        synchronous: Synchronous::Normal,
+        busy_timeout: Duration::from_secs(5),
+        queues,
+    };
+    SqliteDriver::open(options, Arc::new(Notify::new())).expect("open")
+}
+
+#[cfg(test)]
+crate::storage::conformance::driver_conformance!(conformance_file, |queues| async move {
+    crate::storage::sqlite::open_for_test(false, queues)
+});
+
+#[cfg(test)]
+crate::storage::conformance::driver_conformance!(conformance_memory, |queues| async move {
+    crate::storage::sqlite::open_for_test(true, queues)
+});
