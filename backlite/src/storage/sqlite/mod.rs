@@ -6,6 +6,7 @@
 //! fight over SQLite's write lock. Reads use a small pool of connections on tokio's blocking
 //! threads; in WAL mode they never wait for the writer.
 
+mod browse;
 mod migrations;
 pub(crate) mod sql;
 mod writer;
@@ -19,7 +20,10 @@ use tokio::sync::{Notify, oneshot};
 
 use crate::error::{Error, Result};
 use crate::processor::BoxFuture;
-use crate::storage::{ClaimedTask, Completion, Driver, Millis, NewTask, QueueStats, now_millis};
+use crate::storage::{
+    ClaimedTask, CompletedRecord, Completion, Driver, Millis, NewTask, Page, QueueStats,
+    TaskRecord, TaskState, now_millis,
+};
 use crate::task::{TaskId, TaskStatus};
 
 use writer::Command;
@@ -199,6 +203,26 @@ impl Driver for SqliteDriver {
 
     fn queue_stats(&self, now: Millis) -> BoxFuture<Result<Vec<QueueStats>>> {
         self.read(move |conn| sql::queue_stats(conn, now))
+    }
+
+    fn task_list(&self, state: TaskState, page: Page) -> BoxFuture<Result<Vec<TaskRecord>>> {
+        self.read(move |conn| browse::task_list(conn, state, page))
+    }
+
+    fn task_get(&self, id: TaskId) -> BoxFuture<Result<Option<TaskRecord>>> {
+        self.read(move |conn| browse::task_get(conn, id))
+    }
+
+    fn completed_list(
+        &self,
+        succeeded: bool,
+        page: Page,
+    ) -> BoxFuture<Result<Vec<CompletedRecord>>> {
+        self.read(move |conn| browse::completed_list(conn, succeeded, page))
+    }
+
+    fn completed_get(&self, id: TaskId) -> BoxFuture<Result<Option<CompletedRecord>>> {
+        self.read(move |conn| browse::completed_get(conn, id))
     }
 }
 

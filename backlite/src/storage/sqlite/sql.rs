@@ -78,7 +78,7 @@ pub(crate) fn task_claim(
     Ok(claimed)
 }
 
-fn task_id(bytes: &[u8]) -> rusqlite::Result<TaskId> {
+pub(crate) fn task_id(bytes: &[u8]) -> rusqlite::Result<TaskId> {
     <[u8; 16]>::try_from(bytes)
         .map(TaskId::from_bytes)
         .map_err(|_| {
