@@ -124,7 +124,7 @@ async fn run(shared: Arc<Shared>, task: ClaimedTask, slot: OwnedSemaphorePermit)
     let now = now_millis();
     let (next, error) = match &outcome {
         Ok(()) => {
-            tracing::info!(task_id = %task.id, queue, attempt, ?duration, "task succeeded");
+            tracing::debug!(task_id = %task.id, queue, attempt, ?duration, "task succeeded");
             let retain = retention.and_then(|r| {
                 r.keeps(true).map(|payload| Retain {
                     payload,
