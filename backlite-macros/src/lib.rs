@@ -10,6 +10,7 @@ mod attr;
 mod ctxt;
 mod expand;
 mod fallback;
+mod processor;
 mod similar;
 mod valid;
 
@@ -55,10 +56,24 @@ pub fn derive_task(input: TokenStream) -> TokenStream {
     expand::derive(&input).into()
 }
 
-/// Turns an `async fn` into a processor.
+/// Makes an `async fn` the processor of its task type's queue.
+///
+/// ```text
+/// #[processor]
+/// async fn send_order_email(ctx: Context, task: NewOrderEmail) -> Result<(), MailError> { .. }
+///
+/// #[processor]
+/// async fn resize(task: ResizeImage) -> anyhow::Result<()> { .. }
+/// ```
+///
+/// The function takes the task, optionally preceded by a `backlite::Context`, and returns
+/// `Result<(), E>` for any `E: Into<backlite::BoxError>`; its future must be `Send`. It stays
+/// as written, callable directly (in unit tests, say). Next to it the macro adds a hidden type
+/// of the same name (a braced struct lives only in the type namespace, so the two do not
+/// clash) that implements `backlite::Processor`; list the function in `processors![..]`.
 #[proc_macro_attribute]
-pub fn processor(_args: TokenStream, input: TokenStream) -> TokenStream {
-    input
+pub fn processor(args: TokenStream, input: TokenStream) -> TokenStream {
+    processor::expand(&args.into(), &input.into()).into()
 }
 
 /// Builds the registry.
