@@ -11,6 +11,7 @@ mod ctxt;
 mod expand;
 mod fallback;
 mod processor;
+mod registry;
 mod similar;
 mod valid;
 
@@ -76,8 +77,14 @@ pub fn processor(args: TokenStream, input: TokenStream) -> TokenStream {
     processor::expand(&args.into(), &input.into()).into()
 }
 
-/// Builds the registry.
+/// Builds the `backlite::Registry` of the listed processors: `processors![send_order_email,
+/// jobs::resize]`.
+///
+/// Each entry is the path of a `#[processor]` function. Two processors of the same queue stop
+/// the compilation with an error naming the queue.
 #[proc_macro]
-pub fn processors(_input: TokenStream) -> TokenStream {
-    TokenStream::new()
+pub fn processors(input: TokenStream) -> TokenStream {
+    registry::expand(input.into())
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
 }

@@ -191,11 +191,25 @@ pub mod __private {
     #[derive(Clone, Copy)]
     pub struct RegistryEntry(pub(crate) Entry);
 
-    pub fn entry<P: Processor>() -> RegistryEntry {
+    /// A `const fn`, so that `processors![..]` builds its entries once, in a constant, and
+    /// checks their queues from there: each path is then named once and, when it is not a
+    /// processor, reported once.
+    pub const fn entry<P: Processor>() -> RegistryEntry {
         RegistryEntry(Entry {
             config: <P::Task as crate::Task>::CONFIG,
             start: super::start::<P>,
         })
+    }
+
+    /// The queue of each entry, for `assert_distinct_queues`.
+    pub const fn queue_names<const N: usize>(entries: &[RegistryEntry; N]) -> [&'static str; N] {
+        let mut names = [""; N];
+        let mut i = 0;
+        while i < N {
+            names[i] = entries[i].0.config.name();
+            i += 1;
+        }
+        names
     }
 
     /// Builds the registry; queues were checked to be distinct by `assert_distinct_queues`.
