@@ -59,6 +59,13 @@ mod tests {
             did_you_mean("jiter", &["base", "cap", "jitter"]),
             Some("jitter")
         );
+        // Two edits: a swapped pair of letters, or two letters missing.
+        assert_eq!(
+            did_you_mean("exponentail", &["exponential"]),
+            Some("exponential")
+        );
+        assert_eq!(did_you_mean("max_atempt", KEYS), Some("max_attempts"));
+        assert_eq!(did_you_mean("retenion", KEYS), Some("retention"));
     }
 
     #[test]
