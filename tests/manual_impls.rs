@@ -13,17 +13,12 @@ static RUNS: AtomicUsize = AtomicUsize::new(0);
 struct PingProc;
 impl Processor for PingProc {
     type Task = Ping;
-    fn process(
-        _ctx: Context,
-        task: Ping,
-    ) -> impl std::future::Future<Output = Result<(), BoxError>> + Send + 'static {
-        async move {
-            RUNS.fetch_add(1, Ordering::SeqCst);
-            if task.0 == 13 {
-                return Err("unlucky".into());
-            }
-            Ok(())
+    async fn process(_ctx: Context, task: Ping) -> Result<(), BoxError> {
+        RUNS.fetch_add(1, Ordering::SeqCst);
+        if task.0 == 13 {
+            return Err("unlucky".into());
         }
+        Ok(())
     }
 }
 

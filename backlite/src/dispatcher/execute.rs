@@ -124,7 +124,7 @@ async fn run(shared: Arc<Shared>, task: ClaimedTask, slot: OwnedSemaphorePermit)
     let now = now_millis();
     let (next, error) = match &outcome {
         Ok(()) => {
-            tracing::info!(task_id = %task.id, queue, attempt, ?duration, "task succeeded");
+            tracing::debug!(task_id = %task.id, queue, attempt, ?duration, "task succeeded");
             let retain = retention.and_then(|r| {
                 r.keeps(true).map(|payload| Retain {
                     payload,
@@ -175,8 +175,29 @@ async fn run(shared: Arc<Shared>, task: ClaimedTask, slot: OwnedSemaphorePermit)
         error,
         next,
     };
-    if let Err(e) = client.driver().task_complete_many(vec![completion]).await {
-        tracing::error!(task_id = %task.id, queue, error = %e, "could not record the task's outcome; it runs again after release_after");
+    record(&shared, completion, queue).await;
+}
+
+/// Records an outcome, retrying while the database is locked: a dropped outcome would make
+/// the task run a second time after `release_after`. Gives up only when a stop stops waiting.
+async fn record(shared: &Shared, completion: Completion, queue: &str) {
+    let mut pause = Duration::from_millis(10);
+    loop {
+        let error = match shared.client.driver().task_complete_many(vec![completion.clone()]).await {
+            Ok(()) => return,
+            Err(error) => error,
+        };
+        let retry = matches!(error, crate::Error::Busy(_)) && !shared.shutdown.is_cancelled();
+        if !retry {
+            tracing::error!(task_id = %completion.id, queue, error = %error, "could not record the task's outcome; it runs again after release_after");
+            return;
+        }
+        tracing::warn!(task_id = %completion.id, queue, error = %error, retry_in = ?pause, "database locked; will retry recording the outcome");
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => {}
+            _ = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(Duration::from_secs(1));
     }
 }
 

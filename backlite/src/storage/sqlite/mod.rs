@@ -288,9 +288,6 @@ pub(crate) fn map_error(error: &rusqlite::Error, busy: Duration) -> Error {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Error::Busy(busy),
         Some(ErrorCode::DiskFull) => Error::Full,
         Some(ErrorCode::ReadOnly) => Error::ReadOnly,
-        Some(ErrorCode::NotADatabase) => Error::NotADatabase {
-            path: String::new(),
-        },
         _ => Error::Storage(error.to_string().into()),
     }
 }
