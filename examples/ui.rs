@@ -19,109 +19,79 @@ use std::time::Duration;
 use axum::Router;
 use axum::response::Redirect;
 use axum::routing::get;
-use backlite::{
-    Backoff, BoxError, Client, Context, Processor, QueueConfig, RetainData, Retention, Task,
-};
+use backlite::{Client, Context, Task, processor, processors};
 use serde::{Deserialize, Serialize};
 
-// The tasks. Written out by hand here; `#[derive(Task)]` and `#[processor]` generate the same.
-
-const ONE_HOUR: Option<Duration> = Some(Duration::from_secs(3600));
-
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Task)]
+#[queue(
+    name = "emails",
+    max_attempts = 3,
+    backoff = "5s",
+    retention(duration = "1h", data)
+)]
 pub struct SendEmail {
     pub to: String,
     pub subject: String,
 }
-impl Task for SendEmail {
-    const CONFIG: QueueConfig = QueueConfig::builder("emails")
-        .max_attempts(3)
-        .backoff(Backoff::Fixed(Duration::from_secs(5)))
-        .retention(Retention {
-            duration: ONE_HOUR,
-            only_failed: false,
-            data: RetainData::All,
-        })
-        .build();
-}
-struct SendEmailProcessor;
-impl Processor for SendEmailProcessor {
-    type Task = SendEmail;
-    async fn process(ctx: Context, email: SendEmail) -> Result<(), BoxError> {
-        let luck = chance(&ctx);
-        tokio::time::sleep(Duration::from_millis(200 + luck % 1000)).await;
-        // One first attempt in six meets a busy mail server; the retry gets through.
-        if ctx.attempt() == 1 && luck.is_multiple_of(6) {
-            return Err(
-                format!("SMTP 451 4.7.1 <{}>: greylisted, try again later", email.to).into(),
-            );
-        }
-        Ok(())
+
+#[processor]
+async fn send_email(ctx: Context, email: SendEmail) -> Result<(), String> {
+    let luck = chance(&ctx);
+    tokio::time::sleep(Duration::from_millis(200 + luck % 1000)).await;
+    // One first attempt in six meets a busy mail server; the retry gets through.
+    if ctx.attempt() == 1 && luck.is_multiple_of(6) {
+        return Err(format!(
+            "SMTP 451 4.7.1 <{}>: greylisted, try again later",
+            email.to
+        ));
     }
+    Ok(())
 }
 
-#[derive(Serialize, Deserialize)]
+/// Only the outcome is kept: the report's page says its payload was not retained.
+#[derive(Serialize, Deserialize, Task)]
+#[queue(name = "reports", timeout = "30s", retention(duration = "1h"))]
 pub struct RenderReport {
     pub report_id: u64,
     pub format: String,
     pub pages: u32,
 }
-impl Task for RenderReport {
-    const CONFIG: QueueConfig = QueueConfig::builder("reports")
-        .timeout(Duration::from_secs(30))
-        .retention(Retention {
-            duration: ONE_HOUR,
-            only_failed: false,
-            data: RetainData::None,
-        })
-        .build();
-}
-struct RenderReportProcessor;
-impl Processor for RenderReportProcessor {
-    type Task = RenderReport;
-    async fn process(ctx: Context, report: RenderReport) -> Result<(), BoxError> {
-        // Slow enough to be seen on the Running page.
-        let ms = 3000 + u64::from(report.pages) * 40 + chance(&ctx) % 3000;
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(ms)) => Ok(()),
-            _ = ctx.cancelled() => Err("cancelled: the client is stopping".into()),
-        }
+
+#[processor]
+async fn render_report(ctx: Context, report: RenderReport) -> Result<(), String> {
+    // Slow enough to be seen on the Running page.
+    let ms = 3000 + u64::from(report.pages) * 40 + chance(&ctx) % 3000;
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_millis(ms)) => Ok(()),
+        _ = ctx.cancelled() => Err("cancelled: the client is stopping".to_owned()),
     }
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Task)]
+#[queue(
+    name = "webhooks",
+    max_attempts = 2,
+    backoff = "4s",
+    retention(duration = "1h", data(only_failed))
+)]
 pub struct DeliverWebhook {
     pub url: String,
     pub event: String,
     pub body: serde_json::Value,
 }
-impl Task for DeliverWebhook {
-    const CONFIG: QueueConfig = QueueConfig::builder("webhooks")
-        .max_attempts(2)
-        .backoff(Backoff::Fixed(Duration::from_secs(4)))
-        .retention(Retention {
-            duration: ONE_HOUR,
-            only_failed: false,
-            data: RetainData::OnlyFailed,
-        })
-        .build();
-}
-struct DeliverWebhookProcessor;
-impl Processor for DeliverWebhookProcessor {
-    type Task = DeliverWebhook;
-    async fn process(ctx: Context, hook: DeliverWebhook) -> Result<(), BoxError> {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        // The receiving end is down half the time, and answers with its HTML error page.
-        if chance(&ctx).is_multiple_of(2) {
-            return Err(format!(
-                "POST {} ({}): 502 Bad Gateway: <html><body><h1>502 Bad Gateway</h1>\
-                 <script>location='/oops'</script></body></html>",
-                hook.url, hook.event
-            )
-            .into());
-        }
-        Ok(())
+
+#[processor]
+async fn deliver_webhook(ctx: Context, hook: DeliverWebhook) -> Result<(), String> {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The receiving end is down half the time, and answers with its HTML error page.
+    if chance(&ctx).is_multiple_of(2) {
+        return Err(format!(
+            "POST {} ({}): 502 Bad Gateway: <html><body><h1>502 Bad Gateway</h1>\
+             <script>location='/oops'</script></body></html>",
+            hook.url, hook.event
+        ));
     }
+    Ok(())
 }
 
 /// A number that differs per task and attempt, for the demo's varied timings and failures.
@@ -137,11 +107,7 @@ pub async fn demo_client(database: &Path) -> backlite::Result<Client> {
     let client = Client::builder()
         .database(database)
         .workers(4)
-        .processors(backlite::__private::registry([
-            backlite::__private::entry::<SendEmailProcessor>(),
-            backlite::__private::entry::<RenderReportProcessor>(),
-            backlite::__private::entry::<DeliverWebhookProcessor>(),
-        ]))
+        .processors(processors![send_email, render_report, deliver_webhook])
         .build()
         .await?;
     client.start();
@@ -213,18 +179,18 @@ pub async fn feed(client: Client) {
         every.tick().await;
         tick += 1;
         let mut batch = client.add(email(tick)).add(email(tick * 7));
-        if tick % 2 == 0 {
+        if tick.is_multiple_of(2) {
             batch = batch.add(webhook(tick));
         }
-        if tick % 3 == 0 {
+        if tick.is_multiple_of(3) {
             batch = batch.add(RenderReport {
                 report_id: 100 + tick,
-                format: if tick % 2 == 0 { "pdf" } else { "csv" }.into(),
+                format: if tick.is_multiple_of(2) { "pdf" } else { "csv" }.into(),
                 pages: (tick % 40) as u32,
             });
         }
         let mut result = batch.save().await.map(drop);
-        if tick % 5 == 0 {
+        if tick.is_multiple_of(5) {
             result = result.and(
                 client
                     .add(SendEmail {

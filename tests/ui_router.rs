@@ -6,94 +6,60 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use backlite::{
-    BoxError, Client, Context, Processor, QueueConfig, RetainData, Retention, Task, TaskId,
-    TaskStatus,
-};
+use backlite::{Client, Context, Task, TaskId, TaskStatus, processor, processors};
 use serde::{Deserialize, Serialize};
 use tower::ServiceExt;
 
 const SCRIPT: &str = "<script>alert('owned')</script>";
 const HTML_ERROR: &str = "upstream replied <img src=x onerror=alert(1)> & \"gave up\"";
 
-const KEEP_ALL: Retention = Retention {
-    duration: None,
-    only_failed: false,
-    data: RetainData::All,
-};
-
 /// Succeeds; retained with its payload.
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Task)]
+#[queue(name = "notes", max_attempts = 3, retention(data))]
 struct Note {
     text: String,
 }
-impl Task for Note {
-    const CONFIG: QueueConfig = QueueConfig::builder("notes")
-        .max_attempts(3)
-        .retention(KEEP_ALL)
-        .build();
-}
-struct NoteProc;
-impl Processor for NoteProc {
-    type Task = Note;
-    async fn process(_: Context, _: Note) -> Result<(), BoxError> {
-        Ok(())
-    }
+
+#[processor]
+async fn note(_: Note) -> Result<(), String> {
+    Ok(())
 }
 
 /// Fails with an error message full of HTML; retained with its payload.
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Task)]
+#[queue(name = "alarms", retention(data))]
 struct Alarm {
     text: String,
 }
-impl Task for Alarm {
-    const CONFIG: QueueConfig = QueueConfig::builder("alarms").retention(KEEP_ALL).build();
-}
-struct AlarmProc;
-impl Processor for AlarmProc {
-    type Task = Alarm;
-    async fn process(_: Context, _: Alarm) -> Result<(), BoxError> {
-        Err(HTML_ERROR.into())
-    }
+
+#[processor]
+async fn alarm(_: Alarm) -> Result<(), String> {
+    Err(HTML_ERROR.to_owned())
 }
 
-/// Succeeds; only its outcome is retained.
-#[derive(Serialize, Deserialize)]
+/// Succeeds; only its outcome is retained, for an hour.
+#[derive(Serialize, Deserialize, Task)]
+#[queue(name = "bare", retention(duration = "1h"))]
 struct Bare {
     n: u32,
 }
-impl Task for Bare {
-    const CONFIG: QueueConfig = QueueConfig::builder("bare")
-        .retention(Retention {
-            duration: Some(Duration::from_secs(3600)),
-            only_failed: false,
-            data: RetainData::None,
-        })
-        .build();
-}
-struct BareProc;
-impl Processor for BareProc {
-    type Task = Bare;
-    async fn process(_: Context, _: Bare) -> Result<(), BoxError> {
-        Ok(())
-    }
+
+#[processor]
+async fn bare(_: Bare) -> Result<(), String> {
+    Ok(())
 }
 
 /// Runs until the client stops: stays on the Running page.
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Task)]
+#[queue(name = "slow")]
 struct Slow {
     n: u32,
 }
-impl Task for Slow {
-    const CONFIG: QueueConfig = QueueConfig::builder("slow").build();
-}
-struct SlowProc;
-impl Processor for SlowProc {
-    type Task = Slow;
-    async fn process(ctx: Context, _: Slow) -> Result<(), BoxError> {
-        ctx.cancelled().await;
-        Ok(())
-    }
+
+#[processor]
+async fn slow(ctx: Context, _: Slow) -> Result<(), String> {
+    ctx.cancelled().await;
+    Ok(())
 }
 
 /// A started client with one task in each state, and its UI.
@@ -113,12 +79,7 @@ async fn fixture() -> Fixture {
     let client = Client::builder()
         .database(dir.path().join("ui.db"))
         .workers(4)
-        .processors(backlite::__private::registry([
-            backlite::__private::entry::<NoteProc>(),
-            backlite::__private::entry::<AlarmProc>(),
-            backlite::__private::entry::<BareProc>(),
-            backlite::__private::entry::<SlowProc>(),
-        ]))
+        .processors(processors![note, alarm, bare, slow])
         .build()
         .await
         .unwrap();
