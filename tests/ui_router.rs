@@ -241,7 +241,10 @@ async fn the_running_page_lists_claimed_tasks_and_counts_every_state() {
     assert!(body.contains(&f.running.to_string()));
     assert!(body.contains(&format!("href=\"/task/{}\"", f.running)));
     assert!(!body.contains(&f.upcoming.to_string()));
-    assert!(body.contains("attempt 1 of 1 running"));
+    assert!(
+        body.contains("<td class=\"num\">1 of 1</td>"),
+        "the attempt running"
+    );
     assert_eq!(tab_count(&body, "Running"), "1");
     assert_eq!(tab_count(&body, "Upcoming"), "1");
     assert_eq!(tab_count(&body, "Succeeded"), "2");
@@ -329,6 +332,7 @@ async fn a_task_page_shows_every_field_and_the_payload_as_json() {
     let running = ok_page(&f.app, &format!("/task/{}", f.running)).await;
     assert!(running.contains("<span class=\"badge running\">running</span>"));
     assert!(running.contains("<dt>Claimed at</dt><dd><time"));
+    assert!(running.contains("<dd>attempt 1 of 1 running</dd>"));
     f.stop().await;
 }
 

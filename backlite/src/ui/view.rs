@@ -233,6 +233,9 @@ pub(crate) struct TaskView {
     pub(crate) queue: String,
     /// `running`, `due` (waiting for a worker), `scheduled` or `retrying`.
     pub(crate) status: &'static str,
+    /// Attempts done, or the attempt running, with the queue's maximum: "2 of 3".
+    pub(crate) attempt: String,
+    /// The same, said in full for the task's page: "attempt 2 of 3 running".
     pub(crate) attempts: String,
     pub(crate) created: Time,
     pub(crate) run_at: Time,
@@ -257,17 +260,21 @@ impl TaskView {
             (None, 0) => "due",
             (None, _) => "retrying",
         };
-        let attempts = match (t.claimed_at, max) {
-            (Some(_), Some(max)) => format!("attempt {} of {max} running", t.attempts + 1),
-            (Some(_), None) => format!("attempt {} running", t.attempts + 1),
-            (None, Some(max)) => format!("{} of {max}", t.attempts),
-            (None, None) => t.attempts.to_string(),
+        let shown = t.attempts + u32::from(t.claimed_at.is_some());
+        let attempt = match max {
+            Some(max) => format!("{shown} of {max}"),
+            None => shown.to_string(),
+        };
+        let attempts = match t.claimed_at {
+            Some(_) => format!("attempt {attempt} running"),
+            None => attempt.clone(),
         };
         let whole = t.payload.len() as u64 == t.payload_len;
         TaskView {
             id: t.id.to_string(),
             href: format!("{base}/task/{}", t.id),
             status,
+            attempt,
             attempts,
             created: Time::new(t.created_at, now),
             run_at: Time::new(t.run_at, now),
