@@ -183,7 +183,12 @@ async fn run(shared: Arc<Shared>, task: ClaimedTask, slot: OwnedSemaphorePermit)
 async fn record(shared: &Shared, completion: Completion, queue: &str) {
     let mut pause = Duration::from_millis(10);
     loop {
-        let error = match shared.client.driver().task_complete_many(vec![completion.clone()]).await {
+        let error = match shared
+            .client
+            .driver()
+            .task_complete_many(vec![completion.clone()])
+            .await
+        {
             Ok(()) => return,
             Err(error) => error,
         };
