@@ -125,4 +125,8 @@ pub(crate) trait Driver: Send + Sync + 'static {
 
     /// Task counts per queue, over every queue in the database.
     fn queue_stats(&self, now: Millis) -> BoxFuture<Result<Vec<QueueStats>>>;
+
+    /// How many claims and next-due queries this driver has run.
+    #[cfg(test)]
+    fn table_reads(&self) -> u64;
 }
