@@ -154,4 +154,8 @@ pub(crate) trait Driver: Send + Sync + 'static {
     /// A retained completed task, with its whole payload when that was retained.
     #[cfg_attr(not(feature = "ui"), allow(dead_code, reason = "only the UI browses"))]
     fn completed_get(&self, id: TaskId) -> BoxFuture<Result<Option<CompletedRecord>>>;
+
+    /// How many claims and next-due queries this driver has run.
+    #[cfg(test)]
+    fn table_reads(&self) -> u64;
 }

@@ -81,6 +81,9 @@ impl Target {
 
 pub(crate) struct SqliteDriver {
     writer: std::sync::mpsc::Sender<Command>,
+    /// Statements that read the tasks table for the dispatcher (claims, next-due queries),
+    /// counted so that a test can prove an idle client does not poll.
+    table_reads: Arc<std::sync::atomic::AtomicU64>,
     readers: Arc<Readers>,
     queues: Arc<[&'static str]>,
     next_due_sql: Arc<str>,
@@ -124,9 +127,11 @@ impl SqliteDriver {
         let mut conn = open_connection(&target, &options)?;
         migrations::migrate(&mut conn, now_millis())
             .map_err(|e| open_error(&options.path, &e, options.busy_timeout))??;
-        let writer = writer::spawn(conn, &options, wake)?;
+        let table_reads = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let writer = writer::spawn(conn, &options, wake, table_reads.clone())?;
         Ok(SqliteDriver {
             writer,
+            table_reads,
             queues: options.queues.clone().into(),
             next_due_sql: sql::next_due_sql(options.queues.len()).into(),
             readers: Arc::new(Readers {
@@ -189,6 +194,8 @@ impl Driver for SqliteDriver {
     }
 
     fn task_next_due(&self) -> BoxFuture<Result<Option<Millis>>> {
+        self.table_reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (sql, queues) = (self.next_due_sql.clone(), self.queues.clone());
         self.read(move |conn| sql::task_next_due(conn, &sql, &queues))
     }
@@ -223,6 +230,11 @@ impl Driver for SqliteDriver {
 
     fn completed_get(&self, id: TaskId) -> BoxFuture<Result<Option<CompletedRecord>>> {
         self.read(move |conn| browse::completed_get(conn, id))
+    }
+
+    #[cfg(test)]
+    fn table_reads(&self) -> u64 {
+        self.table_reads.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
