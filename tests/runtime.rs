@@ -812,10 +812,10 @@ async fn a_schema_newer_than_this_version_is_refused_and_older_ones_migrate() {
         .conn()
         .query_row("SELECT MAX(version) FROM backlite_schema", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
     // Opening again applies nothing twice.
     drop(Client::builder().database(&db.path).build().await.unwrap());
-    assert_eq!(count(&db.conn(), "backlite_schema"), 1);
+    assert_eq!(count(&db.conn(), "backlite_schema"), 2);
 
     db.conn()
         .execute("INSERT INTO backlite_schema VALUES (99, 0)", [])
@@ -826,7 +826,7 @@ async fn a_schema_newer_than_this_version_is_refused_and_older_ones_migrate() {
             result,
             Err(Error::SchemaTooNew {
                 found: 99,
-                supported: 1
+                supported: 2
             })
         ),
         "{result:?}"

@@ -220,6 +220,29 @@ mod tests {
         );
         assert!(!completed.contains("TEMP B-TREE"), "{completed}");
     }
+
+    /// Every page's header counts tasks per queue: from indexes, never from the tables' rows.
+    #[test]
+    fn counts_read_indexes_only() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::super::migrations::migrate(&mut conn, 0)
+            .unwrap()
+            .unwrap();
+        let counts = plan(&conn, super::super::sql::QUEUE_STATS_SQL);
+        for step in counts
+            .lines()
+            .filter(|s| s.starts_with("SCAN") || s.starts_with("SEARCH"))
+        {
+            assert!(step.contains(" INDEX "), "{step} in\n{counts}");
+        }
+        for index in [
+            "backlite_tasks_due",
+            "backlite_tasks_claimed",
+            "COVERING INDEX backlite_tasks_completed_queue",
+        ] {
+            assert!(counts.contains(index), "{index} in\n{counts}");
+        }
+    }
 }
 
 #[cfg(test)]
