@@ -7,12 +7,11 @@
 //! value HTML-escaped, and only read: browsing never delays task processing.
 //!
 //! ```no_run
-//! # async fn run(client: backlite::Client) -> std::io::Result<()> {
-//! let app = axum::Router::new()
-//!     // .route("/", ..) the application's own routes
+//! # async fn run(client: backlite::Client) {
+//! let app: axum::Router = axum::Router::new()
+//!     // .route("/", ..): the application's own routes
 //!     .nest("/admin/tasks", backlite::ui::router(&client));
-//! # let listener: tokio::net::TcpListener = todo!();
-//! axum::serve(listener, app).await
+//! // then `axum::serve(listener, app)`, as the application serves itself
 //! # }
 //! ```
 //!
