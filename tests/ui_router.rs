@@ -453,6 +453,63 @@ async fn lists_page_by_25_and_a_bad_page_gives_the_first() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completed_lists_page_too() {
+    let f = fixture().await;
+    let batch = (0..29).fold(f.client.add(Alarm { text: "0".into() }), |batch, n| {
+        batch.add(Alarm {
+            text: n.to_string(),
+        })
+    });
+    batch.save().await.unwrap();
+    // 31 failed: the fixture's and these 30.
+    for _ in 0..500 {
+        if f.client
+            .stats()
+            .await
+            .unwrap()
+            .iter()
+            .map(|q| q.failed)
+            .sum::<u64>()
+            == 31
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let first = ok_page(&f.app, "/failed").await;
+    assert_eq!(first.matches("<td class=\"id\">").count(), 25);
+    assert!(first.contains("1–25 of 31"));
+    assert!(first.contains("rel=\"next\" href=\"/failed?page=2\""));
+    let second = ok_page(&f.app, "/failed?page=2").await;
+    assert_eq!(second.matches("<td class=\"id\">").count(), 6);
+    assert!(second.contains("rel=\"prev\" href=\"/failed\""));
+    assert!(second.contains("<span class=\"button disabled\">Next →</span>"));
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn a_database_that_cannot_be_read_gives_a_500_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.db");
+    let client = Client::builder().database(&path).build().await.unwrap();
+    let app = backlite::ui::router(&client);
+    backlite::rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("DROP TABLE backlite_tasks_completed")
+        .unwrap();
+    let page = get(&app, "/failed").await;
+    assert_eq!(page.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(page.body.contains("The task database could not be read."));
+    assert!(
+        page.body.contains("no such table"),
+        "the error, for the operator"
+    );
+    assert!(page.body.contains("Task counts could not be read."));
+    // The rest of the UI still answers.
+    assert_eq!(get(&app, "/upcoming").await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nested_under_a_prefix_every_link_keeps_it() {
     let f = fixture().await;
     let app = Router::new().nest("/admin/tasks", f.app.clone());
