@@ -740,6 +740,7 @@ async fn tasks_saved_in_the_applications_transaction_run_once_it_commits() {
 
     assert!(eventually(SHORT, || runs("tx-commit").len() == 1).await);
     let picked_up = runs("tx-commit")[0].at - committed_at;
+    println!("picked up {picked_up:?} after the application's commit");
     assert!(
         picked_up < Duration::from_millis(250),
         "picked up after {picked_up:?}"
