@@ -33,7 +33,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 
 use crate::client::Client;
-use crate::storage::{Page, QueueStats, TaskState, now_millis};
+use crate::storage::{Millis, Page, QueueStats, TaskState, now_millis};
 use crate::task::TaskId;
 use view::{
     CompletedListPage, CompletedPage, CompletedView, ErrorPage, Layout, List, NotFoundPage, Pager,
@@ -94,66 +94,61 @@ async fn failed(client: State<Client>, base: Base, query: RawQuery) -> Response 
     completed_list(&client, base, query, List::Failed).await
 }
 
-async fn task_list(client: &Client, Base(base): Base, query: RawQuery, list: List) -> Response {
-    let (page, window) = page(query);
+async fn task_list(client: &Client, base: Base, query: RawQuery, list: List) -> Response {
     let state = match list {
         List::Running => TaskState::Running,
         _ => TaskState::Upcoming,
     };
-    let now = now_millis();
     let driver = client.driver();
-    // One more row than shown says whether there is a next page.
-    let (stats, rows) = tokio::join!(driver.queue_stats(now), driver.task_list(state, window));
-    let stats = stats.ok();
-    let mut rows = match rows {
-        Ok(rows) => rows,
-        Err(e) => return storage_error(base, stats.as_deref(), &e, now),
-    };
-    let more = rows.len() as u64 > PER_PAGE;
-    rows.truncate(PER_PAGE as usize);
-    let layout = Layout::new(
-        base.clone(),
-        list.label().to_owned(),
-        Some(list),
-        stats.as_deref(),
-        now,
-    );
-    let pager = pager(&base, list, page, rows.len(), more, stats.as_deref());
-    let registry = client.registry();
-    let rows = rows
-        .into_iter()
-        .map(|t| TaskView::new(&base, t, registry, now))
-        .collect();
-    html(
-        StatusCode::OK,
-        &TasksPage {
-            layout,
-            running: list == List::Running,
-            rows,
-            pager,
-        },
-    )
+    let rows = |window| driver.task_list(state, window);
+    match list_page(client, base, query, list, rows, TaskView::new).await {
+        Ok((layout, rows, pager)) => html(
+            StatusCode::OK,
+            &TasksPage {
+                layout,
+                running: list == List::Running,
+                rows,
+                pager,
+            },
+        ),
+        Err(response) => response,
+    }
 }
 
-async fn completed_list(
+async fn completed_list(client: &Client, base: Base, query: RawQuery, list: List) -> Response {
+    let succeeded = list == List::Succeeded;
+    let driver = client.driver();
+    let rows = |window| driver.completed_list(succeeded, window);
+    match list_page(client, base, query, list, rows, CompletedView::new).await {
+        Ok((layout, rows, pager)) => html(
+            StatusCode::OK,
+            &CompletedListPage {
+                layout,
+                succeeded,
+                rows,
+                pager,
+            },
+        ),
+        Err(response) => response,
+    }
+}
+
+/// What every list page shows: the header with its counts, one page of rows as views, and the
+/// pager; or the error page when the rows cannot be read.
+async fn list_page<R, V>(
     client: &Client,
     Base(base): Base,
     query: RawQuery,
     list: List,
-) -> Response {
+    rows: impl FnOnce(Page) -> crate::processor::BoxFuture<crate::Result<Vec<R>>>,
+    view: impl Fn(&str, R, &crate::Registry, Millis) -> V,
+) -> Result<(Layout, Vec<V>, Pager), Response> {
     let (page, window) = page(query);
-    let succeeded = list == List::Succeeded;
     let now = now_millis();
-    let driver = client.driver();
-    let (stats, rows) = tokio::join!(
-        driver.queue_stats(now),
-        driver.completed_list(succeeded, window)
-    );
+    // One more row than shown says whether there is a next page.
+    let (stats, rows) = tokio::join!(client.driver().queue_stats(now), rows(window));
     let stats = stats.ok();
-    let mut rows = match rows {
-        Ok(rows) => rows,
-        Err(e) => return storage_error(base, stats.as_deref(), &e, now),
-    };
+    let mut rows = rows.map_err(|e| storage_error(base.clone(), stats.as_deref(), &e, now))?;
     let more = rows.len() as u64 > PER_PAGE;
     rows.truncate(PER_PAGE as usize);
     let layout = Layout::new(
@@ -167,17 +162,9 @@ async fn completed_list(
     let registry = client.registry();
     let rows = rows
         .into_iter()
-        .map(|c| CompletedView::new(&base, c, registry, now))
+        .map(|row| view(&base, row, registry, now))
         .collect();
-    html(
-        StatusCode::OK,
-        &CompletedListPage {
-            layout,
-            succeeded,
-            rows,
-            pager,
-        },
-    )
+    Ok((layout, rows, pager))
 }
 
 async fn task(client: State<Client>, Base(base): Base, Path(id): Path<String>) -> Response {
