@@ -2,25 +2,23 @@
 //! only once every outcome of a finished task is in the database, and a large backlog must
 //! drain with every task run exactly once when nothing fails.
 
+use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use backlite::{BoxError, Client, Context, Processor, QueueConfig, Task};
+use backlite::{Client, Task, processor, processors};
 use serde::{Deserialize, Serialize};
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Task)]
+#[queue(name = "count")]
 struct Count(u32);
-impl Task for Count {
-    const CONFIG: QueueConfig = QueueConfig::builder("count").build();
-}
+
 static RUNS: AtomicUsize = AtomicUsize::new(0);
-struct CountProc;
-impl Processor for CountProc {
-    type Task = Count;
-    async fn process(_ctx: Context, _task: Count) -> Result<(), BoxError> {
-        RUNS.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
+
+#[processor]
+async fn count(_task: Count) -> Result<(), Infallible> {
+    RUNS.fetch_add(1, Ordering::SeqCst);
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -30,9 +28,7 @@ async fn stop_waits_for_every_outcome() {
     let client = Client::builder()
         .database(dir.path().join("q.db"))
         .workers(8)
-        .processors(backlite::__private::registry([
-            backlite::__private::entry::<CountProc>(),
-        ]))
+        .processors(processors![count])
         .build()
         .await
         .unwrap();

@@ -1,20 +1,88 @@
-//! Macros of backlite; use them through the `backlite` crate.
+//! The macros of backlite: `#[derive(Task)]`, `#[processor]` and `processors![..]`.
+//!
+//! Use them through the `backlite` crate, which re-exports them and documents them. They only
+//! generate implementations of `backlite`'s traits; every name in the generated code is a full
+//! path under `::backlite` or `::core`, so the user's own `Result`, `Task` or `Duration` do not
+//! get in the way.
+
+mod ast;
+mod attr;
+mod ctxt;
+mod expand;
+mod fallback;
+mod processor;
+mod registry;
+mod similar;
+mod valid;
+
+// The duration grammar and queue-name rules are the runtime's own `rules.rs`: this crate
+// cannot depend on `backlite` (which depends on it). `src/rules.rs` is a symlink to that file,
+// so both crates compile the same source and `cargo package` ships its contents here.
+mod rules;
+
 use proc_macro::TokenStream;
+use syn::{DeriveInput, parse_macro_input};
 
-/// Derives `backlite::Task`.
+/// Derives `backlite::Task`: the type's queue and how its tasks run, from `#[queue(..)]`.
+///
+/// ```text
+/// #[derive(Serialize, Deserialize, Task)]
+/// #[queue(
+///     name = "new_order_email",      // required: the queue, stable across renames of the type
+///     max_attempts = 5,              // runs before the task counts as failed; default 1
+///     backoff = "5s",                // wait before a retry; default none
+///  // backoff = exponential(base = "1s", cap = "10m", jitter),
+///     timeout = "10s",               // longest attempt; default none
+///     retention(duration = "6h", only_failed, data(only_failed)),  // default: keep nothing
+/// )]
+/// struct NewOrderEmail { order_id: String }
+/// ```
+///
+/// - **Durations** are strings of `<number><unit>` pairs, units `d h m s ms` largest first:
+///   `"500ms"`, `"1m30s"`, `"7d"`. Zero is refused: leave the key out instead.
+/// - **Queue names** are 1 to 100 ASCII letters, digits and `_ - . :`.
+/// - **`retention`** keeps completed tasks (their outcome, without payload, until deleted);
+///   `duration` deletes them after that long, `only_failed` keeps only failed ones, `data`
+///   keeps the payload too and `data(only_failed)` only that of failed tasks.
+/// - **Flags** (`jitter`, `only_failed`) are written alone or as `flag = true|false`.
+///
+/// Works on structs and enums without generic parameters. Every mistake is reported at once,
+/// at its own token; the type then still implements `Task` (with a placeholder queue), so
+/// that its other uses do not add errors.
 #[proc_macro_derive(Task, attributes(queue))]
-pub fn derive_task(_input: TokenStream) -> TokenStream {
-    TokenStream::new()
+pub fn derive_task(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    expand::derive(&input).into()
 }
 
-/// Turns an `async fn` into a processor.
+/// Makes an `async fn` the processor of its task type's queue.
+///
+/// ```text
+/// #[processor]
+/// async fn send_order_email(ctx: Context, task: NewOrderEmail) -> Result<(), MailError> { .. }
+///
+/// #[processor]
+/// async fn resize(task: ResizeImage) -> anyhow::Result<()> { .. }
+/// ```
+///
+/// The function takes the task, optionally preceded by a `backlite::Context`, and returns
+/// `Result<(), E>` for any `E: Into<backlite::BoxError>`; its future must be `Send`. It stays
+/// as written, callable directly (in unit tests, say). Next to it the macro adds a hidden type
+/// of the same name (a braced struct lives only in the type namespace, so the two do not
+/// clash) that implements `backlite::Processor`; list the function in `processors![..]`.
 #[proc_macro_attribute]
-pub fn processor(_args: TokenStream, input: TokenStream) -> TokenStream {
-    input
+pub fn processor(args: TokenStream, input: TokenStream) -> TokenStream {
+    processor::expand(&args.into(), &input.into()).into()
 }
 
-/// Builds the registry.
+/// Builds the `backlite::Registry` of the listed processors: `processors![send_order_email,
+/// jobs::resize]`.
+///
+/// Each entry is the path of a `#[processor]` function. Two processors of the same queue stop
+/// the compilation with an error naming the queue.
 #[proc_macro]
-pub fn processors(_input: TokenStream) -> TokenStream {
-    TokenStream::new()
+pub fn processors(input: TokenStream) -> TokenStream {
+    registry::expand(input.into())
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
 }

@@ -183,17 +183,33 @@ pub mod __private {
     pub use core::time::Duration;
     pub use serde;
 
-    use super::{BoxError, Entry, Processor, Registry};
+    use std::future::Future;
+
+    use super::{BoxError, Context, Entry, Processor, Registry};
 
     /// The registry entry of processor `P`.
     #[derive(Clone, Copy)]
     pub struct RegistryEntry(pub(crate) Entry);
 
-    pub fn entry<P: Processor>() -> RegistryEntry {
+    /// A `const fn`, so that `processors![..]` builds its entries once, in a constant, and
+    /// checks their queues from there: each path is then named once and, when it is not a
+    /// processor, reported once.
+    pub const fn entry<P: Processor>() -> RegistryEntry {
         RegistryEntry(Entry {
             config: <P::Task as crate::Task>::CONFIG,
             start: super::start::<P>,
         })
+    }
+
+    /// The queue of each entry, for `assert_distinct_queues`.
+    pub const fn queue_names<const N: usize>(entries: &[RegistryEntry; N]) -> [&'static str; N] {
+        let mut names = [""; N];
+        let mut i = 0;
+        while i < N {
+            names[i] = entries[i].0.config.name();
+            i += 1;
+        }
+        names
     }
 
     /// Builds the registry; queues were checked to be distinct by `assert_distinct_queues`.
@@ -205,9 +221,48 @@ pub mod __private {
         }
     }
 
-    /// Turns a processor's error into the boxed error the dispatcher records.
-    pub fn box_error<E: Into<BoxError>>(error: E) -> BoxError {
-        error.into()
+    /// What `#[processor]` passes the first of two arguments through: implemented only for
+    /// [`Context`], so any other type is reported at the argument, in these words.
+    #[diagnostic::on_unimplemented(
+        message = "the first argument of a processor must be `backlite::Context`, not `{Self}`",
+        label = "expected `backlite::Context`",
+        note = "a processor takes `(task: T)` or `(ctx: backlite::Context, task: T)`"
+    )]
+    pub trait ContextArg {
+        fn from_context(ctx: Context) -> Self;
+    }
+
+    impl ContextArg for Context {
+        fn from_context(ctx: Context) -> Self {
+            ctx
+        }
+    }
+
+    /// What `#[processor]` passes the function's result through: implemented only for
+    /// `Result<(), E>` with an error the dispatcher can record, so any other return type is
+    /// reported at the return type, in these words.
+    #[diagnostic::on_unimplemented(
+        message = "a processor must return `Result<(), E>`, not `{Self}`",
+        label = "expected `Result<(), E>` where `E: Into<backlite::BoxError>`",
+        note = "`Result<(), E>` for any `E: std::error::Error + Send + Sync + 'static`, \
+                `std::io::Result<()>` and `anyhow::Result<()>` all work"
+    )]
+    pub trait ProcessorOutput {
+        fn into_result(self) -> Result<(), BoxError>;
+    }
+
+    impl<E: Into<BoxError>> ProcessorOutput for Result<(), E> {
+        fn into_result(self) -> Result<(), BoxError> {
+            self.map_err(Into::into)
+        }
+    }
+
+    /// Passes a processor's future through unchanged, checking that it is `Send`: spanned at
+    /// the function's name, the compiler's explanation (which value is held across which
+    /// `.await`) then starts there. The declared `+ Send` keeps the failure from showing up a
+    /// second time in the generated `Processor::process`.
+    pub fn assert_send<F: Future + Send>(future: F) -> impl Future<Output = F::Output> + Send {
+        future
     }
 
     const fn str_eq(a: &str, b: &str) -> bool {

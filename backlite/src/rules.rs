@@ -125,7 +125,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
         }
         let unit = &text[unit_start..i];
         let (rank, ms_per_unit) = match unit {
-            "" => return Err(DurationError::MissingUnit),
+            "" if i == bytes.len() => return Err(DurationError::MissingUnit),
+            "" => return Err(DurationError::UnknownUnit(char_at(text, i).to_owned())),
             "d" => (4, 86_400_000),
             "h" => (3, 3_600_000),
             "m" => (2, 60_000),
@@ -151,6 +152,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
         }
     }
     Ok(Duration::from_millis(total_ms))
+}
+
+/// The character starting at byte `i`.
+fn char_at(text: &str, i: usize) -> &str {
+    let end = text[i..]
+        .char_indices()
+        .nth(1)
+        .map_or(text.len(), |(n, _)| i + n);
+    &text[i..end]
 }
 
 #[cfg(test)]

@@ -1,43 +1,30 @@
 //! The backlite workloads. Each builds a client on a fresh file, with a processor that only
 //! counts (and, for the latency workloads, notes when it was entered).
 
+use std::convert::Infallible;
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use backlite::rusqlite::{Connection, OpenFlags};
-use backlite::{
-    BoxError, Client, Context, Processor, QueueConfig, Registry, RetainData, Retention, Task,
-};
+use backlite::{Client, Registry, Task, processor, processors};
 use serde::{Deserialize, Serialize};
 
 use super::{Figure, Sizes, round};
 
 /// The task of every workload: a payload of a few bytes, `{"n":123}`. One attempt.
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Task)]
+#[queue(name = "bench")]
 pub struct Noop {
     pub n: u64,
 }
 
-impl Task for Noop {
-    const CONFIG: QueueConfig = QueueConfig::builder("bench").build();
-}
-
 /// The same, on a queue that keeps every completed task with its payload (W3r).
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Task)]
+#[queue(name = "bench_kept", retention(data))]
 pub struct Kept {
     pub n: u64,
-}
-
-impl Task for Kept {
-    const CONFIG: QueueConfig = QueueConfig::builder("bench_kept")
-        .retention(Retention {
-            duration: None,
-            only_failed: false,
-            data: RetainData::All,
-        })
-        .build();
 }
 
 /// Processor runs so far.
@@ -54,32 +41,23 @@ fn entered(n: u64) {
     RAN.fetch_add(1, Ordering::Relaxed);
 }
 
-struct CountNoop;
-
-impl Processor for CountNoop {
-    type Task = Noop;
-    async fn process(_ctx: Context, task: Noop) -> Result<(), BoxError> {
-        entered(task.n);
-        Ok(())
-    }
+#[processor]
+async fn count_noop(task: Noop) -> Result<(), Infallible> {
+    entered(task.n);
+    Ok(())
 }
 
-struct CountKept;
-
-impl Processor for CountKept {
-    type Task = Kept;
-    async fn process(_ctx: Context, task: Kept) -> Result<(), BoxError> {
-        entered(task.n);
-        Ok(())
-    }
+#[processor]
+async fn count_kept(task: Kept) -> Result<(), Infallible> {
+    entered(task.n);
+    Ok(())
 }
 
 fn registry(kept: bool) -> Registry {
-    use backlite::__private::{entry, registry};
     if kept {
-        registry([entry::<CountKept>()])
+        processors![count_kept]
     } else {
-        registry([entry::<CountNoop>()])
+        processors![count_noop]
     }
 }
 

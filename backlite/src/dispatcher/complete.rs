@@ -3,11 +3,14 @@
 //! batch gathers. A thousand tasks finishing together cost one request, not a thousand
 //! requests, savepoints and wake-ups.
 
+use std::time::Duration;
+
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::Client;
+use crate::error::{Error, Result};
 use crate::storage::Completion;
 
 /// Completions sent in one request at most, so that one request's time in the writer (and
@@ -22,10 +25,15 @@ pub(super) struct Completer {
     task: JoinHandle<()>,
 }
 
-pub(super) fn spawn(client: Client) -> (UnboundedSender<Completion>, Completer) {
+/// `shutdown` is the hard stop: once cancelled, a batch the database refuses because it is
+/// locked is given up instead of retried.
+pub(super) fn spawn(
+    client: Client,
+    shutdown: CancellationToken,
+) -> (UnboundedSender<Completion>, Completer) {
     let (sender, receiver) = unbounded_channel();
     let flush = CancellationToken::new();
-    let task = tokio::spawn(run(client, receiver, flush.clone()));
+    let task = tokio::spawn(run(client, receiver, flush.clone(), shutdown));
     (sender, Completer { flush, task })
 }
 
@@ -44,6 +52,7 @@ async fn run(
     client: Client,
     mut receiver: UnboundedReceiver<Completion>,
     flush: CancellationToken,
+    shutdown: CancellationToken,
 ) {
     let mut batch = Vec::with_capacity(BATCH_MAX);
     let mut closed = false;
@@ -55,10 +64,7 @@ async fn run(
                     break;
                 }
                 let completions = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_MAX));
-                let count = completions.len();
-                if let Err(e) = client.driver().task_complete_many(completions).await {
-                    tracing::error!(error = %e, count, "could not record the outcome of tasks; they run again after release_after");
-                }
+                store(&client, &shutdown, completions).await;
             }
             // Closing keeps what was sent: `recv_many` returns it, then 0.
             _ = flush.cancelled(), if !closed => {
@@ -66,5 +72,55 @@ async fn run(
                 receiver.close();
             }
         }
+    }
+}
+
+/// Stores a batch of outcomes. A dropped outcome makes its task run a second time after
+/// `release_after`, so a locked database is waited for, and a batch that fails otherwise is
+/// stored one outcome at a time, so that one bad outcome does not cost the others theirs.
+async fn store(client: &Client, shutdown: &CancellationToken, completions: Vec<Completion>) {
+    let Err(error) = store_retrying(client, shutdown, completions.clone()).await else {
+        return;
+    };
+    if completions.len() == 1 || matches!(error, Error::Busy(_)) {
+        for completion in &completions {
+            tracing::error!(task_id = %completion.id, error = %error, "could not record the task's outcome; it runs again after release_after");
+        }
+        return;
+    }
+    for completion in completions {
+        let id = completion.id;
+        if let Err(error) = store_retrying(client, shutdown, vec![completion]).await {
+            tracing::error!(task_id = %id, error = %error, "could not record the task's outcome; it runs again after release_after");
+        }
+    }
+}
+
+/// Stores `completions` in one request, retrying while the database is locked by another
+/// connection; gives up on that only when a stop stops waiting.
+async fn store_retrying(
+    client: &Client,
+    shutdown: &CancellationToken,
+    completions: Vec<Completion>,
+) -> Result<()> {
+    let mut pause = Duration::from_millis(10);
+    loop {
+        let error = match client
+            .driver()
+            .task_complete_many(completions.clone())
+            .await
+        {
+            Ok(()) => return Ok(()),
+            Err(error) => error,
+        };
+        if !matches!(error, Error::Busy(_)) || shutdown.is_cancelled() {
+            return Err(error);
+        }
+        tracing::warn!(count = completions.len(), error = %error, retry_in = ?pause, "database locked; will retry recording the outcomes");
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(Duration::from_secs(1));
     }
 }

@@ -124,7 +124,7 @@ async fn run(shared: Arc<Shared>, task: ClaimedTask, slot: OwnedSemaphorePermit)
     let now = now_millis();
     let (next, error) = match &outcome {
         Ok(()) => {
-            tracing::info!(task_id = %task.id, queue, attempt, ?duration, "task succeeded");
+            tracing::debug!(task_id = %task.id, queue, attempt, ?duration, "task succeeded");
             let retain = retention.and_then(|r| {
                 r.keeps(true).map(|payload| Retain {
                     payload,
@@ -175,7 +175,7 @@ async fn run(shared: Arc<Shared>, task: ClaimedTask, slot: OwnedSemaphorePermit)
         error,
         next,
     };
-    // Committed by the completer, with the outcomes of the tasks that finish meanwhile.
+    // Stored by the completer, with the outcomes of the tasks that finish meanwhile.
     if shared.completions.send(completion).is_err() {
         tracing::error!(task_id = %task.id, queue, "could not record the task's outcome: the client has stopped; it runs again after release_after");
     }

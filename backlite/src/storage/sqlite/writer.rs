@@ -6,6 +6,7 @@
 //! when idle, a request costs one transaction, as it would without batching.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
@@ -56,13 +57,10 @@ impl Command {
                 sql::task_insert_many(conn, tasks)?;
                 Output::Done
             }
-            Command::Claim { limit, now, .. } => Output::Claimed(sql::task_claim(
-                conn,
-                &claim.sql,
-                &claim.queues,
-                *limit,
-                *now,
-            )?),
+            Command::Claim { limit, now, .. } => Output::Claimed({
+                claim.count.fetch_add(1, Ordering::Relaxed);
+                sql::task_claim(conn, &claim.sql, &claim.queues, *limit, *now)?
+            }),
             Command::Complete(completions, _) => {
                 sql::task_complete_many(conn, completions)?;
                 Output::Done
@@ -117,6 +115,8 @@ const MAX_GROUP: usize = 512;
 struct Claim {
     sql: String,
     queues: Vec<&'static str>,
+    /// Shared with the driver: claims run, for the test that an idle client does not poll.
+    count: Arc<AtomicU64>,
 }
 
 struct Writer {
@@ -133,6 +133,7 @@ pub(super) fn spawn(
     conn: Connection,
     options: &Options,
     wake: Arc<Notify>,
+    claims: Arc<AtomicU64>,
 ) -> Result<Sender<Command>> {
     let (sender, receiver) = mpsc::channel();
     let mut writer = Writer {
@@ -140,6 +141,7 @@ pub(super) fn spawn(
         claim: Claim {
             sql: sql::claim_sql(options.queues.len().max(1)),
             queues: options.queues.clone(),
+            count: claims,
         },
         busy: options.busy_timeout,
         wake,

@@ -1,0 +1,126 @@
+//! Several processes on one database file: separate `test_worker` processes claim from the
+//! same tables, and tasks added by one process are picked up by another.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use backlite::{Client, Context, Task, processor, processors};
+use common::{count, eventually, record, runs, temp_db};
+use serde::{Deserialize, Serialize};
+
+const WORKER: &str = env!("CARGO_BIN_EXE_test_worker");
+
+fn add_in_child(db: &std::path::Path, n: u64, millis: u64) {
+    let status = Command::new(WORKER)
+        .arg(db)
+        .args(["add", &n.to_string(), &millis.to_string()])
+        .status()
+        .expect("run test_worker");
+    assert!(status.success());
+}
+
+fn spawn_worker(db: &std::path::Path, log: &std::path::Path, workers: u32) -> Child {
+    let mut child = Command::new(WORKER)
+        .arg(db)
+        .arg("work")
+        .arg(log)
+        .args([&workers.to_string(), "60000"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn test_worker");
+    // Wait for "ready" so both workers compete from the start.
+    let mut line = String::new();
+    let stdout = child.stdout.take().expect("stdout");
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).expect("ready");
+    assert_eq!(line.trim(), "ready");
+    child
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_worker_processes_run_every_task_exactly_once() {
+    let db = temp_db();
+    let log = db.dir.path().join("runs.log");
+    // Created by a process that has exited: the tasks live in the file only.
+    add_in_child(&db.path, 3_000, 1);
+    let mut workers = [
+        spawn_worker(&db.path, &log, 4),
+        spawn_worker(&db.path, &log, 4),
+    ];
+    let conn = db.conn();
+    let drained = eventually(Duration::from_secs(120), || {
+        count(&conn, "backlite_tasks") == 0
+    })
+    .await;
+    for worker in &mut workers {
+        drop(worker.stdin.take()); // ends the worker gracefully
+    }
+    for worker in &mut workers {
+        assert!(worker.wait().expect("wait").success());
+    }
+    assert!(drained, "tasks left: {}", count(&conn, "backlite_tasks"));
+
+    let text = std::fs::read_to_string(&log).expect("log");
+    let mut starts: HashMap<&str, Vec<&str>> = HashMap::new();
+    let mut ends: HashMap<&str, u32> = HashMap::new();
+    let mut pids = std::collections::HashSet::new();
+    for line in text.lines() {
+        let parts: Vec<&str> = line.split(' ').collect();
+        match parts[..] {
+            ["start", id, pid, _] => {
+                starts.entry(id).or_default().push(pid);
+                pids.insert(pid);
+            }
+            ["end", id, _, _] => *ends.entry(id).or_default() += 1,
+            _ => panic!("bad log line {line:?}"),
+        }
+    }
+    assert_eq!(starts.len(), 3_000, "tasks run");
+    let doubled: Vec<_> = starts.iter().filter(|(_, p)| p.len() > 1).collect();
+    assert!(doubled.is_empty(), "run more than once: {doubled:?}");
+    assert!(ends.values().all(|n| *n == 1));
+    assert_eq!(pids.len(), 2, "both processes should have claimed work");
+}
+
+#[derive(Debug, Serialize, Deserialize, Task)]
+#[queue(name = "work", max_attempts = 3)]
+struct Work {
+    n: u64,
+    millis: u64,
+}
+
+#[processor]
+async fn run_work(ctx: Context, _task: Work) -> anyhow::Result<()> {
+    record("cross-process", &ctx);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_added_by_another_process_is_picked_up_within_250_ms() {
+    let db = temp_db();
+    let client = Client::builder()
+        .database(&db.path)
+        .processors(processors![run_work])
+        .build()
+        .await
+        .unwrap();
+    client.start();
+    // Let the client settle into its idle sleep.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The child commits before it exits, so this undercounts by its exit time only.
+    add_in_child(&db.path, 1, 0);
+    let exited = std::time::Instant::now();
+    assert!(eventually(Duration::from_secs(5), || runs("cross-process").len() == 1).await);
+    let picked_up = runs("cross-process")[0]
+        .at
+        .saturating_duration_since(exited);
+    println!("picked up {picked_up:?} after the adding process exited");
+    assert!(
+        picked_up < Duration::from_millis(250),
+        "picked up after {picked_up:?}"
+    );
+    assert!(client.stop(Duration::from_secs(5)).await);
+}
