@@ -297,6 +297,9 @@ fn backlog_in_child(dir: &std::path::Path, smoke: bool) -> anyhow::Result<Figure
     if smoke {
         command.arg("--smoke");
     }
+    if workloads::reporting_threads() {
+        command.arg("--threads");
+    }
     let output = command
         .stderr(std::process::Stdio::inherit())
         .output()

@@ -319,6 +319,10 @@ pub fn report_threads() {
     THREADS.store(true, Ordering::Relaxed);
 }
 
+pub fn reporting_threads() -> bool {
+    THREADS.load(Ordering::Relaxed)
+}
+
 impl ThreadCpu {
     pub fn now() -> ThreadCpu {
         ThreadCpu(THREADS.load(Ordering::Relaxed).then(Self::read).flatten())
