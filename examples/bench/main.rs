@@ -31,7 +31,7 @@ fn main() -> anyhow::Result<()> {
 /// Every workload, in the order a full run measures them: each raw baseline right before the
 /// backlite figures compared to it, and W7 last, in a child process.
 const ALL: &[&str] = &[
-    "raw-W1", "W1", "raw-W2", "W2", "raw-W3", "W3", "W3b", "W3r", "W4", "W6", "W8", "W7",
+    "raw-W1", "W1", "raw-W2", "W2", "raw-W3", "W3", "W3b", "W3r", "raw-W4", "W4", "W6", "W8", "W7",
 ];
 
 /// The figures a workload's ratios are computed from; they run too when it is picked alone.
@@ -40,6 +40,7 @@ fn needs(workload: &str) -> &'static [&'static str] {
         "W1" => &["raw-W1"],
         "W2" => &["raw-W2"],
         "W3" | "W3b" | "W3r" => &["raw-W3"],
+        "W4" => &["raw-W4"],
         "W6" => &["raw-W1", "W1"],
         "W7" => &["raw-W3", "W3"],
         _ => &[],
@@ -157,7 +158,8 @@ pub struct Figure {
     pub max_us: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workers: Option<usize>,
-    /// This figure's rate over the matching raw figure's.
+    /// This figure's rate over the matching raw figure's (for W4, the raw median latency over
+    /// backlite's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vs_raw: Option<f64>,
     /// W6's rate over W1's.
@@ -258,6 +260,7 @@ pub fn run(args: Vec<String>) -> anyhow::Result<()> {
             "raw-W1" => raw::single_inserts(dir.path(), sizes)?,
             "raw-W2" => raw::batched_inserts(dir.path(), sizes)?,
             "raw-W3" => raw::drain(dir.path(), sizes)?,
+            "raw-W4" => raw::latency(dir.path(), sizes)?,
             "W1" => runtime.block_on(workloads::single_saves(dir.path(), sizes))?,
             "W2" => runtime.block_on(workloads::batched_saves(dir.path(), sizes))?,
             "W3" => runtime.block_on(workloads::drain(dir.path(), sizes, "W3", 4, false))?,
@@ -276,6 +279,11 @@ pub fn run(args: Vec<String>) -> anyhow::Result<()> {
             _ => None,
         };
         figure.vs_raw = base.map(|base| ratio(&figure, base));
+        if let (Some(raw), Some(p50)) = (figures.get("raw-W4").filter(|_| w == "W4"), figure.p50_us)
+        {
+            // A latency: the raw median over backlite's, so that 1.0 is again "as good as raw".
+            figure.vs_raw = raw.p50_us.map(|raw| round(raw / p50, 2));
+        }
         if w == "W6" {
             figure.vs_w1 = figures.get("W1").map(|w1| ratio(&figure, w1));
         }

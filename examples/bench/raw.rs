@@ -9,6 +9,11 @@
 //!   IS NULL AND queue = ? AND run_at <= ?now ORDER BY run_at LIMIT ?) RETURNING id, task`;
 //!   each payload decoded and counted; a transaction that deletes those rows by id.
 //!
+//! - latency (raw-W4), one thread, samples 5 ms apart: one row inserted in a transaction, then
+//!   claimed in a second one with `SELECT rowid, id, task .. ORDER BY run_at LIMIT 1` and
+//!   `UPDATE raw_tasks SET claimed_at = ? WHERE rowid = ?` (the cheaper claim for one row;
+//!   backlite claims the same way), and decoded. No thread hand-off at all.
+//!
 //! Only the index a claim needs exists (due rows by queue and time); no claim token check on
 //! delete, no outcome bookkeeping, no second thread.
 
@@ -170,4 +175,41 @@ pub fn drain(dir: &Path, sizes: Sizes) -> anyhow::Result<Figure> {
     cpu.report("raw-W3", n, elapsed);
     anyhow::ensure!(ran == n, "raw drain ran {ran} of {n}");
     Ok(Figure::new("raw-W3", n, elapsed, None))
+}
+
+/// raw-W4: `latency_samples` times, 5 ms apart: insert a task, claim it and decode it; the
+/// time from before the insert to the decoded task.
+pub fn latency(dir: &Path, sizes: Sizes) -> anyhow::Result<Figure> {
+    let mut conn = open(dir)?;
+    let samples = sizes.latency_samples;
+    let mut latencies = Vec::with_capacity(samples);
+    let start = Instant::now();
+    for i in 0..samples {
+        let next = start + std::time::Duration::from_millis(5 * i as u64);
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        let t = Instant::now();
+        insert(&mut conn, i, 1)?;
+        let now = now_millis();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let (rowid, task): (i64, Vec<u8>) = tx
+            .prepare_cached(
+                "SELECT rowid, task FROM raw_tasks \
+                 WHERE claimed_at IS NULL AND queue = ?1 AND run_at <= ?2 \
+                 ORDER BY run_at LIMIT 1",
+            )?
+            .query_row(params!["bench", now], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        tx.prepare_cached("UPDATE raw_tasks SET claimed_at = ?1 WHERE rowid = ?2")?
+            .execute(params![now, rowid])?;
+        tx.commit()?;
+        let task: Noop = serde_json::from_slice(&task)?;
+        std::hint::black_box(task);
+        latencies.push(t.elapsed());
+    }
+    let elapsed = start.elapsed();
+    Ok(Figure::new(
+        "raw-W4",
+        samples,
+        elapsed,
+        Some(&mut latencies),
+    ))
 }
