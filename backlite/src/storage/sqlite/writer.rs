@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 use tokio::sync::{Notify, oneshot};
 
+use super::checkpoint::Checkpointer;
 use super::{Options, map_error, sql};
 use crate::error::{Error, Result};
 use crate::storage::{ClaimedTask, Completion, Millis, NewTask};
@@ -155,10 +156,13 @@ struct Writer {
     data_version: i64,
     last_check: Instant,
     dirty_since_checkpoint: bool,
+    /// Runs checkpoints on its own thread; `None` in memory.
+    checkpointer: Option<Checkpointer>,
 }
 
 pub(super) fn spawn(
     conn: Connection,
+    checkpointer: Option<Checkpointer>,
     options: &Options,
     wake: Arc<Notify>,
     claims: Arc<AtomicU64>,
@@ -176,6 +180,7 @@ pub(super) fn spawn(
         data_version: 0,
         last_check: Instant::now(),
         dirty_since_checkpoint: false,
+        checkpointer,
     };
     writer.data_version = writer.read_data_version().unwrap_or(0);
     std::thread::Builder::new()
@@ -283,11 +288,10 @@ impl Writer {
     fn idle(&mut self) {
         self.check_external_changes();
         if self.dirty_since_checkpoint {
-            // A passive checkpoint while nothing is waiting keeps the WAL short without
-            // making any request wait for it.
+            // A checkpoint while nothing is waiting keeps the WAL short.
             self.dirty_since_checkpoint = false;
-            if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
-                tracing::debug!(error = %e, "idle checkpoint skipped");
+            if let Some(checkpointer) = &self.checkpointer {
+                checkpointer.request();
             }
         }
     }
@@ -338,6 +342,7 @@ mod tests {
             data_version: 0,
             last_check: Instant::now(),
             dirty_since_checkpoint: false,
+            checkpointer: None,
         }
     }
 
