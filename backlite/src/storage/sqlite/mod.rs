@@ -22,7 +22,7 @@ use crate::processor::BoxFuture;
 use crate::storage::{ClaimedTask, Completion, Driver, Millis, NewTask, QueueStats, now_millis};
 use crate::task::{TaskId, TaskStatus};
 
-use writer::Command;
+use writer::{Command, Request};
 
 /// How hard SQLite works to make each commit durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -76,7 +76,7 @@ impl Target {
 }
 
 pub(crate) struct SqliteDriver {
-    writer: std::sync::mpsc::Sender<Command>,
+    writer: std::sync::mpsc::Sender<Request>,
     readers: Arc<Readers>,
     queues: Arc<[&'static str]>,
     next_due_sql: Arc<str>,
@@ -138,7 +138,9 @@ impl SqliteDriver {
         command: impl FnOnce(oneshot::Sender<Result<T>>) -> Command,
     ) -> BoxFuture<Result<T>> {
         let (reply, answer) = oneshot::channel();
-        let sent = self.writer.send(command(reply));
+        let sent = self
+            .writer
+            .send((std::time::Instant::now(), command(reply)));
         Box::pin(async move {
             sent.map_err(|_| Error::Closed)?;
             answer.await.map_err(|_| Error::Closed)?

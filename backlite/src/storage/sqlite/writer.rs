@@ -4,7 +4,13 @@
 //! all in one `BEGIN IMMEDIATE` transaction, each inside a savepoint so that one failing
 //! request does not undo the others. Under load, many saves and completions share a commit;
 //! when idle, a request costs one transaction, as it would without batching.
+//!
+//! Each request waits for another connection's lock at most the busy timeout from the moment
+//! it was sent, however many groups go before it: when the lock stays taken, the requests
+//! whose time is up fail with `Error::Busy` and the others try again with those that arrived
+//! meanwhile.
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
@@ -18,6 +24,9 @@ use crate::storage::{ClaimedTask, Completion, Millis, NewTask};
 use crate::task::TaskId;
 
 type Reply<T> = oneshot::Sender<Result<T>>;
+
+/// A command and when it was sent: its busy timeout runs from then.
+pub(crate) type Request = (Instant, Command);
 
 pub(crate) enum Command {
     Insert(Vec<NewTask>, Reply<()>),
@@ -129,11 +138,34 @@ struct Writer {
     dirty_since_checkpoint: bool,
 }
 
+thread_local! {
+    /// When the writer's busy handler gives up waiting for a lock: the busy timeout of the
+    /// oldest request in the transaction being attempted. `None`: at once.
+    static BUSY_DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// Waits for a lock held by another connection until [`BUSY_DEADLINE`], polling often enough
+/// to notice its release within a few milliseconds.
+fn busy_handler(retries: i32) -> bool {
+    let Some(deadline) = BUSY_DEADLINE.get() else {
+        return false;
+    };
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return false;
+    }
+    let pause = Duration::from_millis(1 << retries.clamp(0, 4)).min(left);
+    std::thread::sleep(pause);
+    true
+}
+
 pub(super) fn spawn(
-    conn: Connection,
+    mut conn: Connection,
     options: &Options,
     wake: Arc<Notify>,
-) -> Result<Sender<Command>> {
+) -> Result<Sender<Request>> {
+    conn.busy_handler(Some(busy_handler))
+        .map_err(|e| map_error(&e, options.busy_timeout))?;
     let (sender, receiver) = mpsc::channel();
     let mut writer = Writer {
         conn,
@@ -156,20 +188,23 @@ pub(super) fn spawn(
 }
 
 impl Writer {
-    fn run(mut self, receiver: Receiver<Command>) {
+    fn run(mut self, receiver: Receiver<Request>) {
         let mut group = Vec::with_capacity(MAX_GROUP);
         loop {
-            match receiver.recv_timeout(CHANGE_CHECK) {
-                Ok(command) => group.push(command),
-                Err(RecvTimeoutError::Timeout) => {
-                    self.idle();
-                    continue;
+            // A group left over is waiting for another connection's lock: no blocking then.
+            if group.is_empty() {
+                match receiver.recv_timeout(CHANGE_CHECK) {
+                    Ok(request) => group.push(request),
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.idle();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
                 }
-                Err(RecvTimeoutError::Disconnected) => break,
             }
             while group.len() < MAX_GROUP {
                 match receiver.try_recv() {
-                    Ok(command) => group.push(command),
+                    Ok(request) => group.push(request),
                     Err(_) => break,
                 }
             }
@@ -179,19 +214,24 @@ impl Writer {
             }
         }
         // Every handle is gone: leave a small WAL behind.
+        BUSY_DEADLINE.set(Some(Instant::now() + self.busy));
         let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
     }
 
-    fn commit(&mut self, group: &mut Vec<Command>) {
-        let may_add_work = group.iter().any(Command::may_add_work);
+    /// Commits the group and answers its requests; leaves in `group` the requests that found
+    /// the database locked but have not waited their busy timeout yet.
+    fn commit(&mut self, group: &mut Vec<Request>) {
+        let may_add_work = group.iter().any(|(_, command)| command.may_add_work());
         let single = group.len() == 1;
         let mut outcomes = Vec::with_capacity(group.len());
         let (claim, busy) = (&self.claim, self.busy);
+        let oldest = group.iter().map(|(sent, _)| *sent).min();
+        BUSY_DEADLINE.set(oldest.map(|sent| sent + busy));
         let committed = (|| -> rusqlite::Result<()> {
             let mut tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            for command in group.iter() {
+            for (_, command) in group.iter() {
                 if single {
                     // Nothing to isolate: a failure rolls back the transaction below.
                     let outcome = command.execute(&tx, claim)?;
@@ -218,18 +258,33 @@ impl Writer {
                 if may_add_work {
                     self.wake.notify_one();
                 }
-                for (command, outcome) in group.drain(..).zip(outcomes) {
+                for ((_, command), outcome) in group.drain(..).zip(outcomes) {
                     command.finish(outcome);
                 }
             }
-            Err(e) => {
-                if !matches!(
+            Err(e)
+                if matches!(
                     e.sqlite_error_code(),
                     Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-                ) {
-                    tracing::error!(error = %e, requests = group.len(), "backlite write failed");
+                ) =>
+            {
+                let now = Instant::now();
+                let (expired, waiting): (Vec<_>, Vec<_>) = group
+                    .drain(..)
+                    .partition(|(sent, _)| now >= *sent + self.busy);
+                if expired.is_empty() {
+                    // Locked without the handler being asked (it is, for every lock this
+                    // connection takes): do not spin.
+                    std::thread::sleep(Duration::from_millis(1));
                 }
-                for command in group.drain(..) {
+                for (_, command) in expired {
+                    command.finish(Err(Error::Busy(self.busy)));
+                }
+                *group = waiting;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, requests = group.len(), "backlite write failed");
+                for (_, command) in group.drain(..) {
                     command.finish(Err(map_error(&e, self.busy)));
                 }
             }

@@ -1,0 +1,133 @@
+//! Failure behaviour on real files: a database locked by another connection, a full disk, a
+//! read-only file, rows nobody can run, and a stop under load. Each must give a typed error
+//! at the call that hit it, leave what was stored intact, and let the dispatcher go on.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use backlite::{Client, Context, Error, Task, TaskId, processor, processors};
+use common::{count, eventually, temp_db};
+use serde::{Deserialize, Serialize};
+
+const SHORT: Duration = Duration::from_secs(10);
+
+/// Runs per task id, started and finished, across the tests of this file (ids are unique).
+static STARTS: LazyLock<Mutex<HashMap<TaskId, u32>>> = LazyLock::new(Default::default);
+static ENDS: LazyLock<Mutex<HashMap<TaskId, u32>>> = LazyLock::new(Default::default);
+
+fn starts(id: &TaskId) -> u32 {
+    STARTS.lock().unwrap().get(id).copied().unwrap_or(0)
+}
+
+fn ends(id: &TaskId) -> u32 {
+    ENDS.lock().unwrap().get(id).copied().unwrap_or(0)
+}
+
+fn all_ran_once(ids: &[TaskId]) -> bool {
+    ids.iter().all(|id| ends(id) == 1)
+}
+
+#[derive(Debug, Serialize, Deserialize, Task)]
+#[queue(name = "job", max_attempts = 3, retention(data))]
+struct Job {
+    millis: u64,
+}
+
+#[processor]
+async fn run_job(ctx: Context, job: Job) -> anyhow::Result<()> {
+    *STARTS.lock().unwrap().entry(ctx.task_id()).or_default() += 1;
+    tokio::time::sleep(Duration::from_millis(job.millis)).await;
+    *ENDS.lock().unwrap().entry(ctx.task_id()).or_default() += 1;
+    Ok(())
+}
+
+async fn add_jobs(client: &Client, n: usize, millis: u64) -> Vec<TaskId> {
+    let mut ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        ids.extend(client.add(Job { millis }).save().await.expect("save"));
+    }
+    ids
+}
+
+// ---------------------------------------------------------------- busy database
+
+/// Holds the write lock on `path` from another connection until `release` is set.
+fn hold_write_lock(
+    path: &std::path::Path,
+    release: &'static AtomicBool,
+) -> std::thread::JoinHandle<()> {
+    let conn = backlite::rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+    std::thread::spawn(move || {
+        while !release.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        conn.execute_batch("COMMIT").unwrap();
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_database_gives_busy_within_the_timeout_and_the_dispatcher_recovers() {
+    static RELEASE: AtomicBool = AtomicBool::new(false);
+    let busy_timeout = Duration::from_millis(200);
+    let db = temp_db();
+    let client = Client::builder()
+        .database(&db.path)
+        .workers(4)
+        .busy_timeout(busy_timeout)
+        .processors(processors![run_job])
+        .build()
+        .await
+        .unwrap();
+    client.start();
+    let before = add_jobs(&client, 20, 5).await;
+    assert!(eventually(SHORT, || all_ran_once(&before)).await);
+
+    // Queued while the dispatcher is busy, so that some are claimed or completing when the
+    // lock is taken.
+    let mut during = add_jobs(&client, 50, 20).await;
+    let holder = hold_write_lock(&db.path, &RELEASE);
+    let locked_at = Instant::now();
+    for _ in 0..5 {
+        let asked = Instant::now();
+        let result = client.add(Job { millis: 1 }).save().await;
+        let waited = asked.elapsed();
+        assert!(
+            matches!(result, Err(Error::Busy(t)) if t == busy_timeout),
+            "{result:?}"
+        );
+        assert!(waited >= busy_timeout, "gave up after {waited:?}");
+        // Not twice the timeout, as when it queued behind a claim that waited for the lock.
+        assert!(
+            waited < busy_timeout + Duration::from_millis(150),
+            "waited {waited:?} for a {busy_timeout:?} timeout"
+        );
+    }
+    // Longer than the timeout, so that claims and completions fail too.
+    tokio::time::sleep(Duration::from_millis(700).saturating_sub(locked_at.elapsed())).await;
+    RELEASE.store(true, Ordering::SeqCst);
+    holder.join().unwrap();
+
+    during.extend(add_jobs(&client, 20, 1).await);
+    assert!(
+        eventually(SHORT, || all_ran_once(&during)).await,
+        "not recovered: {} of {} ran",
+        during.iter().filter(|id| ends(id) > 0).count(),
+        during.len()
+    );
+    assert!(client.stop(SHORT).await);
+    let conn = db.conn();
+    assert_eq!(count(&conn, "backlite_tasks"), 0);
+    assert_eq!(
+        count(&conn, "backlite_tasks_completed"),
+        90,
+        "lost or doubled"
+    );
+    for id in before.iter().chain(&during) {
+        assert_eq!((starts(id), ends(id)), (1, 1), "task {id}");
+    }
+}
