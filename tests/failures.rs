@@ -131,3 +131,119 @@ async fn a_locked_database_gives_busy_within_the_timeout_and_the_dispatcher_reco
         assert_eq!((starts(id), ends(id)), (1, 1), "task {id}");
     }
 }
+
+// ---------------------------------------------------------------- full disk
+
+/// A small tmpfs mounted on a temporary directory, unmounted when dropped: a real disk that
+/// fills up. Needs the right to mount (root, as in CI); `None` where that is refused.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status();
+        match status {
+            Ok(status) if status.success() => Some(SmallDisk { dir }),
+            _ => None,
+        }
+    }
+
+    /// Writes a file until the disk refuses more; returns its path.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.dir.path().join("filler");
+        let mut file = std::fs::File::create(&path).expect("filler");
+        let block = vec![0xa5u8; 4096];
+        while file.write_all(&block).is_ok() {}
+        let _ = file.sync_all();
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_gives_full_keeps_what_is_stored_and_recovers_when_space_is_freed() {
+    let Some(disk) = SmallDisk::mount("2m") else {
+        eprintln!("skipped: mounting a tmpfs is not permitted here (needs root)");
+        return;
+    };
+    let path = disk.dir.path().join("backlite.db");
+    let client = Client::builder()
+        .database(&path)
+        .workers(4)
+        .processors(processors![run_job])
+        .build()
+        .await
+        .unwrap();
+    client.start();
+    let done_before = add_jobs(&client, 30, 1).await;
+    assert!(eventually(SHORT, || all_ran_once(&done_before)).await);
+    // Stored before the disk fills, due while it is full.
+    let mut stored = client
+        .add(Job { millis: 1 })
+        .add(Job { millis: 1 })
+        .add(Job { millis: 1 })
+        .wait(Duration::from_millis(300))
+        .save()
+        .await
+        .unwrap();
+
+    // Running when the disk fills: their outcomes meet the full disk.
+    let running = add_jobs(&client, 4, 400).await;
+    assert!(eventually(SHORT, || running.iter().all(|id| starts(id) == 1)).await);
+    stored.extend(&running);
+
+    let filler = disk.fill();
+    let mut full = 0;
+    for _ in 0..5_000 {
+        match client.add(Job { millis: 1 }).save().await {
+            Ok(ids) => stored.extend(ids),
+            Err(Error::Full) => {
+                full += 1;
+                if full == 3 {
+                    break;
+                }
+            }
+            Err(e) => panic!("a full disk gave {e:?}, not Error::Full"),
+        }
+    }
+    assert_eq!(full, 3, "the disk never filled");
+    // The dispatcher meets the full disk too, claiming the scheduled tasks.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    std::fs::remove_file(filler).unwrap();
+    stored.extend(add_jobs(&client, 10, 1).await);
+    assert!(
+        eventually(SHORT, || all_ran_once(&stored)).await,
+        "{} of {} ran",
+        stored.iter().filter(|id| ends(id) > 0).count(),
+        stored.len()
+    );
+    assert!(client.stop(SHORT).await);
+    let conn = backlite::rusqlite::Connection::open(&path).unwrap();
+    assert_eq!(count(&conn, "backlite_tasks"), 0);
+    assert_eq!(
+        count(&conn, "backlite_tasks_completed") as usize,
+        done_before.len() + stored.len(),
+        "lost or doubled"
+    );
+    for id in done_before.iter().chain(&stored) {
+        assert_eq!((starts(id), ends(id)), (1, 1), "task {id}");
+    }
+    drop(conn);
+    drop(client);
+}

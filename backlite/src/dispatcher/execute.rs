@@ -178,21 +178,30 @@ async fn run(shared: Arc<Shared>, task: ClaimedTask, slot: OwnedSemaphorePermit)
     record(&shared, completion, queue).await;
 }
 
-/// Records an outcome, retrying while the database is locked: a dropped outcome would make
-/// the task run a second time after `release_after`. Gives up only when a stop stops waiting.
+/// Records an outcome, retrying while the database is locked, full or read-only (conditions
+/// that pass, or that an operator fixes): a dropped outcome would make the task run a second
+/// time after `release_after`. Gives up only when a stop stops waiting.
 async fn record(shared: &Shared, completion: Completion, queue: &str) {
     let mut pause = Duration::from_millis(10);
     loop {
-        let error = match shared.client.driver().task_complete_many(vec![completion.clone()]).await {
+        let error = match shared
+            .client
+            .driver()
+            .task_complete_many(vec![completion.clone()])
+            .await
+        {
             Ok(()) => return,
             Err(error) => error,
         };
-        let retry = matches!(error, crate::Error::Busy(_)) && !shared.shutdown.is_cancelled();
+        let retry = matches!(
+            error,
+            crate::Error::Busy(_) | crate::Error::Full | crate::Error::ReadOnly
+        ) && !shared.shutdown.is_cancelled();
         if !retry {
             tracing::error!(task_id = %completion.id, queue, error = %error, "could not record the task's outcome; it runs again after release_after");
             return;
         }
-        tracing::warn!(task_id = %completion.id, queue, error = %error, retry_in = ?pause, "database locked; will retry recording the outcome");
+        tracing::warn!(task_id = %completion.id, queue, error = %error, retry_in = ?pause, "could not record the task's outcome yet; will retry");
         tokio::select! {
             _ = shared.shutdown.cancelled() => {}
             _ = tokio::time::sleep(pause) => {}
