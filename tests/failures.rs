@@ -247,3 +247,83 @@ async fn a_full_disk_gives_full_keeps_what_is_stored_and_recovers_when_space_is_
     drop(conn);
     drop(client);
 }
+
+// ---------------------------------------------------------------- read-only file
+
+/// Makes a file read-only for this process until dropped. Root ignores permission bits, so
+/// there (as in CI) the file is marked immutable with `chattr +i`, which binds root too.
+struct ReadOnly(std::path::PathBuf);
+
+impl ReadOnly {
+    fn set(path: &std::path::Path) -> ReadOnly {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o444)).unwrap();
+        let writable = std::fs::OpenOptions::new().write(true).open(path).is_ok();
+        if writable {
+            let status = std::process::Command::new("chattr")
+                .arg("+i")
+                .arg(path)
+                .status()
+                .expect("chattr");
+            assert!(status.success(), "chattr +i failed");
+        }
+        assert!(std::fs::OpenOptions::new().write(true).open(path).is_err());
+        ReadOnly(path.to_owned())
+    }
+}
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(&self.0)
+            .stderr(std::process::Stdio::null())
+            .status();
+        let _ = std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(0o644));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_file_is_refused_at_build_and_keeps_its_tasks() {
+    let db = temp_db();
+    let ids = {
+        let client = Client::builder().database(&db.path).build().await.unwrap();
+        add_jobs(&client, 3, 1).await
+    };
+    // The last connection folds the WAL into the file and deletes it as the writer ends.
+    let wal = db.path.with_extension("db-wal");
+    assert!(eventually(SHORT, || !wal.exists()).await, "WAL left behind");
+    let bytes = std::fs::read(&db.path).unwrap();
+
+    let read_only = ReadOnly::set(&db.path);
+    let result = Client::builder()
+        .database(&db.path)
+        .processors(processors![run_job])
+        .build()
+        .await;
+    assert!(
+        matches!(result, Err(Error::ReadOnly)),
+        "{:?}",
+        result.map(|_| ())
+    );
+    assert_eq!(
+        std::fs::read(&db.path).unwrap(),
+        bytes,
+        "the file was changed"
+    );
+    drop(read_only);
+
+    let client = Client::builder()
+        .database(&db.path)
+        .processors(processors![run_job])
+        .build()
+        .await
+        .unwrap();
+    client.start();
+    assert!(
+        eventually(SHORT, || all_ran_once(&ids)).await,
+        "stored tasks lost"
+    );
+    assert!(client.stop(SHORT).await);
+}

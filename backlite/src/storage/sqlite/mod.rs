@@ -118,6 +118,14 @@ impl SqliteDriver {
             check_parent_dir(&options.path)?;
         }
         let mut conn = open_connection(&target, &options)?;
+        // SQLite quietly opens a file it may not write in read-only mode. Refuse it here,
+        // rather than build a client whose every save and claim fails.
+        let read_only = conn
+            .is_readonly(rusqlite::MAIN_DB)
+            .map_err(|e| open_error(&options.path, &e, options.busy_timeout))?;
+        if read_only {
+            return Err(Error::ReadOnly);
+        }
         migrations::migrate(&mut conn, now_millis())
             .map_err(|e| open_error(&options.path, &e, options.busy_timeout))??;
         let writer = writer::spawn(conn, &options, wake)?;
