@@ -122,6 +122,20 @@ const CHANGE_CHECK: Duration = Duration::from_millis(25);
 /// Requests committed together at most, so that one commit's latency stays bounded.
 const MAX_GROUP: usize = 512;
 
+/// How often a writer that is never idle looks at the WAL's length.
+const WAL_CHECK: Duration = Duration::from_millis(250);
+
+/// WAL frames (pages) past which the writer makes the WAL start over: about 16 MiB of 4 KiB
+/// pages.
+const WAL_RESTART_FRAMES: i64 = 4096;
+
+/// How long making the WAL start over may wait for readers still reading from it, per
+/// `WAL_RESTART_FRAMES` of WAL: the writer waits in the meantime, so this is short while the
+/// WAL is, and grows with it, which slows writers down to what checkpoints can keep up with.
+/// A read that outlasts the wait only makes it try again later.
+const WAL_RESTART_WAIT: Duration = Duration::from_millis(20);
+const WAL_RESTART_WAIT_MAX: Duration = Duration::from_millis(500);
+
 /// The claim statement of the queues this process serves.
 struct Claim {
     sql: String,
@@ -135,6 +149,7 @@ struct Writer {
     wake: Arc<Notify>,
     data_version: i64,
     last_check: Instant,
+    last_wal_check: Instant,
     dirty_since_checkpoint: bool,
 }
 
@@ -177,6 +192,7 @@ pub(super) fn spawn(
         wake,
         data_version: 0,
         last_check: Instant::now(),
+        last_wal_check: Instant::now(),
         dirty_since_checkpoint: false,
     };
     writer.data_version = writer.read_data_version().unwrap_or(0);
@@ -211,6 +227,9 @@ impl Writer {
             self.commit(&mut group);
             if self.last_check.elapsed() >= CHANGE_CHECK {
                 self.check_external_changes();
+            }
+            if self.last_wal_check.elapsed() >= WAL_CHECK {
+                self.bound_wal();
             }
         }
         // Every handle is gone: leave a small WAL behind.
@@ -294,12 +313,39 @@ impl Writer {
     fn idle(&mut self) {
         self.check_external_changes();
         if self.dirty_since_checkpoint {
-            // A passive checkpoint while nothing is waiting keeps the WAL short without
-            // making any request wait for it.
+            // A checkpoint while nothing is waiting keeps the WAL short without making any
+            // request wait for it.
             self.dirty_since_checkpoint = false;
-            if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
-                tracing::debug!(error = %e, "idle checkpoint skipped");
+            self.bound_wal();
+        }
+    }
+
+    /// Copies the WAL into the database as far as readers allow (SQLite's own checkpoints,
+    /// every 1000 pages, do the same), and when the WAL has grown long, makes it start over.
+    ///
+    /// SQLite rewinds the WAL only when a write begins while no reader is inside it. Under
+    /// steady load some reader almost always is (stats, the dispatcher's next-due query, the
+    /// application), so the WAL grew by hundreds of megabytes in a minute. A `RESTART`
+    /// checkpoint waits briefly for those readers to leave, then rewinds it; past
+    /// `journal_size_limit`, SQLite also shrinks the file.
+    fn bound_wal(&mut self) {
+        self.last_wal_check = Instant::now();
+        let checkpoint = |mode: &str| -> rusqlite::Result<i64> {
+            self.conn
+                .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| {
+                    row.get(1)
+                })
+        };
+        match checkpoint("PASSIVE") {
+            Ok(frames) if frames >= WAL_RESTART_FRAMES => {
+                let wait = WAL_RESTART_WAIT * (frames / WAL_RESTART_FRAMES) as u32;
+                BUSY_DEADLINE.set(Some(Instant::now() + wait.min(WAL_RESTART_WAIT_MAX)));
+                if let Err(e) = checkpoint("RESTART") {
+                    tracing::debug!(error = %e, frames, "WAL restart skipped");
+                }
             }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "checkpoint skipped"),
         }
     }
 
