@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use backlite::{Client, Context, Error, Task, TaskId, processor, processors};
+use backlite::{Client, Context, Error, Task, TaskId, TaskStatus, processor, processors};
 use common::{count, eventually, temp_db};
 use serde::{Deserialize, Serialize};
 
@@ -326,4 +326,206 @@ async fn a_read_only_file_is_refused_at_build_and_keeps_its_tasks() {
         "stored tasks lost"
     );
     assert!(client.stop(SHORT).await);
+}
+
+// ---------------------------------------------------------------- rows nobody can run
+
+#[derive(Debug, Serialize, Deserialize, Task)]
+#[queue(name = "nobody_serves")]
+struct Unserved {
+    n: u64,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_and_unserved_rows_among_many_do_not_stop_the_dispatcher() {
+    let db = temp_db();
+    let client = Client::builder()
+        .database(&db.path)
+        .workers(4)
+        .processors(processors![run_job])
+        .build()
+        .await
+        .unwrap();
+    let (mut good, mut corrupt, mut unserved) = (Vec::new(), Vec::new(), Vec::new());
+    for n in 0..300u64 {
+        match n % 10 {
+            3 => unserved.extend(client.add(Unserved { n }).save().await.unwrap()),
+            7 => corrupt.extend(client.add(Job { millis: 1 }).save().await.unwrap()),
+            _ => good.extend(client.add(Job { millis: 1 }).save().await.unwrap()),
+        }
+    }
+    let conn = db.conn();
+    for id in &corrupt {
+        conn.execute(
+            "UPDATE backlite_tasks SET task = X'00ff' WHERE id = ?1",
+            [&common::uuid_bytes(id)[..]],
+        )
+        .unwrap();
+    }
+    client.start();
+    assert!(eventually(SHORT, || all_ran_once(&good)).await);
+    assert!(client.stop(SHORT).await);
+    for id in &corrupt {
+        assert_eq!(starts(id), 0);
+        let row = common::completed_row(&conn, id).expect("corrupt row kept");
+        assert_eq!(
+            (row.succeeded, row.payload.as_deref()),
+            (false, Some(&[0, 0xff][..]))
+        );
+    }
+    for id in &unserved {
+        assert_eq!(client.status(id).await.unwrap(), TaskStatus::Pending);
+    }
+    assert_eq!(count(&conn, "backlite_tasks") as usize, unserved.len());
+    assert_eq!(
+        count(&conn, "backlite_tasks_completed") as usize,
+        good.len() + corrupt.len()
+    );
+}
+
+// ---------------------------------------------------------------- stop under load
+
+fn claimed(conn: &backlite::rusqlite::Connection) -> i64 {
+    conn.query_row(
+        "SELECT COUNT(*) FROM backlite_tasks WHERE claimed_at IS NOT NULL",
+        [],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+/// Sleeps `millis` on its first run only, ignoring cancellation: a stop that times out has to
+/// drop it.
+#[derive(Debug, Serialize, Deserialize, Task)]
+#[queue(name = "stubborn", retention)]
+struct Stubborn {
+    millis: u64,
+}
+
+#[processor]
+async fn run_stubborn(ctx: Context, task: Stubborn) -> anyhow::Result<()> {
+    let first = {
+        let mut starts = STARTS.lock().unwrap();
+        let n = starts.entry(ctx.task_id()).or_default();
+        *n += 1;
+        *n == 1
+    };
+    if first {
+        tokio::time::sleep(Duration::from_millis(task.millis)).await;
+    }
+    *ENDS.lock().unwrap().entry(ctx.task_id()).or_default() += 1;
+    Ok(())
+}
+
+async fn loaded_client(path: &std::path::Path) -> Client {
+    let client = Client::builder()
+        .database(path)
+        .workers(8)
+        .processors(processors![run_job, run_stubborn])
+        .build()
+        .await
+        .unwrap();
+    client.start();
+    client
+}
+
+async fn add_many(client: &Client, n: usize, millis: u64) -> Vec<TaskId> {
+    let mut ids = Vec::new();
+    for _ in 0..n / 100 {
+        let mut batch = client.add(Job { millis });
+        for _ in 1..100 {
+            batch = batch.add(Job { millis });
+        }
+        ids.extend(batch.save().await.unwrap());
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_under_load_loses_nothing_and_leaves_nothing_claimed() {
+    let db = temp_db();
+    let client = loaded_client(&db.path).await;
+    let ids = add_many(&client, 3_000, 3).await;
+    assert!(
+        eventually(SHORT, || ids.iter().filter(|id| ends(id) > 0).count()
+            >= 300)
+        .await
+    );
+    // Still adding while it stops.
+    let late = add_many(&client, 200, 3).await;
+    assert!(client.stop(SHORT).await, "running tasks did not finish");
+    let conn = db.conn();
+    assert_eq!(claimed(&conn), 0, "tasks left claimed");
+    let ran = ids.iter().chain(&late).filter(|id| ends(id) > 0).count();
+    assert!(
+        ran < ids.len(),
+        "everything ran before the stop: no load left to test"
+    );
+    assert_eq!(
+        count(&conn, "backlite_tasks") as usize,
+        ids.len() + late.len() - ran
+    );
+    for id in ids.iter().chain(&late) {
+        assert_eq!(starts(id), ends(id), "task {id} was cut by a graceful stop");
+    }
+
+    // A client started right after runs what was left, each task once.
+    let next = loaded_client(&db.path).await;
+    assert!(
+        eventually(Duration::from_secs(60), || all_ran_once(&ids)
+            && all_ran_once(&late))
+        .await
+    );
+    assert!(next.stop(SHORT).await);
+    assert_eq!(count(&conn, "backlite_tasks"), 0);
+    assert_eq!(
+        count(&conn, "backlite_tasks_completed") as usize,
+        ids.len() + late.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_that_times_out_under_load_hands_everything_back() {
+    let db = temp_db();
+    let client = loaded_client(&db.path).await;
+    let stubborn = client
+        .add(Stubborn { millis: 60_000 })
+        .add(Stubborn { millis: 60_000 })
+        .save()
+        .await
+        .unwrap();
+    let ids = add_many(&client, 3_000, 3).await;
+    assert!(
+        eventually(SHORT, || ids.iter().filter(|id| ends(id) > 0).count()
+            >= 300)
+        .await
+    );
+    let stopping = Instant::now();
+    assert!(!client.stop(Duration::from_millis(300)).await);
+    assert!(
+        stopping.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        stopping.elapsed()
+    );
+    let conn = db.conn();
+    assert_eq!(claimed(&conn), 0, "tasks left claimed");
+    for id in &stubborn {
+        assert_eq!((starts(id), ends(id)), (1, 0));
+        assert_eq!(client.status(id).await.unwrap(), TaskStatus::Pending);
+    }
+
+    let next = loaded_client(&db.path).await;
+    assert!(
+        eventually(Duration::from_secs(60), || all_ran_once(&ids)
+            && all_ran_once(&stubborn))
+        .await
+    );
+    assert!(next.stop(SHORT).await);
+    for id in &ids {
+        assert_eq!(starts(id), 1, "task {id}: run twice");
+    }
+    for id in &stubborn {
+        assert_eq!(starts(id), 2, "the dropped run is the only one repeated");
+    }
+    assert_eq!(count(&conn, "backlite_tasks"), 0);
 }
