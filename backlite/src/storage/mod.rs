@@ -4,6 +4,8 @@
 #[cfg(test)]
 #[macro_use]
 pub(crate) mod conformance;
+#[cfg(test)]
+pub(crate) mod model;
 pub(crate) mod sqlite;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -306,3 +306,9 @@ crate::storage::conformance::driver_conformance!(conformance_file, |queues| asyn
 crate::storage::conformance::driver_conformance!(conformance_memory, |queues| async move {
     crate::storage::sqlite::open_for_test(true, queues)
 });
+
+// On `:memory:` only: the same SQL as on a file, without leaving a directory per case.
+#[cfg(test)]
+crate::storage::model::lifecycle_model!(lifecycle_memory, |queues| async move {
+    crate::storage::sqlite::open_for_test(true, queues)
+});
