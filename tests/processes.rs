@@ -186,6 +186,7 @@ async fn a_task_added_by_another_process_is_picked_up_within_250_ms() {
     let picked_up = runs("cross-process")[0]
         .at
         .saturating_duration_since(exited);
+    println!("picked up {picked_up:?} after the adding process exited");
     assert!(
         picked_up < Duration::from_millis(250),
         "picked up after {picked_up:?}"

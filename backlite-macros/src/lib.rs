@@ -15,11 +15,9 @@ mod registry;
 mod similar;
 mod valid;
 
-// The queue-name and duration rules, compiled from the runtime's own file, so that the macro
-// and the runtime can never disagree about what a queue accepts. A proc-macro crate cannot
-// depend on `backlite` (which depends on it), and the file needs only `core` and `String`, so
-// it builds here unchanged.
-#[path = "../../backlite/src/rules.rs"]
+// The duration grammar and queue-name rules are the runtime's own `rules.rs`: this crate
+// cannot depend on `backlite` (which depends on it). `src/rules.rs` is a symlink to that file,
+// so both crates compile the same source and `cargo package` ships its contents here.
 mod rules;
 
 use proc_macro::TokenStream;

@@ -120,6 +120,14 @@ impl Client {
     pub(crate) fn driver(&self) -> &dyn Driver {
         &*self.inner.driver
     }
+
+    #[cfg_attr(
+        not(feature = "ui"),
+        allow(dead_code, reason = "the UI reads queue settings")
+    )]
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
 }
 
 impl std::fmt::Debug for Client {

@@ -10,6 +10,8 @@ mod processor;
 pub mod rules;
 mod storage;
 mod task;
+#[cfg(feature = "ui")]
+pub mod ui;
 
 pub use backlite_macros::{Task, processor, processors};
 pub use client::{AddTasks, Client, ClientBuilder};

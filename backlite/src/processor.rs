@@ -221,11 +221,6 @@ pub mod __private {
         }
     }
 
-    /// Turns a processor's error into the boxed error the dispatcher records.
-    pub fn box_error<E: Into<BoxError>>(error: E) -> BoxError {
-        error.into()
-    }
-
     /// What `#[processor]` passes the first of two arguments through: implemented only for
     /// [`Context`], so any other type is reported at the argument, in these words.
     #[diagnostic::on_unimplemented(

@@ -223,3 +223,54 @@ async fn dispatch(shared: Arc<Shared>, stop: CancellationToken) -> Arc<Shared> {
     }
     shared
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Serialize};
+
+    use crate::{BoxError, Client, Context, Processor, QueueConfig, Task};
+
+    #[derive(Serialize, Deserialize)]
+    struct Idle;
+    impl Task for Idle {
+        const CONFIG: QueueConfig = QueueConfig::builder("idle").build();
+    }
+    struct RunIdle;
+    impl Processor for RunIdle {
+        type Task = Idle;
+        async fn process(_: Context, _: Idle) -> Result<(), BoxError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_idle_client_does_not_read_the_tasks_table() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let registry = crate::__private::registry([crate::__private::entry::<RunIdle>()]);
+        let client = Client::builder()
+            .database(dir.path().join("idle.db"))
+            .processors(registry)
+            .build()
+            .await
+            .expect("build");
+        client.start();
+        client.add(Idle).save().await.expect("save");
+        // Let it run the task and settle.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let reads = || client.driver().table_reads();
+        let settled = reads();
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let idle_reads = reads() - settled;
+        assert_eq!(
+            idle_reads, 0,
+            "an idle client read the tasks table {idle_reads} times"
+        );
+        // And it still wakes for new work.
+        client.add(Idle).save().await.expect("save");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(reads() > settled);
+        assert!(client.stop(Duration::from_secs(5)).await);
+    }
+}

@@ -1,6 +1,9 @@
 //! Storage drivers. The dispatcher, the client and the UI speak to storage in operations
 //! (insert, claim, complete, release); only the drivers hold SQL.
 
+mod browse;
+#[cfg(test)]
+pub(crate) mod browse_conformance;
 #[cfg(test)]
 #[macro_use]
 pub(crate) mod conformance;
@@ -13,6 +16,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::error::Result;
 use crate::processor::BoxFuture;
 use crate::task::{TaskId, TaskStatus};
+
+pub(crate) use browse::{CompletedRecord, PREVIEW_BYTES, Page, TaskRecord, TaskState};
 
 /// Milliseconds since the Unix epoch: the unit of every stored time.
 pub(crate) type Millis = i64;
@@ -127,4 +132,32 @@ pub(crate) trait Driver: Send + Sync + 'static {
 
     /// Task counts per queue, over every queue in the database.
     fn queue_stats(&self, now: Millis) -> BoxFuture<Result<Vec<QueueStats>>>;
+
+    // Reads for browsing (the UI). Each is one short statement: a page of a list must never
+    // hold a read transaction long enough to keep the WAL from being checkpointed.
+
+    /// One page of the running or the upcoming tasks, payloads cut to [`PREVIEW_BYTES`].
+    #[cfg_attr(not(feature = "ui"), allow(dead_code, reason = "only the UI browses"))]
+    fn task_list(&self, state: TaskState, page: Page) -> BoxFuture<Result<Vec<TaskRecord>>>;
+
+    /// A waiting or running task, with its whole payload.
+    #[cfg_attr(not(feature = "ui"), allow(dead_code, reason = "only the UI browses"))]
+    fn task_get(&self, id: TaskId) -> BoxFuture<Result<Option<TaskRecord>>>;
+
+    /// One page of the retained tasks that succeeded (or failed), most recently completed
+    /// first, payloads cut to [`PREVIEW_BYTES`].
+    #[cfg_attr(not(feature = "ui"), allow(dead_code, reason = "only the UI browses"))]
+    fn completed_list(
+        &self,
+        succeeded: bool,
+        page: Page,
+    ) -> BoxFuture<Result<Vec<CompletedRecord>>>;
+
+    /// A retained completed task, with its whole payload when that was retained.
+    #[cfg_attr(not(feature = "ui"), allow(dead_code, reason = "only the UI browses"))]
+    fn completed_get(&self, id: TaskId) -> BoxFuture<Result<Option<CompletedRecord>>>;
+
+    /// How many claims and next-due queries this driver has run.
+    #[cfg(test)]
+    fn table_reads(&self) -> u64;
 }

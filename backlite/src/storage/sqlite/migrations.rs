@@ -48,6 +48,12 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX backlite_tasks_completed_outcome
         ON backlite_tasks_completed (succeeded, last_executed_at);
     "#,
+    // 2: counts of retained tasks per queue and outcome (`Client::stats`, the UI's header on
+    // every page) read this small index instead of every retained row and payload.
+    r#"
+    CREATE INDEX backlite_tasks_completed_queue
+        ON backlite_tasks_completed (queue, succeeded);
+    "#,
 ];
 
 /// The newest schema version this build knows.

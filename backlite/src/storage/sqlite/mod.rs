@@ -6,6 +6,7 @@
 //! fight over SQLite's write lock. Reads use a small pool of connections on tokio's blocking
 //! threads; in WAL mode they never wait for the writer.
 
+mod browse;
 mod migrations;
 pub(crate) mod sql;
 mod writer;
@@ -19,7 +20,10 @@ use tokio::sync::{Notify, oneshot};
 
 use crate::error::{Error, Result};
 use crate::processor::BoxFuture;
-use crate::storage::{ClaimedTask, Completion, Driver, Millis, NewTask, QueueStats, now_millis};
+use crate::storage::{
+    ClaimedTask, CompletedRecord, Completion, Driver, Millis, NewTask, Page, QueueStats,
+    TaskRecord, TaskState, now_millis,
+};
 use crate::task::{TaskId, TaskStatus};
 
 use writer::{Command, Request};
@@ -77,6 +81,9 @@ impl Target {
 
 pub(crate) struct SqliteDriver {
     writer: std::sync::mpsc::Sender<Request>,
+    /// Statements that read the tasks table for the dispatcher (claims, next-due queries),
+    /// counted so that a test can prove an idle client does not poll.
+    table_reads: Arc<std::sync::atomic::AtomicU64>,
     readers: Arc<Readers>,
     queues: Arc<[&'static str]>,
     next_due_sql: Arc<str>,
@@ -128,9 +135,11 @@ impl SqliteDriver {
         }
         migrations::migrate(&mut conn, now_millis())
             .map_err(|e| open_error(&options.path, &e, options.busy_timeout))??;
-        let writer = writer::spawn(conn, &options, wake)?;
+        let table_reads = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let writer = writer::spawn(conn, &options, wake, table_reads.clone())?;
         Ok(SqliteDriver {
             writer,
+            table_reads,
             queues: options.queues.clone().into(),
             next_due_sql: sql::next_due_sql(options.queues.len()).into(),
             readers: Arc::new(Readers {
@@ -195,6 +204,8 @@ impl Driver for SqliteDriver {
     }
 
     fn task_next_due(&self) -> BoxFuture<Result<Option<Millis>>> {
+        self.table_reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (sql, queues) = (self.next_due_sql.clone(), self.queues.clone());
         self.read(move |conn| sql::task_next_due(conn, &sql, &queues))
     }
@@ -209,6 +220,31 @@ impl Driver for SqliteDriver {
 
     fn queue_stats(&self, now: Millis) -> BoxFuture<Result<Vec<QueueStats>>> {
         self.read(move |conn| sql::queue_stats(conn, now))
+    }
+
+    fn task_list(&self, state: TaskState, page: Page) -> BoxFuture<Result<Vec<TaskRecord>>> {
+        self.read(move |conn| browse::task_list(conn, state, page))
+    }
+
+    fn task_get(&self, id: TaskId) -> BoxFuture<Result<Option<TaskRecord>>> {
+        self.read(move |conn| browse::task_get(conn, id))
+    }
+
+    fn completed_list(
+        &self,
+        succeeded: bool,
+        page: Page,
+    ) -> BoxFuture<Result<Vec<CompletedRecord>>> {
+        self.read(move |conn| browse::completed_list(conn, succeeded, page))
+    }
+
+    fn completed_get(&self, id: TaskId) -> BoxFuture<Result<Option<CompletedRecord>>> {
+        self.read(move |conn| browse::completed_get(conn, id))
+    }
+
+    #[cfg(test)]
+    fn table_reads(&self) -> u64 {
+        self.table_reads.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

@@ -78,7 +78,7 @@ pub(crate) fn task_claim(
     Ok(claimed)
 }
 
-fn task_id(bytes: &[u8]) -> rusqlite::Result<TaskId> {
+pub(crate) fn task_id(bytes: &[u8]) -> rusqlite::Result<TaskId> {
     <[u8; 16]>::try_from(bytes)
         .map(TaskId::from_bytes)
         .map_err(|_| {
@@ -214,35 +214,33 @@ pub(crate) fn task_status(conn: &Connection, id: TaskId) -> rusqlite::Result<Tas
     })
 }
 
+/// Task counts per queue in one statement, so that they come from one snapshot (a task that
+/// completes meanwhile is counted once), and from indexes only: waiting tasks from the due
+/// index, running ones from the claimed index, retained ones from the (queue, succeeded)
+/// index. No arm reads the tasks' rows, so the statement stays short on large tables.
+pub(crate) const QUEUE_STATS_SQL: &str = "\
+    SELECT queue, 0, COALESCE(SUM(run_at <= ?1), 0), COALESCE(SUM(run_at > ?1), 0) \
+        FROM backlite_tasks WHERE claimed_at IS NULL GROUP BY queue \
+    UNION ALL \
+    SELECT queue, 1, COUNT(*), 0 \
+        FROM backlite_tasks WHERE claimed_at IS NOT NULL GROUP BY queue \
+    UNION ALL \
+    SELECT queue, 2, COALESCE(SUM(succeeded), 0), COALESCE(SUM(NOT succeeded), 0) \
+        FROM backlite_tasks_completed GROUP BY queue";
+
 pub(crate) fn queue_stats(conn: &Connection, now: Millis) -> rusqlite::Result<Vec<QueueStats>> {
     let mut stats: std::collections::BTreeMap<String, QueueStats> = Default::default();
-    let mut waiting = conn.prepare_cached(
-        "SELECT queue, \
-             COALESCE(SUM(claimed_at IS NULL AND run_at <= ?1), 0), \
-             COALESCE(SUM(claimed_at IS NULL AND run_at > ?1), 0), \
-             COALESCE(SUM(claimed_at IS NOT NULL), 0) \
-         FROM backlite_tasks GROUP BY queue",
-    )?;
-    let mut rows = waiting.query([now])?;
+    let mut counts = conn.prepare_cached(QUEUE_STATS_SQL)?;
+    let mut rows = counts.query([now])?;
     while let Some(row) = rows.next()? {
         let queue: String = row.get(0)?;
         let entry = stats.entry(queue.clone()).or_default();
         entry.queue = queue;
-        entry.pending = count(row, 1)?;
-        entry.scheduled = count(row, 2)?;
-        entry.running = count(row, 3)?;
-    }
-    let mut completed = conn.prepare_cached(
-        "SELECT queue, COALESCE(SUM(succeeded), 0), COALESCE(SUM(NOT succeeded), 0) \
-         FROM backlite_tasks_completed GROUP BY queue",
-    )?;
-    let mut rows = completed.query([])?;
-    while let Some(row) = rows.next()? {
-        let queue: String = row.get(0)?;
-        let entry = stats.entry(queue.clone()).or_default();
-        entry.queue = queue;
-        entry.succeeded = count(row, 1)?;
-        entry.failed = count(row, 2)?;
+        match row.get::<_, i64>(1)? {
+            0 => (entry.pending, entry.scheduled) = (count(row, 2)?, count(row, 3)?),
+            1 => entry.running = count(row, 2)?,
+            _ => (entry.succeeded, entry.failed) = (count(row, 2)?, count(row, 3)?),
+        }
     }
     Ok(stats.into_values().collect())
 }

@@ -12,6 +12,7 @@
 
 use std::cell::Cell;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
@@ -65,13 +66,10 @@ impl Command {
                 sql::task_insert_many(conn, tasks)?;
                 Output::Done
             }
-            Command::Claim { limit, now, .. } => Output::Claimed(sql::task_claim(
-                conn,
-                &claim.sql,
-                &claim.queues,
-                *limit,
-                *now,
-            )?),
+            Command::Claim { limit, now, .. } => Output::Claimed({
+                claim.count.fetch_add(1, Ordering::Relaxed);
+                sql::task_claim(conn, &claim.sql, &claim.queues, *limit, *now)?
+            }),
             Command::Complete(completions, _) => {
                 sql::task_complete_many(conn, completions)?;
                 Output::Done
@@ -140,6 +138,8 @@ const WAL_RESTART_WAIT_MAX: Duration = Duration::from_millis(500);
 struct Claim {
     sql: String,
     queues: Vec<&'static str>,
+    /// Shared with the driver: claims run, for the test that an idle client does not poll.
+    count: Arc<AtomicU64>,
 }
 
 struct Writer {
@@ -178,6 +178,7 @@ pub(super) fn spawn(
     mut conn: Connection,
     options: &Options,
     wake: Arc<Notify>,
+    claims: Arc<AtomicU64>,
 ) -> Result<Sender<Request>> {
     conn.busy_handler(Some(busy_handler))
         .map_err(|e| map_error(&e, options.busy_timeout))?;
@@ -187,6 +188,7 @@ pub(super) fn spawn(
         claim: Claim {
             sql: sql::claim_sql(options.queues.len().max(1)),
             queues: options.queues.clone(),
+            count: claims,
         },
         busy: options.busy_timeout,
         wake,

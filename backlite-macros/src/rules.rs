@@ -1,0 +1,1 @@
+../../backlite/src/rules.rs

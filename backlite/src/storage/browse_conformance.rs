@@ -1,0 +1,171 @@
+//! The conformance suite of the browsing reads (`task_list`, `task_get`, `completed_list`,
+//! `completed_get`), which every driver must pass as it passes `driver_conformance!`.
+//! Instantiated with `browse_conformance!(module_name, async fn open(queues) -> impl Driver)`.
+
+macro_rules! browse_conformance {
+    ($name:ident, $open:expr) => {
+        #[cfg(test)]
+        mod $name {
+            use crate::storage::conformance::{done, new_task};
+            use crate::storage::{
+                Completion, Driver, Next, PREVIEW_BYTES, Page, Retain, TaskState,
+            };
+            use crate::task::TaskId;
+            use std::time::Duration;
+
+            async fn open(queues: &[&'static str]) -> impl Driver {
+                ($open)(queues.to_vec()).await
+            }
+
+            fn page(offset: u64, limit: u64) -> Page {
+                Page { offset, limit }
+            }
+
+            #[tokio::test]
+            async fn upcoming_is_in_claim_order_across_queues_and_pages() {
+                let d = open(&["a", "b"]).await;
+                // Same run_at in two queues: insertion order breaks the tie, as in the claim.
+                let tasks = vec![
+                    new_task("b", 30, "b30"),
+                    new_task("a", 10, "a10"),
+                    new_task("c", 20, "c20"),
+                    new_task("a", 30, "a30"),
+                    new_task("b", 5, "b5"),
+                ];
+                d.task_insert_many(tasks.clone()).await.unwrap();
+                let all = d.task_list(TaskState::Upcoming, page(0, 10)).await.unwrap();
+                let payloads: Vec<_> = all.iter().map(|t| t.payload.clone()).collect();
+                let expected: Vec<&[u8]> = vec![b"b5", b"a10", b"c20", b"b30", b"a30"];
+                assert_eq!(payloads, expected);
+                let second = d.task_list(TaskState::Upcoming, page(2, 2)).await.unwrap();
+                let ids: Vec<_> = second.iter().map(|t| t.id).collect();
+                assert_eq!(ids, [tasks[2].id, tasks[0].id]);
+                assert!(
+                    d.task_list(TaskState::Upcoming, page(5, 10))
+                        .await
+                        .unwrap()
+                        .is_empty()
+                );
+                assert!(
+                    d.task_list(TaskState::Running, page(0, 10))
+                        .await
+                        .unwrap()
+                        .is_empty()
+                );
+            }
+
+            #[tokio::test]
+            async fn running_lists_claimed_tasks_longest_claimed_first() {
+                let d = open(&["a"]).await;
+                let (t1, t2, t3) = (
+                    new_task("a", 1, "1"),
+                    new_task("a", 2, "2"),
+                    new_task("a", 3, "3"),
+                );
+                d.task_insert_many(vec![t1.clone(), t2.clone(), t3.clone()])
+                    .await
+                    .unwrap();
+                d.task_claim(1, 100).await.unwrap();
+                d.task_claim(1, 200).await.unwrap();
+                let running = d.task_list(TaskState::Running, page(0, 10)).await.unwrap();
+                let claims: Vec<_> = running.iter().map(|t| (t.id, t.claimed_at)).collect();
+                assert_eq!(claims, [(t1.id, Some(100)), (t2.id, Some(200))]);
+                let upcoming = d.task_list(TaskState::Upcoming, page(0, 10)).await.unwrap();
+                assert_eq!(upcoming.len(), 1);
+                assert_eq!((upcoming[0].id, upcoming[0].claimed_at), (t3.id, None));
+            }
+
+            #[tokio::test]
+            async fn lists_cut_payloads_and_get_returns_them_whole() {
+                let d = open(&["a"]).await;
+                let long = format!("[{}]", "7,".repeat(400) + "7");
+                let t = new_task("a", 1, &long);
+                d.task_insert_many(vec![t.clone()]).await.unwrap();
+                let listed = d.task_list(TaskState::Upcoming, page(0, 1)).await.unwrap();
+                assert_eq!(listed[0].payload, &long.as_bytes()[..PREVIEW_BYTES]);
+                assert_eq!(listed[0].payload_len, long.len() as u64);
+                let got = d.task_get(t.id).await.unwrap().unwrap();
+                assert_eq!(got.payload, long.as_bytes());
+                assert_eq!(got.payload_len, long.len() as u64);
+                assert_eq!(
+                    (got.queue.as_str(), got.run_at, got.created_at),
+                    ("a", 1, 1_000)
+                );
+                assert_eq!(d.task_get(TaskId::new()).await.unwrap(), None);
+            }
+
+            #[tokio::test]
+            async fn get_shows_the_last_attempt_of_a_retried_task() {
+                let d = open(&["a"]).await;
+                let t = new_task("a", 1, "{}");
+                d.task_insert_many(vec![t.clone()]).await.unwrap();
+                d.task_claim(1, 100).await.unwrap();
+                let retry = Completion {
+                    next: Next::Retry { run_at: 300 },
+                    ..done(t.id, 100, Some("<b>boom</b>"), None)
+                };
+                d.task_complete_many(vec![retry]).await.unwrap();
+                let got = d.task_get(t.id).await.unwrap().unwrap();
+                assert_eq!(got.attempts, 1);
+                assert_eq!(got.run_at, 300);
+                assert_eq!(got.claimed_at, None);
+                assert_eq!(got.last_executed_at, Some(100));
+                assert_eq!(got.last_duration, Some(Duration::from_micros(1500)));
+                assert_eq!(got.last_error.as_deref(), Some("<b>boom</b>"));
+            }
+
+            #[tokio::test]
+            async fn completed_lists_by_outcome_most_recent_first() {
+                let d = open(&["a"]).await;
+                let tasks: Vec<_> = (0..4).map(|i| new_task("a", i, "{\"n\":1}")).collect();
+                d.task_insert_many(tasks.clone()).await.unwrap();
+                d.task_claim(10, 100).await.unwrap();
+                let keep = |payload| {
+                    Some(Retain {
+                        payload,
+                        expires_at: Some(9_000),
+                    })
+                };
+                let finish = |i: usize, at: i64, error: Option<&str>, payload: bool| Completion {
+                    executed_at: at,
+                    ..done(tasks[i].id, 100, error, keep(payload))
+                };
+                d.task_complete_many(vec![
+                    finish(0, 500, None, true),
+                    finish(1, 700, None, false),
+                    finish(2, 600, Some("no <luck>"), true),
+                    finish(3, 400, None, true),
+                ])
+                .await
+                .unwrap();
+                let ok = d.completed_list(true, page(0, 10)).await.unwrap();
+                let ids: Vec<_> = ok.iter().map(|c| c.id).collect();
+                assert_eq!(ids, [tasks[1].id, tasks[0].id, tasks[3].id]);
+                let paged = d.completed_list(true, page(1, 1)).await.unwrap();
+                assert_eq!(paged[0].id, tasks[0].id);
+                let failed = d.completed_list(false, page(0, 10)).await.unwrap();
+                assert_eq!(failed.len(), 1);
+                let f = &failed[0];
+                assert_eq!((f.id, f.succeeded, f.attempts), (tasks[2].id, false, 1));
+                assert_eq!(f.error.as_deref(), Some("no <luck>"));
+                assert_eq!((f.created_at, f.last_executed_at), (1_000, 600));
+                assert_eq!(f.expires_at, Some(9_000));
+                assert_eq!(f.last_duration, Duration::from_micros(1500));
+
+                let kept = d.completed_get(tasks[0].id).await.unwrap().unwrap();
+                assert_eq!(kept.payload.as_deref(), Some(&b"{\"n\":1}"[..]));
+                assert!(kept.succeeded);
+                let outcome_only = d.completed_get(tasks[1].id).await.unwrap().unwrap();
+                assert_eq!((outcome_only.payload, outcome_only.payload_len), (None, 0));
+                assert_eq!(d.completed_get(TaskId::new()).await.unwrap(), None);
+                assert_eq!(
+                    d.task_get(tasks[0].id).await.unwrap(),
+                    None,
+                    "a completed task left the tasks table"
+                );
+            }
+        }
+    };
+}
+
+pub(crate) use browse_conformance;

@@ -1,0 +1,256 @@
+//! The statements that browse tasks, for the UI. Each read is one statement, so it holds its
+//! read transaction (and the WAL snapshot) only for as long as it runs, and each is answered
+//! from an index of migration 1: browsing adds no write cost to the queues.
+
+#![cfg_attr(not(feature = "ui"), allow(dead_code, reason = "only the UI browses"))]
+
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, Row};
+
+use super::sql::task_id;
+use crate::storage::{CompletedRecord, PREVIEW_BYTES, Page, TaskRecord, TaskState};
+use crate::task::TaskId;
+
+/// The columns of a [`TaskRecord`], with `payload` the expression that reads the payload.
+fn task_columns(payload: &str) -> String {
+    format!(
+        "t.id, t.queue, {payload}, length(t.task), t.attempts, t.run_at, t.created_at, \
+         t.claimed_at, t.last_executed_at, t.last_duration_us, t.last_error"
+    )
+}
+
+/// Lists read a payload's first `?3` bytes only.
+const PREVIEW: &str = "substr(t.task, 1, ?3)";
+
+/// Claimed tasks, longest-claimed first, from the index of claimed rows.
+fn running_sql() -> String {
+    format!(
+        "SELECT {} FROM backlite_tasks t WHERE t.claimed_at IS NOT NULL \
+         ORDER BY t.claimed_at, t.rowid LIMIT ?1 OFFSET ?2",
+        task_columns(PREVIEW)
+    )
+}
+
+/// Unclaimed tasks in claim order (`run_at`, then rowid) across all queues. The due index is
+/// per queue, so a single `ORDER BY run_at` would sort every waiting task. Instead the
+/// recursive `queues` finds each queue name with one index seek, each queue contributes its
+/// first `offset + limit` tasks straight from the index, and only those are merged.
+fn upcoming_sql() -> String {
+    format!(
+        "WITH RECURSIVE queues(name) AS ( \
+             SELECT MIN(queue) FROM backlite_tasks WHERE claimed_at IS NULL \
+             UNION ALL \
+             SELECT (SELECT MIN(queue) FROM backlite_tasks \
+                     WHERE claimed_at IS NULL AND queue > queues.name) \
+             FROM queues WHERE queues.name IS NOT NULL \
+         ) \
+         SELECT {} FROM queues JOIN backlite_tasks t ON t.rowid IN ( \
+             SELECT rowid FROM backlite_tasks \
+             WHERE claimed_at IS NULL AND queue = queues.name \
+             ORDER BY run_at, rowid LIMIT ?1 + ?2) \
+         ORDER BY t.run_at, t.rowid LIMIT ?1 OFFSET ?2",
+        task_columns(PREVIEW)
+    )
+}
+
+pub(crate) fn task_list(
+    conn: &Connection,
+    state: TaskState,
+    page: Page,
+) -> rusqlite::Result<Vec<TaskRecord>> {
+    let sql = match state {
+        TaskState::Running => running_sql(),
+        TaskState::Upcoming => upcoming_sql(),
+    };
+    let mut list = conn.prepare_cached(&sql)?;
+    let rows = list.query_map(
+        (
+            sql_int(page.limit),
+            sql_int(page.offset),
+            PREVIEW_BYTES as i64,
+        ),
+        task_record,
+    )?;
+    rows.collect()
+}
+
+pub(crate) fn task_get(conn: &Connection, id: TaskId) -> rusqlite::Result<Option<TaskRecord>> {
+    let sql = format!(
+        "SELECT {} FROM backlite_tasks t WHERE t.id = ?1",
+        task_columns("t.task")
+    );
+    conn.prepare_cached(&sql)?
+        .query_row([&id.as_bytes()[..]], task_record)
+        .optional()
+}
+
+fn task_record(row: &Row<'_>) -> rusqlite::Result<TaskRecord> {
+    Ok(TaskRecord {
+        id: task_id(row.get_ref(0)?.as_blob()?)?,
+        queue: row.get(1)?,
+        payload: row.get(2)?,
+        payload_len: count(row.get(3)?),
+        attempts: row.get(4)?,
+        run_at: row.get(5)?,
+        created_at: row.get(6)?,
+        claimed_at: row.get(7)?,
+        last_executed_at: row.get(8)?,
+        last_duration: row.get::<_, Option<i64>>(9)?.map(micros),
+        last_error: row.get(10)?,
+    })
+}
+
+/// The columns of a [`CompletedRecord`], with `payload` as in [`task_columns`].
+fn completed_columns(payload: &str) -> String {
+    format!(
+        "t.id, t.queue, {payload}, length(t.task), t.attempts, t.succeeded, \
+         t.last_duration_us, t.error, t.created_at, t.last_executed_at, t.expires_at"
+    )
+}
+
+/// Retained tasks of one outcome, most recent first: the (succeeded, last_executed_at) index
+/// read backwards, with no sort.
+fn completed_sql() -> String {
+    format!(
+        "SELECT {} FROM backlite_tasks_completed t WHERE t.succeeded = ?4 \
+         ORDER BY t.last_executed_at DESC, t.rowid DESC LIMIT ?1 OFFSET ?2",
+        completed_columns(PREVIEW)
+    )
+}
+
+pub(crate) fn completed_list(
+    conn: &Connection,
+    succeeded: bool,
+    page: Page,
+) -> rusqlite::Result<Vec<CompletedRecord>> {
+    let mut list = conn.prepare_cached(&completed_sql())?;
+    let rows = list.query_map(
+        (
+            sql_int(page.limit),
+            sql_int(page.offset),
+            PREVIEW_BYTES as i64,
+            succeeded,
+        ),
+        completed_record,
+    )?;
+    rows.collect()
+}
+
+pub(crate) fn completed_get(
+    conn: &Connection,
+    id: TaskId,
+) -> rusqlite::Result<Option<CompletedRecord>> {
+    let sql = format!(
+        "SELECT {} FROM backlite_tasks_completed t WHERE t.id = ?1",
+        completed_columns("t.task")
+    );
+    conn.prepare_cached(&sql)?
+        .query_row([&id.as_bytes()[..]], completed_record)
+        .optional()
+}
+
+fn completed_record(row: &Row<'_>) -> rusqlite::Result<CompletedRecord> {
+    Ok(CompletedRecord {
+        id: task_id(row.get_ref(0)?.as_blob()?)?,
+        queue: row.get(1)?,
+        payload: row.get(2)?,
+        payload_len: row.get::<_, Option<i64>>(3)?.map_or(0, count),
+        attempts: row.get(4)?,
+        succeeded: row.get(5)?,
+        last_duration: micros(row.get(6)?),
+        error: row.get(7)?,
+        created_at: row.get(8)?,
+        last_executed_at: row.get(9)?,
+        expires_at: row.get(10)?,
+    })
+}
+
+fn sql_int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+fn micros(us: i64) -> Duration {
+    Duration::from_micros(u64::try_from(us).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(conn: &Connection, sql: &str) -> String {
+        let mut explain = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        // Parameters left unbound are NULL: the plan does not depend on them.
+        let mut rows = explain.raw_query();
+        let mut steps = Vec::new();
+        while let Some(row) = rows.next().unwrap() {
+            steps.push(row.get::<_, String>(3).unwrap());
+        }
+        steps.join("\n")
+    }
+
+    /// Every list reads an index in order: no page costs a scan of a table or a sort of it.
+    #[test]
+    fn lists_read_indexes_and_never_scan_a_table() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::super::migrations::migrate(&mut conn, 0)
+            .unwrap()
+            .unwrap();
+        let running = plan(&conn, &running_sql());
+        assert!(running.contains("backlite_tasks_claimed"), "{running}");
+        assert!(!running.contains("TEMP B-TREE"), "{running}");
+
+        let upcoming = plan(&conn, &upcoming_sql());
+        assert!(upcoming.contains("backlite_tasks_due"), "{upcoming}");
+        assert!(
+            upcoming.contains("SEARCH t USING INTEGER PRIMARY KEY"),
+            "{upcoming}"
+        );
+        let table_scan = |step: &str| step == "SCAN t" || step.starts_with("SCAN backlite_tasks");
+        assert!(!upcoming.lines().any(table_scan), "{upcoming}");
+
+        let completed = plan(&conn, &completed_sql());
+        assert!(
+            completed.contains("backlite_tasks_completed_outcome"),
+            "{completed}"
+        );
+        assert!(!completed.contains("TEMP B-TREE"), "{completed}");
+    }
+
+    /// Every page's header counts tasks per queue: from indexes, never from the tables' rows.
+    #[test]
+    fn counts_read_indexes_only() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::super::migrations::migrate(&mut conn, 0)
+            .unwrap()
+            .unwrap();
+        let counts = plan(&conn, super::super::sql::QUEUE_STATS_SQL);
+        for step in counts
+            .lines()
+            .filter(|s| s.starts_with("SCAN") || s.starts_with("SEARCH"))
+        {
+            assert!(step.contains(" INDEX "), "{step} in\n{counts}");
+        }
+        for index in [
+            "backlite_tasks_due",
+            "backlite_tasks_claimed",
+            "COVERING INDEX backlite_tasks_completed_queue",
+        ] {
+            assert!(counts.contains(index), "{index} in\n{counts}");
+        }
+    }
+}
+
+#[cfg(test)]
+crate::storage::browse_conformance::browse_conformance!(conformance_file, |queues| async move {
+    crate::storage::sqlite::open_for_test(false, queues)
+});
+
+#[cfg(test)]
+crate::storage::browse_conformance::browse_conformance!(conformance_memory, |queues| async move {
+    crate::storage::sqlite::open_for_test(true, queues)
+});

@@ -1,0 +1,413 @@
+//! The pages: one askama template per page and the values it shows, built from storage
+//! records. Templates escape every value they print; nothing here is marked safe.
+
+use askama::Template;
+
+use super::format::{self, Time};
+use crate::processor::Registry;
+use crate::storage::{CompletedRecord, Millis, QueueStats, TaskRecord};
+
+/// Characters of a payload or an error shown in a list row.
+const PREVIEW_CHARS: usize = 96;
+
+/// What every page shows around its content: the tabs with their counts and the queues.
+pub(crate) struct Layout {
+    /// Where the router is mounted ("" or "/admin/tasks"): every link starts with it.
+    pub(crate) base: String,
+    /// The front page (the running tasks).
+    pub(crate) home: String,
+    pub(crate) title: String,
+    pub(crate) tabs: Vec<Tab>,
+    pub(crate) queues: Vec<QueueCard>,
+    /// Whether the counts could be read; the page says so when not.
+    pub(crate) counted: bool,
+    pub(crate) now: Time,
+    pub(crate) version: &'static str,
+    /// Appended to the links of the stylesheet and the script, for caching.
+    pub(crate) assets: &'static str,
+}
+
+pub(crate) struct Tab {
+    pub(crate) label: &'static str,
+    /// The state's colour, a CSS class: `running`, `upcoming`, `succeeded`, `failed`.
+    pub(crate) class: &'static str,
+    pub(crate) href: String,
+    pub(crate) count: String,
+    pub(crate) active: bool,
+}
+
+pub(crate) struct QueueCard {
+    pub(crate) name: String,
+    pub(crate) stats: Vec<Stat>,
+}
+
+pub(crate) struct Stat {
+    pub(crate) label: &'static str,
+    pub(crate) class: &'static str,
+    pub(crate) value: String,
+    pub(crate) zero: bool,
+}
+
+/// The lists, as tabs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum List {
+    Running,
+    Upcoming,
+    Succeeded,
+    Failed,
+}
+
+impl List {
+    pub(crate) const ALL: [List; 4] =
+        [List::Running, List::Upcoming, List::Succeeded, List::Failed];
+
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            List::Running => "Running",
+            List::Upcoming => "Upcoming",
+            List::Succeeded => "Succeeded",
+            List::Failed => "Failed",
+        }
+    }
+
+    pub(crate) fn class(self) -> &'static str {
+        match self {
+            List::Running => "running",
+            List::Upcoming => "upcoming",
+            List::Succeeded => "succeeded",
+            List::Failed => "failed",
+        }
+    }
+
+    /// The list's link: the running tasks are the front page, linked as `/admin/tasks` (not
+    /// `/admin/tasks/`, which a nested axum router does not match) or `/` at the root.
+    pub(crate) fn href(self, base: &str) -> String {
+        match (self, base) {
+            (List::Running, "") => "/".to_owned(),
+            _ => format!("{base}{}", self.path()),
+        }
+    }
+
+    fn path(self) -> &'static str {
+        match self {
+            List::Running => "",
+            List::Upcoming => "/upcoming",
+            List::Succeeded => "/succeeded",
+            List::Failed => "/failed",
+        }
+    }
+
+    fn count(self, totals: &Totals) -> u64 {
+        match self {
+            List::Running => totals.running,
+            List::Upcoming => totals.upcoming,
+            List::Succeeded => totals.succeeded,
+            List::Failed => totals.failed,
+        }
+    }
+}
+
+/// Task counts per list, summed over the queues.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Totals {
+    pub(crate) running: u64,
+    pub(crate) upcoming: u64,
+    pub(crate) succeeded: u64,
+    pub(crate) failed: u64,
+}
+
+impl Totals {
+    pub(crate) fn of(stats: &[QueueStats]) -> Totals {
+        stats.iter().fold(Totals::default(), |t, q| Totals {
+            running: t.running + q.running,
+            upcoming: t.upcoming + q.pending + q.scheduled,
+            succeeded: t.succeeded + q.succeeded,
+            failed: t.failed + q.failed,
+        })
+    }
+
+    pub(crate) fn of_list(&self, list: List) -> u64 {
+        list.count(self)
+    }
+}
+
+impl Layout {
+    /// The frame of a page; `stats` is `None` when the counts could not be read.
+    pub(crate) fn new(
+        base: String,
+        title: String,
+        active: Option<List>,
+        stats: Option<&[QueueStats]>,
+        now: Millis,
+    ) -> Layout {
+        let totals = stats.map(Totals::of);
+        let tabs = List::ALL
+            .into_iter()
+            .map(|list| Tab {
+                label: list.label(),
+                class: list.class(),
+                href: list.href(&base),
+                count: totals.map_or_else(|| "–".to_owned(), |t| format::count(list.count(&t))),
+                active: active == Some(list),
+            })
+            .collect();
+        let queues = stats
+            .unwrap_or_default()
+            .iter()
+            .map(|q| {
+                let stat = |label, class, value: u64| Stat {
+                    label,
+                    class,
+                    value: format::count(value),
+                    zero: value == 0,
+                };
+                QueueCard {
+                    name: q.queue.clone(),
+                    stats: vec![
+                        stat("running", "running", q.running),
+                        stat("due", "upcoming", q.pending),
+                        stat("scheduled", "upcoming", q.scheduled),
+                        stat("succeeded", "succeeded", q.succeeded),
+                        stat("failed", "failed", q.failed),
+                    ],
+                }
+            })
+            .collect();
+        Layout {
+            home: List::Running.href(&base),
+            base,
+            title,
+            tabs,
+            queues,
+            counted: stats.is_some(),
+            now: Time::new(now, now),
+            version: env!("CARGO_PKG_VERSION"),
+            assets: super::ASSETS_DIGEST,
+        }
+    }
+}
+
+/// Previous and next links of a list, and which rows this page shows.
+pub(crate) struct Pager {
+    pub(crate) page: u64,
+    /// 1-based index of the first row shown, and of the last.
+    pub(crate) first: u64,
+    pub(crate) last: u64,
+    pub(crate) total: Option<String>,
+    pub(crate) prev: Option<String>,
+    pub(crate) next: Option<String>,
+    /// A page past the end: link back to the first one.
+    pub(crate) restart: Option<String>,
+}
+
+impl Pager {
+    pub(crate) fn new(
+        href: &str,
+        page: u64,
+        per_page: u64,
+        shown: usize,
+        more: bool,
+        total: Option<u64>,
+    ) -> Pager {
+        let link = |page: u64| match page {
+            1 => href.to_owned(),
+            _ => format!("{href}?page={page}"),
+        };
+        let offset = (page - 1) * per_page;
+        Pager {
+            page,
+            first: offset + 1,
+            last: offset + shown as u64,
+            total: total.map(format::count),
+            prev: (page > 1 && shown > 0).then(|| link(page - 1)),
+            next: more.then(|| link(page + 1)),
+            restart: (page > 1 && shown == 0).then(|| link(1)),
+        }
+    }
+}
+
+/// A waiting or running task, in a list or on its own page.
+pub(crate) struct TaskView {
+    pub(crate) id: String,
+    pub(crate) href: String,
+    pub(crate) queue: String,
+    /// `running`, `due` (waiting for a worker), `scheduled` or `retrying`.
+    pub(crate) status: &'static str,
+    /// Attempts done, or the attempt running, with the queue's maximum: "2 of 3".
+    pub(crate) attempt: String,
+    /// The same, said in full for the task's page: "attempt 2 of 3 running".
+    pub(crate) attempts: String,
+    pub(crate) created: Time,
+    pub(crate) run_at: Time,
+    pub(crate) claimed: Option<Time>,
+    pub(crate) last_executed: Option<Time>,
+    pub(crate) last_duration: Option<String>,
+    pub(crate) last_error: Option<String>,
+    /// One line of the error, for a list.
+    pub(crate) error_preview: Option<String>,
+    pub(crate) preview: String,
+    /// Indented JSON; empty in lists.
+    pub(crate) payload: String,
+    pub(crate) size: String,
+}
+
+impl TaskView {
+    pub(crate) fn new(base: &str, t: TaskRecord, registry: &Registry, now: Millis) -> TaskView {
+        let max = registry.config(&t.queue).map(|c| c.max_attempts());
+        let status = match (t.claimed_at, t.attempts) {
+            (Some(_), _) => "running",
+            (None, 0) if t.run_at > now => "scheduled",
+            (None, 0) => "due",
+            (None, _) => "retrying",
+        };
+        let shown = t.attempts + u32::from(t.claimed_at.is_some());
+        let attempt = match max {
+            Some(max) => format!("{shown} of {max}"),
+            None => shown.to_string(),
+        };
+        let attempts = match t.claimed_at {
+            Some(_) => format!("attempt {attempt} running"),
+            None => attempt.clone(),
+        };
+        let whole = t.payload.len() as u64 == t.payload_len;
+        TaskView {
+            id: t.id.to_string(),
+            href: format!("{base}/task/{}", t.id),
+            status,
+            attempt,
+            attempts,
+            created: Time::new(t.created_at, now),
+            run_at: Time::new(t.run_at, now),
+            claimed: t.claimed_at.map(|at| Time::new(at, now)),
+            last_executed: t.last_executed_at.map(|at| Time::new(at, now)),
+            last_duration: t.last_duration.map(format::duration),
+            error_preview: t
+                .last_error
+                .as_deref()
+                .map(|e| format::one_line(e, PREVIEW_CHARS, false)),
+            last_error: t.last_error,
+            preview: format::preview(&t.payload, t.payload_len, PREVIEW_CHARS),
+            payload: if whole {
+                format::payload(&t.payload)
+            } else {
+                String::new()
+            },
+            size: format::bytes(t.payload_len),
+            queue: t.queue,
+        }
+    }
+}
+
+/// A retained completed task, in a list or on its own page.
+pub(crate) struct CompletedView {
+    pub(crate) id: String,
+    pub(crate) href: String,
+    pub(crate) queue: String,
+    pub(crate) succeeded: bool,
+    pub(crate) attempts: String,
+    pub(crate) duration: String,
+    pub(crate) error: Option<String>,
+    pub(crate) error_preview: Option<String>,
+    pub(crate) created: Time,
+    pub(crate) finished: Time,
+    /// From creation to the end of the last attempt.
+    pub(crate) turnaround: String,
+    pub(crate) expires: Option<Time>,
+    pub(crate) preview: Option<String>,
+    /// Indented JSON when the payload was retained (whole, on the task's page).
+    pub(crate) payload: Option<String>,
+    pub(crate) size: String,
+}
+
+impl CompletedView {
+    pub(crate) fn new(
+        base: &str,
+        c: CompletedRecord,
+        registry: &Registry,
+        now: Millis,
+    ) -> CompletedView {
+        let max = registry.config(&c.queue).map(|q| q.max_attempts());
+        let turnaround = u64::try_from(c.last_executed_at.saturating_sub(c.created_at))
+            .map(|ms| format::duration(std::time::Duration::from_millis(ms) + c.last_duration))
+            .unwrap_or_default();
+        let whole = c
+            .payload
+            .as_ref()
+            .is_some_and(|p| p.len() as u64 == c.payload_len);
+        CompletedView {
+            id: c.id.to_string(),
+            href: format!("{base}/completed/{}", c.id),
+            succeeded: c.succeeded,
+            attempts: match max {
+                Some(max) => format!("{} of {max}", c.attempts),
+                None => c.attempts.to_string(),
+            },
+            duration: format::duration(c.last_duration),
+            error_preview: c
+                .error
+                .as_deref()
+                .map(|e| format::one_line(e, PREVIEW_CHARS, false)),
+            error: c.error,
+            created: Time::new(c.created_at, now),
+            finished: Time::new(c.last_executed_at, now),
+            turnaround,
+            expires: c.expires_at.map(|at| Time::new(at, now)),
+            preview: c
+                .payload
+                .as_deref()
+                .map(|p| format::preview(p, c.payload_len, PREVIEW_CHARS)),
+            payload: c.payload.as_deref().filter(|_| whole).map(format::payload),
+            size: format::bytes(c.payload_len),
+            queue: c.queue,
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "tasks.html")]
+pub(crate) struct TasksPage {
+    pub(crate) layout: Layout,
+    /// The running tasks; otherwise the upcoming ones.
+    pub(crate) running: bool,
+    pub(crate) rows: Vec<TaskView>,
+    pub(crate) pager: Pager,
+}
+
+#[derive(Template)]
+#[template(path = "completed_list.html")]
+pub(crate) struct CompletedListPage {
+    pub(crate) layout: Layout,
+    pub(crate) succeeded: bool,
+    pub(crate) rows: Vec<CompletedView>,
+    pub(crate) pager: Pager,
+}
+
+#[derive(Template)]
+#[template(path = "task.html")]
+pub(crate) struct TaskPage {
+    pub(crate) layout: Layout,
+    pub(crate) task: TaskView,
+}
+
+#[derive(Template)]
+#[template(path = "completed.html")]
+pub(crate) struct CompletedPage {
+    pub(crate) layout: Layout,
+    pub(crate) task: CompletedView,
+}
+
+#[derive(Template)]
+#[template(path = "not_found.html")]
+pub(crate) struct NotFoundPage {
+    pub(crate) layout: Layout,
+    /// What was asked for: an id, or a path.
+    pub(crate) what: String,
+    pub(crate) hint: &'static str,
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+pub(crate) struct ErrorPage {
+    pub(crate) layout: Layout,
+    pub(crate) message: String,
+}
