@@ -29,7 +29,7 @@ struct Soak {
 
 #[processor]
 async fn run_soak(task: Soak) -> anyhow::Result<()> {
-    if task.n % 4 == 0 {
+    if task.n.is_multiple_of(4) {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     DONE.fetch_add(1, Ordering::Relaxed);
@@ -108,7 +108,7 @@ async fn the_wal_stays_bounded_under_sustained_load_and_long_reads() {
                 if phase == 1 {
                     continue;
                 }
-                if phase == 2 && tick % 100 == 0 {
+                if phase == 2 && tick.is_multiple_of(100) {
                     let (in_long_read, path) = (in_long_read.clone(), path.clone());
                     tokio::task::spawn_blocking(move || long_read(&path, &in_long_read))
                         .await

@@ -181,7 +181,7 @@ async fn produce(db: &str, range: std::ops::Range<u64>, millis: u64, batch: u64)
             n,
             millis,
             // Children are numbered past the producer's range, so every `n` stays unique.
-            child: (n % 10 == 0).then_some(n + 1_000_000),
+            child: n.is_multiple_of(10).then_some(n + 1_000_000),
         };
         let mut add = client.add(work(next));
         for n in next + 1..next + size {
