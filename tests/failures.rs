@@ -529,3 +529,34 @@ async fn a_stop_that_times_out_under_load_hands_everything_back() {
     }
     assert_eq!(count(&conn, "backlite_tasks"), 0);
 }
+
+// ---------------------------------------------------------------- files backlite must not open
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_schema_is_refused_before_anything_runs_and_its_tasks_stay() {
+    let db = temp_db();
+    let ids = {
+        let client = Client::builder().database(&db.path).build().await.unwrap();
+        add_jobs(&client, 3, 1).await
+    };
+    db.conn()
+        .execute("INSERT INTO backlite_schema VALUES (99, 0)", [])
+        .unwrap();
+    let result = Client::builder()
+        .database(&db.path)
+        .processors(processors![run_job])
+        .build()
+        .await;
+    assert!(
+        matches!(result, Err(Error::SchemaTooNew { found: 99, .. })),
+        "{:?}",
+        result.map(|_| ())
+    );
+    let conn = db.conn();
+    assert_eq!(count(&conn, "backlite_tasks"), 3, "stored tasks lost");
+    assert!(ids.iter().all(|id| starts(id) == 0), "a task ran");
+    let newest: i64 = conn
+        .query_row("SELECT MAX(version) FROM backlite_schema", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(newest, 99, "the schema was touched");
+}
