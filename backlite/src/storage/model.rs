@@ -2,8 +2,8 @@
 //! add, claim, succeed, fail, release, unclaim, stale completions and cleanup run against the
 //! driver and against a simple model, and after every step each task must be where the model
 //! says. No task may be lost (gone without a completion that kept nothing, or a cleanup after
-//! its retention expired), and retention must keep exactly what it promised, for as long as
-//! it promised.
+//! its retention expired), and a completed task must be kept exactly when retention says so,
+//! for as long as it says. (Which payloads are kept is checked by the runtime's tests.)
 //!
 //! A driver instantiates it with `lifecycle_model!(module_name, |queues| async { driver })`.
 
