@@ -744,6 +744,8 @@ async fn tasks_saved_in_the_applications_transaction_run_once_it_commits() {
         picked_up < Duration::from_millis(250),
         "picked up after {picked_up:?}"
     );
+    // The run is recorded as it starts; stop waits for its outcome to be committed.
+    assert!(client.stop(SHORT).await);
     assert_eq!(
         client.status(&rolled_back[0]).await.unwrap(),
         TaskStatus::NotFound
@@ -753,7 +755,6 @@ async fn tasks_saved_in_the_applications_transaction_run_once_it_commits() {
         TaskStatus::Succeeded
     );
     assert!(runs("tx-rollback").is_empty());
-    assert!(client.stop(SHORT).await);
 }
 
 // ---------------------------------------------------------------- 15. configuration
