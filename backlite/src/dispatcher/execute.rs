@@ -1,5 +1,5 @@
 //! Running one attempt: decode, run under timeout and panic guard, decide what follows,
-//! record it.
+//! hand it to the completer.
 
 use std::any::Any;
 use std::future::Future;
@@ -175,38 +175,9 @@ async fn run(shared: Arc<Shared>, task: ClaimedTask, slot: OwnedSemaphorePermit)
         error,
         next,
     };
-    record(&shared, completion, queue).await;
-}
-
-/// Records an outcome, retrying while the database is locked, full or read-only (conditions
-/// that pass, or that an operator fixes): a dropped outcome would make the task run a second
-/// time after `release_after`. Gives up only when a stop stops waiting.
-async fn record(shared: &Shared, completion: Completion, queue: &str) {
-    let mut pause = Duration::from_millis(10);
-    loop {
-        let error = match shared
-            .client
-            .driver()
-            .task_complete_many(vec![completion.clone()])
-            .await
-        {
-            Ok(()) => return,
-            Err(error) => error,
-        };
-        let retry = matches!(
-            error,
-            crate::Error::Busy(_) | crate::Error::Full | crate::Error::ReadOnly
-        ) && !shared.shutdown.is_cancelled();
-        if !retry {
-            tracing::error!(task_id = %completion.id, queue, error = %error, "could not record the task's outcome; it runs again after release_after");
-            return;
-        }
-        tracing::warn!(task_id = %completion.id, queue, error = %error, retry_in = ?pause, "could not record the task's outcome yet; will retry");
-        tokio::select! {
-            _ = shared.shutdown.cancelled() => {}
-            _ = tokio::time::sleep(pause) => {}
-        }
-        pause = (pause * 2).min(Duration::from_secs(1));
+    // Stored by the completer, with the outcomes of the tasks that finish meanwhile.
+    if shared.completions.send(completion).is_err() {
+        tracing::error!(task_id = %task.id, queue, "could not record the task's outcome: the client has stopped; it runs again after release_after");
     }
 }
 

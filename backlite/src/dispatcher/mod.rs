@@ -4,6 +4,7 @@
 //! claim comes back short, it sleeps until the earliest due task (one indexed `MIN` per
 //! queue), a local insert, or a commit by another connection wakes it.
 
+mod complete;
 mod execute;
 
 use std::collections::{HashMap, VecDeque};
@@ -12,13 +13,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
+use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::client::Client;
 use crate::maintenance;
-use crate::storage::{ClaimedTask, Millis, now_millis};
+use crate::storage::{ClaimedTask, Completion, Millis, now_millis};
 use crate::task::TaskId;
 
 /// The handles of a started client, kept until `stop`.
@@ -27,31 +29,38 @@ pub(crate) struct Running {
     stop: CancellationToken,
     dispatcher: JoinHandle<Arc<Shared>>,
     maintenance: JoinHandle<()>,
+    completer: complete::Completer,
 }
 
 /// State the dispatcher shares with its workers.
 pub(crate) struct Shared {
     client: Client,
     slots: Arc<Semaphore>,
-    /// Every worker task, so that `stop` can wait for their outcomes to be committed.
+    /// Every worker task, so that `stop` can wait for them to end; their outcomes are then
+    /// with the completer, which `stop` flushes.
     workers: TaskTracker,
     /// Tasks whose processor runs now, for a stop that times out.
     running: Mutex<HashMap<TaskId, (AbortHandle, Millis)>>,
     /// Cancelled when the stop times out: each processor's `Context` reports cancellation.
     shutdown: CancellationToken,
     finished: AtomicU64,
+    /// Where workers leave their outcomes, for the completer to commit in batches.
+    completions: UnboundedSender<Completion>,
 }
 
 pub(crate) fn start(client: Client) -> Running {
     let stop = CancellationToken::new();
     let workers = client.inner.settings.workers;
+    let shutdown = CancellationToken::new();
+    let (completions, completer) = complete::spawn(client.clone(), shutdown.clone());
     let shared = Arc::new(Shared {
         client: client.clone(),
         slots: Arc::new(Semaphore::new(workers)),
         workers: TaskTracker::new(),
         running: Mutex::new(HashMap::new()),
-        shutdown: CancellationToken::new(),
+        shutdown,
         finished: AtomicU64::new(0),
+        completions,
     });
     let maintenance = tokio::spawn(maintenance::run(client.clone(), stop.clone()));
     let dispatcher = tokio::spawn(dispatch(shared, stop.clone()));
@@ -64,6 +73,7 @@ pub(crate) fn start(client: Client) -> Running {
         stop,
         dispatcher,
         maintenance,
+        completer,
     }
 }
 
@@ -76,6 +86,7 @@ impl Running {
             Ok(shared) => shared,
             Err(e) => {
                 tracing::error!(error = %e, "backlite dispatcher ended abnormally");
+                self.completer.finish().await;
                 return false;
             }
         };
@@ -84,6 +95,7 @@ impl Running {
             .await
             .is_ok()
         {
+            self.completer.finish().await;
             tracing::info!("backlite stopped; every running task finished");
             return true;
         }
@@ -100,6 +112,7 @@ impl Running {
             Err(_) => Vec::new(),
         };
         shared.workers.wait().await;
+        self.completer.finish().await;
         let count = abandoned.len();
         if let Err(e) = shared.client.driver().task_unclaim_many(abandoned).await {
             tracing::error!(error = %e, count, "could not hand back abandoned tasks; they run again after release_after");
@@ -114,9 +127,13 @@ impl Running {
 
 /// Tasks claimed ahead of free workers are bounded by what the pool finished in this much
 /// time: enough to keep short tasks flowing between claims, too little to hoard slow tasks
-/// that another process could run.
-const PREFETCH_HORIZON: Duration = Duration::from_millis(10);
-const PREFETCH_MAX: usize = 1000;
+/// that another process could run. The buffer is topped up at half of it, so a busy pool
+/// claims about half a horizon of tasks at once; below ~10 ms of work per claim, the claim's
+/// fixed cost and its commit show in the writer's time per task.
+const PREFETCH_HORIZON: Duration = Duration::from_millis(20);
+const PREFETCH_MAX: usize = 2000;
+/// Finished tasks enough to estimate the pool's pace before a whole horizon has passed.
+const PACE_SAMPLE: u64 = 32;
 
 async fn dispatch(shared: Arc<Shared>, stop: CancellationToken) -> Arc<Shared> {
     let client = shared.client.clone();
@@ -142,10 +159,12 @@ async fn dispatch(shared: Arc<Shared>, stop: CancellationToken) -> Arc<Shared> {
             }
         }
 
-        // Re-estimate the pool's pace every horizon.
+        // Re-estimate the pool's pace every horizon, or sooner once enough tasks finished
+        // to measure it: a burst of short tasks then ramps up within a few claims instead of
+        // a horizon of claims sized for an idle pool.
         let elapsed = window.0.elapsed();
-        if elapsed >= PREFETCH_HORIZON {
-            let finished = shared.finished.load(Ordering::Relaxed);
+        let finished = shared.finished.load(Ordering::Relaxed);
+        if elapsed >= PREFETCH_HORIZON || finished - window.1 >= PACE_SAMPLE {
             let per_horizon = (finished - window.1) as f64 * PREFETCH_HORIZON.as_secs_f64()
                 / elapsed.as_secs_f64();
             prefetch = (per_horizon as usize).min(PREFETCH_MAX);
@@ -154,7 +173,10 @@ async fn dispatch(shared: Arc<Shared>, stop: CancellationToken) -> Arc<Shared> {
 
         let free = shared.slots.available_permits();
         let want = (free + prefetch).saturating_sub(buffer.len());
-        if want > 0 && !drained {
+        // Top the buffer up only once half of the prefetch is used: a claim costs about the
+        // same for 5 tasks as for 500, so claiming again each time a worker frees would make
+        // the claims, not the tasks, set the pool's pace.
+        if want > 0 && buffer.len() <= prefetch / 2 && !drained {
             match client.driver().task_claim(want, now_millis()).await {
                 Ok(tasks) => {
                     error_pause = Duration::ZERO;

@@ -1,7 +1,7 @@
 //! Every statement of the SQLite driver, as functions of a connection. The writer thread runs
 //! the writes inside its group transactions; readers and `save_in` call the rest directly.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
 
 use crate::storage::{ClaimedTask, Completion, Millis, NewTask, Next, QueueStats};
 use crate::task::{TaskId, TaskStatus};
@@ -23,34 +23,37 @@ pub(crate) fn task_insert_many(conn: &Connection, tasks: &[NewTask]) -> rusqlite
     Ok(())
 }
 
-/// The claim statement for a fixed set of queues: `?1` is now, `?2` the limit, `?3..` the
-/// queue names. One guarded `UPDATE .. RETURNING`, so two processes can never claim one task;
-/// one index-ordered arm per queue, so a backlog in a queue nobody here serves costs nothing.
+/// The query that picks the tasks to claim for a fixed set of queues: `?1` is now, `?2` the
+/// limit, `?3..` the queue names. One index-ordered arm per queue, so a backlog in a queue
+/// nobody here serves costs nothing.
 pub(crate) fn claim_sql(queue_count: usize) -> String {
     let arm = |n: usize| {
         format!(
-            "SELECT * FROM (SELECT rowid AS rid, run_at FROM backlite_tasks \
+            "SELECT * FROM (SELECT rowid AS rid, run_at, id, queue, task, attempts \
+             FROM backlite_tasks \
              WHERE claimed_at IS NULL AND queue = ?{} AND run_at <= ?1 \
              ORDER BY run_at, rowid LIMIT ?2)",
             n + 3
         )
     };
-    let chosen = match queue_count {
-        1 => "SELECT rid FROM (".to_owned() + &arm(0) + ")",
+    let arms = (0..queue_count).map(arm).collect::<Vec<_>>();
+    match queue_count {
+        1 => format!("SELECT rid, id, queue, task, attempts FROM ({})", arms[0]),
         _ => format!(
-            "SELECT rid FROM ({} ORDER BY run_at, rid LIMIT ?2)",
-            (0..queue_count)
-                .map(arm)
-                .collect::<Vec<_>>()
-                .join(" UNION ALL ")
+            "SELECT rid, id, queue, task, attempts FROM ({} ORDER BY run_at, rid LIMIT ?2)",
+            arms.join(" UNION ALL ")
         ),
-    };
-    format!(
-        "UPDATE backlite_tasks SET claimed_at = ?1 WHERE rowid IN ({chosen}) \
-         RETURNING id, queue, task, attempts"
-    )
+    }
 }
 
+/// Claims up to `limit` due tasks: reads them in due order, then marks each claimed by its
+/// rowid. The writer runs this inside its `BEGIN IMMEDIATE` transaction, which no other
+/// connection can write during, so the read and the marks are one atomic claim; the
+/// `claimed_at IS NULL` guard keeps it so on any connection.
+///
+/// Two plain statements rather than one `UPDATE .. WHERE rowid IN (..) RETURNING`: that one
+/// builds two ephemeral tables per call (the IN list and the RETURNING rows), which made a
+/// one-task claim cost about 200 us against 70 us this way, and a 1,000-task claim 15% more.
 pub(crate) fn task_claim(
     conn: &Connection,
     sql: &str,
@@ -58,22 +61,37 @@ pub(crate) fn task_claim(
     limit: usize,
     now: Millis,
 ) -> rusqlite::Result<Vec<ClaimedTask>> {
-    let mut claim = conn.prepare_cached(sql)?;
-    claim.raw_bind_parameter(1, now)?;
-    claim.raw_bind_parameter(2, i64::try_from(limit).unwrap_or(i64::MAX))?;
-    for (i, queue) in queues.iter().enumerate() {
-        claim.raw_bind_parameter(i + 3, queue)?;
+    let mut picked = Vec::with_capacity(limit.min(2048));
+    {
+        let mut pick = conn.prepare_cached(sql)?;
+        pick.raw_bind_parameter(1, now)?;
+        pick.raw_bind_parameter(2, i64::try_from(limit).unwrap_or(i64::MAX))?;
+        for (i, queue) in queues.iter().enumerate() {
+            pick.raw_bind_parameter(i + 3, queue)?;
+        }
+        let mut rows = pick.raw_query();
+        while let Some(row) = rows.next()? {
+            let rowid: i64 = row.get(0)?;
+            picked.push((
+                rowid,
+                ClaimedTask {
+                    id: task_id(row.get_ref(1)?.as_blob()?)?,
+                    queue: row.get(2)?,
+                    payload: row.get(3)?,
+                    attempts: row.get(4)?,
+                    claimed_at: now,
+                },
+            ));
+        }
     }
-    let mut rows = claim.raw_query();
-    let mut claimed = Vec::with_capacity(limit.min(1024));
-    while let Some(row) = rows.next()? {
-        claimed.push(ClaimedTask {
-            id: task_id(row.get_ref(0)?.as_blob()?)?,
-            queue: row.get(1)?,
-            payload: row.get(2)?,
-            attempts: row.get(3)?,
-            claimed_at: now,
-        });
+    let mut mark = conn.prepare_cached(
+        "UPDATE backlite_tasks SET claimed_at = ?1 WHERE rowid = ?2 AND claimed_at IS NULL",
+    )?;
+    let mut claimed = Vec::with_capacity(picked.len());
+    for (rowid, task) in picked {
+        if mark.execute(params![now, rowid])? == 1 {
+            claimed.push(task);
+        }
     }
     Ok(claimed)
 }
@@ -90,17 +108,15 @@ pub(crate) fn task_complete_many(
     conn: &Connection,
     completions: &[Completion],
 ) -> rusqlite::Result<()> {
+    // Each statement is taken from the cache once per batch, not once per completion: the
+    // lookup hashes the whole SQL text.
+    let (mut retry, mut retain_copy, mut delete) = (None, None, None);
     for c in completions {
         let id = &c.id.as_bytes()[..];
         let duration_us = i64::try_from(c.duration.as_micros()).unwrap_or(i64::MAX);
         match c.next {
             Next::Retry { run_at } => {
-                conn.prepare_cached(
-                    "UPDATE backlite_tasks SET claimed_at = NULL, attempts = attempts + 1, \
-                     run_at = ?3, last_executed_at = ?4, last_duration_us = ?5, last_error = ?6 \
-                     WHERE id = ?1 AND claimed_at = ?2",
-                )?
-                .execute(params![
+                cached(conn, &mut retry, RETRY)?.execute(params![
                     id,
                     c.claimed_at,
                     run_at,
@@ -111,14 +127,7 @@ pub(crate) fn task_complete_many(
             }
             Next::Done { retain } => {
                 if let Some(retain) = retain {
-                    conn.prepare_cached(
-                        "INSERT OR REPLACE INTO backlite_tasks_completed (id, queue, task, \
-                         attempts, succeeded, last_duration_us, error, created_at, \
-                         last_executed_at, expires_at) \
-                         SELECT id, queue, CASE WHEN ?3 THEN task END, attempts + 1, ?4, ?5, ?6, \
-                         created_at, ?7, ?8 FROM backlite_tasks WHERE id = ?1 AND claimed_at = ?2",
-                    )?
-                    .execute(params![
+                    cached(conn, &mut retain_copy, RETAIN)?.execute(params![
                         id,
                         c.claimed_at,
                         retain.payload,
@@ -129,14 +138,34 @@ pub(crate) fn task_complete_many(
                         retain.expires_at,
                     ])?;
                 }
-                conn.prepare_cached(
-                    "DELETE FROM backlite_tasks WHERE id = ?1 AND claimed_at = ?2",
-                )?
-                .execute(params![id, c.claimed_at])?;
+                cached(conn, &mut delete, DELETE)?.execute(params![id, c.claimed_at])?;
             }
         }
     }
     Ok(())
+}
+
+const RETRY: &str = "UPDATE backlite_tasks SET claimed_at = NULL, attempts = attempts + 1, \
+     run_at = ?3, last_executed_at = ?4, last_duration_us = ?5, last_error = ?6 \
+     WHERE id = ?1 AND claimed_at = ?2";
+
+const RETAIN: &str = "INSERT OR REPLACE INTO backlite_tasks_completed (id, queue, task, \
+     attempts, succeeded, last_duration_us, error, created_at, last_executed_at, expires_at) \
+     SELECT id, queue, CASE WHEN ?3 THEN task END, attempts + 1, ?4, ?5, ?6, created_at, ?7, ?8 \
+     FROM backlite_tasks WHERE id = ?1 AND claimed_at = ?2";
+
+const DELETE: &str = "DELETE FROM backlite_tasks WHERE id = ?1 AND claimed_at = ?2";
+
+/// The statement in `slot`, taken from the connection's cache the first time.
+fn cached<'c, 's>(
+    conn: &'c Connection,
+    slot: &'s mut Option<CachedStatement<'c>>,
+    sql: &str,
+) -> rusqlite::Result<&'s mut CachedStatement<'c>> {
+    if slot.is_none() {
+        *slot = Some(conn.prepare_cached(sql)?);
+    }
+    Ok(slot.as_mut().expect("just filled"))
 }
 
 pub(crate) fn task_unclaim_many(

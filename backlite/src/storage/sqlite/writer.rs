@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::Connection;
 use tokio::sync::{Notify, oneshot};
 
 use super::{Options, map_error, sql};
@@ -134,6 +134,12 @@ const WAL_RESTART_FRAMES: i64 = 4096;
 const WAL_RESTART_WAIT: Duration = Duration::from_millis(20);
 const WAL_RESTART_WAIT_MAX: Duration = Duration::from_millis(500);
 
+/// Runs a transaction-control statement, prepared once: a group costs several of them, and
+/// parsing each anew is a measurable part of a one-request group.
+fn control(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
+}
+
 /// The claim statement of the queues this process serves.
 struct Claim {
     sql: String,
@@ -248,31 +254,37 @@ impl Writer {
         let (claim, busy) = (&self.claim, self.busy);
         let oldest = group.iter().map(|(sent, _)| *sent).min();
         BUSY_DEADLINE.set(oldest.map(|sent| sent + busy));
+        let conn = &self.conn;
         let committed = (|| -> rusqlite::Result<()> {
-            let mut tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            control(conn, "BEGIN IMMEDIATE")?;
             for (_, command) in group.iter() {
                 if single {
                     // Nothing to isolate: a failure rolls back the transaction below.
-                    let outcome = command.execute(&tx, claim)?;
+                    let outcome = command.execute(conn, claim)?;
                     outcomes.push(Ok(outcome));
                     continue;
                 }
-                let savepoint = tx.savepoint()?;
-                match command.execute(&savepoint, claim) {
+                control(conn, "SAVEPOINT request")?;
+                match command.execute(conn, claim) {
                     Ok(outcome) => {
-                        savepoint.commit()?;
+                        control(conn, "RELEASE request")?;
                         outcomes.push(Ok(outcome));
                     }
                     Err(e) => {
-                        drop(savepoint); // rolls back this request only
+                        // Undoes this request only.
+                        control(conn, "ROLLBACK TO request")?;
+                        control(conn, "RELEASE request")?;
                         outcomes.push(Err(map_error(&e, busy)));
                     }
                 }
             }
-            tx.commit()
+            control(conn, "COMMIT")
         })();
+        if committed.is_err() && !conn.is_autocommit() {
+            if let Err(e) = control(conn, "ROLLBACK") {
+                tracing::error!(error = %e, "backlite could not roll back a failed write");
+            }
+        }
         match committed {
             Ok(()) => {
                 self.dirty_since_checkpoint = true;
@@ -366,5 +378,84 @@ impl Writer {
                 self.wake.notify_one();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::sqlite::{Synchronous, Target, migrations, open_connection};
+
+    fn writer(path: &str) -> Writer {
+        let options = Options {
+            path: path.to_owned(),
+            synchronous: Synchronous::Normal,
+            busy_timeout: Duration::from_secs(1),
+            queues: vec!["q"],
+        };
+        let mut conn = open_connection(&Target::new(path), &options).expect("open");
+        migrations::migrate(&mut conn, 0)
+            .expect("migrate")
+            .expect("schema");
+        Writer {
+            conn,
+            claim: Claim {
+                sql: sql::claim_sql(1),
+                queues: options.queues.clone(),
+                count: Arc::default(),
+            },
+            busy: options.busy_timeout,
+            wake: Arc::default(),
+            data_version: 0,
+            last_check: Instant::now(),
+            last_wal_check: Instant::now(),
+            dirty_since_checkpoint: false,
+        }
+    }
+
+    fn insert(task: &NewTask) -> (Request, oneshot::Receiver<Result<()>>) {
+        let (reply, answer) = oneshot::channel();
+        let request = (Instant::now(), Command::Insert(vec![task.clone()], reply));
+        (request, answer)
+    }
+
+    #[test]
+    fn a_failing_request_leaves_the_rest_of_its_group() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut writer = writer(&dir.path().join("w.db").to_string_lossy());
+        let task = |n: u8| NewTask {
+            id: TaskId::new(),
+            queue: "q",
+            payload: vec![b'0' + n],
+            created_at: 0,
+            run_at: 0,
+        };
+        let (first, again) = (task(1), task(2));
+        let (a, a_done) = insert(&first);
+        let (b, b_done) = insert(&again);
+        let (c, c_done) = insert(&again); // same id as `b`: refused
+        let (d, d_done) = insert(&task(3));
+        let mut group = vec![a, b, c, d];
+        writer.commit(&mut group);
+
+        assert!(a_done.blocking_recv().expect("answered").is_ok());
+        assert!(b_done.blocking_recv().expect("answered").is_ok());
+        assert!(c_done.blocking_recv().expect("answered").is_err());
+        assert!(d_done.blocking_recv().expect("answered").is_ok());
+        let stored: i64 = writer
+            .conn
+            .query_row("SELECT COUNT(*) FROM backlite_tasks", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(stored, 3);
+        assert!(
+            writer.conn.is_autocommit(),
+            "the group's transaction is closed"
+        );
+
+        // A lone request that fails leaves no transaction open behind it.
+        let (e, e_done) = insert(&first);
+        writer.commit(&mut vec![e]);
+        assert!(e_done.blocking_recv().expect("answered").is_err());
+        assert!(writer.conn.is_autocommit());
     }
 }
