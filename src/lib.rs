@@ -1,1 +1,3 @@
 //! Holds the workspace-level examples and tests of backlite; not published.
+
+pub mod crash;

@@ -85,6 +85,75 @@ async fn two_worker_processes_run_every_task_exactly_once() {
     assert_eq!(pids.len(), 2, "both processes should have claimed work");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_and_a_producer_process_run_every_task_once_and_never_see_busy() {
+    let db = temp_db();
+    let log = db.dir.path().join("runs.log");
+    // The three processes open the new file at once: the schema is created once.
+    let producer = Command::new(WORKER)
+        .arg(&db.path)
+        .args(["produce", "0", "2000", "1", "20"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn producer");
+    let mut workers = [
+        spawn_worker(&db.path, &log, 4),
+        spawn_worker(&db.path, &log, 4),
+    ];
+    // Every save of the producer must succeed, however busy the file: it exits 1 otherwise.
+    let produced = tokio::task::spawn_blocking(move || producer.wait_with_output())
+        .await
+        .unwrap()
+        .expect("producer");
+    assert!(
+        produced.status.success(),
+        "the producer failed: {}",
+        String::from_utf8_lossy(&produced.stderr)
+    );
+    // A task that adds a child is deleted only once the child is stored, so an empty table
+    // means the children are done too.
+    let conn = db.conn();
+    let drained = eventually(Duration::from_secs(120), || {
+        count(&conn, "backlite_tasks") == 0
+    })
+    .await;
+    for worker in &mut workers {
+        drop(worker.stdin.take());
+    }
+    for worker in &mut workers {
+        assert!(worker.wait().expect("wait").success());
+    }
+    assert!(drained, "tasks left: {}", count(&conn, "backlite_tasks"));
+
+    let text = std::fs::read_to_string(&log).expect("log");
+    let mut starts: HashMap<u64, u32> = HashMap::new();
+    let mut ends: HashMap<u64, u32> = HashMap::new();
+    let mut pids = std::collections::HashSet::new();
+    for line in text.lines() {
+        let parts: Vec<&str> = line.splitn(4, ' ').collect();
+        match parts[..] {
+            ["start", _, pid, n] => {
+                *starts.entry(n.parse().unwrap()).or_default() += 1;
+                pids.insert(pid.to_owned());
+            }
+            ["end", _, _, n] => *ends.entry(n.parse().unwrap()).or_default() += 1,
+            _ => panic!("a processor's save failed: {line:?}"),
+        }
+    }
+    let expected: Vec<u64> = (0..2000)
+        .chain((0..2000).step_by(10).map(|n| n + 1_000_000))
+        .collect();
+    assert_eq!(starts.len(), expected.len(), "tasks run");
+    for n in &expected {
+        assert_eq!(
+            (starts.get(n), ends.get(n)),
+            (Some(&1), Some(&1)),
+            "task {n}"
+        );
+    }
+    assert_eq!(pids.len(), 2, "both processes should have claimed work");
+}
+
 #[derive(Debug, Serialize, Deserialize, Task)]
 #[queue(name = "work", max_attempts = 3)]
 struct Work {

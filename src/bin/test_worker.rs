@@ -1,12 +1,21 @@
-//! A worker process for the multi-process and crash tests: `test_worker <db> add <n> [queue]`
-//! adds tasks; `test_worker <db> work <log> <workers> <millis>` serves until its stdin closes
-//! (or it is killed), appending `start <id> <pid>` and `end <id> <pid>` lines to `<log>`
-//! around every run, each task taking `<millis>` ms.
+//! A worker process for the multi-process and crash tests.
+//!
+//! - `test_worker <db> add <n> <millis>` adds tasks `0..n` of queue `work` and exits.
+//! - `test_worker <db> produce <first> <n> <millis> <batch>` adds tasks `first..first + n` of
+//!   queue `work` in batches of up to `batch`, a few milliseconds apart, as an application
+//!   would while workers run; every tenth asks its processor to add a child task. Any error
+//!   is printed and the exit status is 1.
+//! - `test_worker <db> work <log> <workers> <release_ms>` serves queue `work` until its stdin
+//!   closes (or it is killed), appending `start <id> <pid> <n>` and `end <id> <pid> <n>` lines
+//!   to `<log>` around every run, each task taking its `millis`.
+//! - `test_worker <db> crash <log> <workers> <release_ms>` serves the crash harness's queue
+//!   (see `backlite_suite::crash`) the same way.
 
 use std::io::Write;
 use std::time::Duration;
 
 use backlite::{Client, Context, Task, processor, processors};
+use backlite_suite::crash::{self, CrashTask, Line};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize, Task)]
@@ -14,37 +23,86 @@ use serde::{Deserialize, Serialize};
 struct Work {
     n: u64,
     millis: u64,
+    /// Set: the processor adds task `child` through its context, as application code would.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    child: Option<u64>,
 }
 
 static LOG: std::sync::OnceLock<std::sync::Mutex<std::fs::File>> = std::sync::OnceLock::new();
 
 fn log(line: &str) {
     if let Some(Ok(mut file)) = LOG.get().map(|f| f.lock()) {
-        // One write per line with O_APPEND: lines of several processes do not interleave.
-        let _ = file.write_all(format!("{line}\n").as_bytes());
+        // One write per line with O_APPEND: lines of several processes do not interleave, and
+        // a killed process leaves whole lines only.
+        let _ = file.write_all(line.as_bytes());
     }
 }
 
 #[processor]
-async fn work(ctx: Context, task: Work) -> Result<(), std::io::Error> {
+async fn work(ctx: Context, task: Work) -> backlite::Result<()> {
     let pid = std::process::id();
-    log(&format!("start {} {pid} {}", ctx.task_id(), task.n));
+    log(&format!("start {} {pid} {}\n", ctx.task_id(), task.n));
     tokio::time::sleep(Duration::from_millis(task.millis)).await;
-    log(&format!("end {} {pid} {}", ctx.task_id(), task.n));
+    if let Some(child) = task.child {
+        let child = Work {
+            n: child,
+            millis: task.millis,
+            child: None,
+        };
+        if let Err(e) = ctx.client().add(child).save().await {
+            log(&format!("error {} {pid} {e}\n", ctx.task_id()));
+            return Err(e);
+        }
+    }
+    log(&format!("end {} {pid} {}\n", ctx.task_id(), task.n));
     Ok(())
 }
 
+#[derive(Debug)]
+struct Told(u32);
+
+impl std::fmt::Display for Told {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "attempt {} fails as told", self.0)
+    }
+}
+
+impl std::error::Error for Told {}
+
+#[processor]
+async fn crash_work(ctx: Context, task: CrashTask) -> Result<(), Told> {
+    let (n, attempt, pid) = (task.n, ctx.attempt(), std::process::id());
+    log(&Line::Start {
+        n,
+        attempt,
+        pid,
+        at: crash::now_millis(),
+    }
+    .render());
+    tokio::time::sleep(Duration::from_millis(task.millis)).await;
+    let ok = attempt > task.fail_first;
+    log(&Line::End {
+        n,
+        attempt,
+        pid,
+        ok,
+    }
+    .render());
+    if ok { Ok(()) } else { Err(Told(attempt)) }
+}
+
+type Fallible<T = ()> = Result<T, Box<dyn std::error::Error>>;
+
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Fallible {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: test_worker <db> add <n> <millis> | work <log> <workers> <release_ms>";
+    let usage = "usage: test_worker <db> add <n> <millis> | produce <first> <n> <millis> <batch> \
+                 | work|crash <log> <workers> <release_ms>";
     let (db, mode) = match (args.get(1), args.get(2)) {
         (Some(db), Some(mode)) => (db.as_str(), mode.as_str()),
         _ => return Err(usage.into()),
     };
-    let arg = |i: usize| -> Result<u64, Box<dyn std::error::Error>> {
-        Ok(args.get(i).ok_or(usage)?.parse()?)
-    };
+    let arg = |i: usize| -> Fallible<u64> { Ok(args.get(i).ok_or(usage)?.parse()?) };
     match mode {
         "add" => {
             let client = Client::builder().database(db).build().await?;
@@ -53,24 +111,41 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let mut batch = client.add(Work {
                     n: chunk[0],
                     millis,
+                    child: None,
                 });
                 for &n in &chunk[1..] {
-                    batch = batch.add(Work { n, millis });
+                    batch = batch.add(Work {
+                        n,
+                        millis,
+                        child: None,
+                    });
                 }
                 batch.save().await?;
             }
         }
-        "work" => {
+        "produce" => {
+            let (first, n, millis, batch) = (arg(3)?, arg(4)?, arg(5)?, arg(6)?.max(1));
+            if let Err(e) = produce(db, first..first + n, millis, batch).await {
+                eprintln!("producer error: {e}");
+                std::process::exit(1);
+            }
+        }
+        "work" | "crash" => {
             let file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(args.get(3).ok_or(usage)?)?;
             let _ = LOG.set(std::sync::Mutex::new(file));
+            let registry = if mode == "work" {
+                processors![work]
+            } else {
+                processors![crash_work]
+            };
             let client = Client::builder()
                 .database(db)
                 .workers(arg(4)? as usize)
                 .release_after(Duration::from_millis(arg(5)?))
-                .processors(processors![work])
+                .processors(registry)
                 .build()
                 .await?;
             client.start();
@@ -85,9 +160,36 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 {}
             })
             .await?;
-            client.stop(Duration::from_secs(10)).await;
+            if !client.stop(Duration::from_secs(10)).await {
+                return Err("stop timed out".into());
+            }
         }
         _ => return Err(usage.into()),
+    }
+    Ok(())
+}
+
+/// Adds tasks in small batches while other processes claim and complete: every `save` must
+/// succeed, however busy the file is.
+async fn produce(db: &str, range: std::ops::Range<u64>, millis: u64, batch: u64) -> Fallible {
+    let client = Client::builder().database(db).build().await?;
+    let mut rng = crash::Rng::new(range.start);
+    let mut next = range.start;
+    while next < range.end {
+        let size = (1 + rng.below(batch)).min(range.end - next);
+        let work = |n: u64| Work {
+            n,
+            millis,
+            // Children are numbered past the producer's range, so every `n` stays unique.
+            child: n.is_multiple_of(10).then_some(n + 1_000_000),
+        };
+        let mut add = client.add(work(next));
+        for n in next + 1..next + size {
+            add = add.add(work(n));
+        }
+        add.save().await?;
+        next += size;
+        tokio::time::sleep(Duration::from_millis(rng.below(4))).await;
     }
     Ok(())
 }

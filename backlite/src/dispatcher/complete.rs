@@ -82,7 +82,7 @@ async fn store(client: &Client, shutdown: &CancellationToken, completions: Vec<C
     let Err(error) = store_retrying(client, shutdown, completions.clone()).await else {
         return;
     };
-    if completions.len() == 1 || matches!(error, Error::Busy(_)) {
+    if completions.len() == 1 || passes(&error) {
         for completion in &completions {
             tracing::error!(task_id = %completion.id, error = %error, "could not record the task's outcome; it runs again after release_after");
         }
@@ -96,8 +96,14 @@ async fn store(client: &Client, shutdown: &CancellationToken, completions: Vec<C
     }
 }
 
-/// Stores `completions` in one request, retrying while the database is locked by another
-/// connection; gives up on that only when a stop stops waiting.
+/// Conditions that pass, or that an operator fixes, while the outcome waits in memory: a lock
+/// held by another connection, a full disk, a file made read-only.
+fn passes(error: &Error) -> bool {
+    matches!(error, Error::Busy(_) | Error::Full | Error::ReadOnly)
+}
+
+/// Stores `completions` in one request, retrying while [`passes`] says the error will pass;
+/// gives up on that only when a stop stops waiting.
 async fn store_retrying(
     client: &Client,
     shutdown: &CancellationToken,
@@ -113,10 +119,10 @@ async fn store_retrying(
             Ok(()) => return Ok(()),
             Err(error) => error,
         };
-        if !matches!(error, Error::Busy(_)) || shutdown.is_cancelled() {
+        if !passes(&error) || shutdown.is_cancelled() {
             return Err(error);
         }
-        tracing::warn!(count = completions.len(), error = %error, retry_in = ?pause, "database locked; will retry recording the outcomes");
+        tracing::warn!(count = completions.len(), error = %error, retry_in = ?pause, "could not record the outcomes yet; will retry");
         tokio::select! {
             _ = shutdown.cancelled() => {}
             _ = tokio::time::sleep(pause) => {}

@@ -7,6 +7,8 @@ pub(crate) mod browse_conformance;
 #[cfg(test)]
 #[macro_use]
 pub(crate) mod conformance;
+#[cfg(test)]
+pub(crate) mod model;
 pub(crate) mod sqlite;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

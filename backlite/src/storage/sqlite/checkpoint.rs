@@ -11,7 +11,7 @@
 //! [`WAL_PAGES_WRITER`]).
 
 use std::ffi::c_int;
-use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::mpsc::sync_channel;
 
 use rusqlite::Connection;
 use rusqlite::hooks::Wal;
@@ -28,27 +28,12 @@ const WAL_PAGES: c_int = 1000;
 /// then the checkpoint thread has copied most of the WAL, so the writer copies the rest.
 const WAL_PAGES_WRITER: c_int = 4 * WAL_PAGES;
 
-/// Asks the checkpoint thread for a checkpoint.
-pub(super) struct Checkpointer {
-    wanted: SyncSender<()>,
-}
-
-impl Checkpointer {
-    /// Asks for a checkpoint soon, unless one is already asked for.
-    pub(super) fn request(&self) {
-        let _ = self.wanted.try_send(());
-    }
-}
-
 /// Starts the checkpoint thread and replaces automatic checkpoints on `writer` with requests
-/// to it. `None` for an in-memory database, which has no WAL.
-pub(super) fn start(
-    writer: &mut Connection,
-    target: &Target,
-    options: &Options,
-) -> Result<Option<Checkpointer>> {
+/// to it; the thread ends with the writer's connection. Nothing for an in-memory database,
+/// which has no WAL.
+pub(super) fn start(writer: &mut Connection, target: &Target, options: &Options) -> Result<()> {
     if target.in_memory {
-        return Ok(None);
+        return Ok(());
     }
     let conn = open_connection(target, options)?;
     // At most one request waits: more would only repeat a checkpoint with nothing to do.
@@ -56,7 +41,7 @@ pub(super) fn start(
     std::thread::Builder::new()
         .name("backlite-checkpoint".into())
         .spawn(move || {
-            // Ends when the writer, and with it every sender, is gone.
+            // Ends when the writer's connection, and the hook that holds the sender, is gone.
             for () in requests {
                 if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
                     tracing::debug!(error = %e, "checkpoint skipped");
@@ -64,7 +49,6 @@ pub(super) fn start(
             }
         })
         .map_err(|e| Error::Storage(Box::new(e)))?;
-    let from_hook = wanted.clone();
     let hooked = writer.wal_hook(Some(move |wal: &mut Wal, pages: c_int| {
         if pages >= WAL_PAGES_WRITER {
             // Whatever happens, the commit that called this hook stands: an error returned
@@ -74,12 +58,11 @@ pub(super) fn start(
                 tracing::debug!(error = %e, pages, "checkpoint after commit skipped");
             }
         } else if pages >= WAL_PAGES {
-            let _ = from_hook.try_send(());
+            let _ = wanted.try_send(());
         }
         Ok(())
     }));
-    hooked.map_err(|e| Error::Storage(Box::new(e)))?;
-    Ok(Some(Checkpointer { wanted }))
+    hooked.map_err(|e| Error::Storage(Box::new(e)))
 }
 
 #[cfg(test)]
@@ -101,8 +84,7 @@ mod tests {
         };
         let target = Target::new(&path);
         let mut conn = open_connection(&target, &options).expect("open");
-        let checkpointer = start(&mut conn, &target, &options).expect("start");
-        assert!(checkpointer.is_some());
+        start(&mut conn, &target, &options).expect("start");
         conn.execute_batch("CREATE TABLE t (v BLOB)")
             .expect("table");
         // Each commit adds at least one WAL page: without restarts the WAL would pass

@@ -27,7 +27,7 @@ use crate::storage::{
 };
 use crate::task::{TaskId, TaskStatus};
 
-use writer::Command;
+use writer::{Command, Request};
 
 /// How hard SQLite works to make each commit durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -81,7 +81,7 @@ impl Target {
 }
 
 pub(crate) struct SqliteDriver {
-    writer: std::sync::mpsc::Sender<Command>,
+    writer: std::sync::mpsc::Sender<Request>,
     /// Statements that read the tasks table for the dispatcher (claims, next-due queries),
     /// counted so that a test can prove an idle client does not poll.
     table_reads: Arc<std::sync::atomic::AtomicU64>,
@@ -126,11 +126,19 @@ impl SqliteDriver {
             check_parent_dir(&options.path)?;
         }
         let mut conn = open_connection(&target, &options)?;
+        // SQLite quietly opens a file it may not write in read-only mode. Refuse it here,
+        // rather than build a client whose every save and claim fails.
+        let read_only = conn
+            .is_readonly(rusqlite::MAIN_DB)
+            .map_err(|e| open_error(&options.path, &e, options.busy_timeout))?;
+        if read_only {
+            return Err(Error::ReadOnly);
+        }
         migrations::migrate(&mut conn, now_millis())
             .map_err(|e| open_error(&options.path, &e, options.busy_timeout))??;
         let table_reads = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let checkpointer = checkpoint::start(&mut conn, &target, &options)?;
-        let writer = writer::spawn(conn, checkpointer, &options, wake, table_reads.clone())?;
+        checkpoint::start(&mut conn, &target, &options)?;
+        let writer = writer::spawn(conn, &options, wake, table_reads.clone())?;
         Ok(SqliteDriver {
             writer,
             table_reads,
@@ -149,7 +157,9 @@ impl SqliteDriver {
         command: impl FnOnce(oneshot::Sender<Result<T>>) -> Command,
     ) -> BoxFuture<Result<T>> {
         let (reply, answer) = oneshot::channel();
-        let sent = self.writer.send(command(reply));
+        let sent = self
+            .writer
+            .send((std::time::Instant::now(), command(reply)));
         Box::pin(async move {
             sent.map_err(|_| Error::Closed)?;
             answer.await.map_err(|_| Error::Closed)?
@@ -332,5 +342,11 @@ crate::storage::conformance::driver_conformance!(conformance_file, |queues| asyn
 
 #[cfg(test)]
 crate::storage::conformance::driver_conformance!(conformance_memory, |queues| async move {
+    crate::storage::sqlite::open_for_test(true, queues)
+});
+
+// On `:memory:` only: the same SQL as on a file, without leaving a directory per case.
+#[cfg(test)]
+crate::storage::model::lifecycle_model!(lifecycle_memory, |queues| async move {
     crate::storage::sqlite::open_for_test(true, queues)
 });

@@ -4,7 +4,13 @@
 //! all in one `BEGIN IMMEDIATE` transaction, each inside a savepoint so that one failing
 //! request does not undo the others. Under load, many saves and completions share a commit;
 //! when idle, a request costs one transaction, as it would without batching.
+//!
+//! Each request waits for another connection's lock at most the busy timeout from the moment
+//! it was sent, however many groups go before it: when the lock stays taken, the requests
+//! whose time is up fail with `Error::Busy` and the others try again with those that arrived
+//! meanwhile.
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
@@ -13,13 +19,15 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 use tokio::sync::{Notify, oneshot};
 
-use super::checkpoint::Checkpointer;
 use super::{Options, map_error, sql};
 use crate::error::{Error, Result};
 use crate::storage::{ClaimedTask, Completion, Millis, NewTask};
 use crate::task::TaskId;
 
 type Reply<T> = oneshot::Sender<Result<T>>;
+
+/// A command and when it was sent: its busy timeout runs from then.
+pub(crate) type Request = (Instant, Command);
 
 pub(crate) enum Command {
     Insert(Vec<NewTask>, Reply<()>),
@@ -112,6 +120,20 @@ const CHANGE_CHECK: Duration = Duration::from_millis(25);
 /// Requests committed together at most, so that one commit's latency stays bounded.
 const MAX_GROUP: usize = 512;
 
+/// How often a writer that is never idle looks at the WAL's length.
+const WAL_CHECK: Duration = Duration::from_millis(250);
+
+/// WAL frames (pages) past which the writer makes the WAL start over: about 16 MiB of 4 KiB
+/// pages.
+const WAL_RESTART_FRAMES: i64 = 4096;
+
+/// How long making the WAL start over may wait for readers still reading from it, per
+/// `WAL_RESTART_FRAMES` of WAL: the writer waits in the meantime, so this is short while the
+/// WAL is, and grows with it, which slows writers down to what checkpoints can keep up with.
+/// A read that outlasts the wait only makes it try again later.
+const WAL_RESTART_WAIT: Duration = Duration::from_millis(20);
+const WAL_RESTART_WAIT_MAX: Duration = Duration::from_millis(500);
+
 /// Runs a transaction-control statement, prepared once: a group costs several of them, and
 /// parsing each anew is a measurable part of a one-request group.
 fn control(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
@@ -128,11 +150,11 @@ fn control(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 const POLL_AFTER_COMMIT: Duration = Duration::from_micros(50);
 
 /// The next request if one arrives within [`POLL_AFTER_COMMIT`].
-fn poll_briefly(receiver: &Receiver<Command>) -> Option<Command> {
+fn poll_briefly(receiver: &Receiver<Request>) -> Option<Request> {
     let until = Instant::now() + POLL_AFTER_COMMIT;
     loop {
         match receiver.try_recv() {
-            Ok(command) => return Some(command),
+            Ok(request) => return Some(request),
             Err(TryRecvError::Disconnected) => return None,
             Err(TryRecvError::Empty) if Instant::now() >= until => return None,
             Err(TryRecvError::Empty) => std::thread::yield_now(),
@@ -155,18 +177,39 @@ struct Writer {
     wake: Arc<Notify>,
     data_version: i64,
     last_check: Instant,
+    last_wal_check: Instant,
     dirty_since_checkpoint: bool,
-    /// Runs checkpoints on its own thread; `None` in memory.
-    checkpointer: Option<Checkpointer>,
+}
+
+thread_local! {
+    /// When the writer's busy handler gives up waiting for a lock: the busy timeout of the
+    /// oldest request in the transaction being attempted. `None`: at once.
+    static BUSY_DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// Waits for a lock held by another connection until [`BUSY_DEADLINE`], polling often enough
+/// to notice its release within a few milliseconds.
+fn busy_handler(retries: i32) -> bool {
+    let Some(deadline) = BUSY_DEADLINE.get() else {
+        return false;
+    };
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return false;
+    }
+    let pause = Duration::from_millis(1 << retries.clamp(0, 4)).min(left);
+    std::thread::sleep(pause);
+    true
 }
 
 pub(super) fn spawn(
-    conn: Connection,
-    checkpointer: Option<Checkpointer>,
+    mut conn: Connection,
     options: &Options,
     wake: Arc<Notify>,
     claims: Arc<AtomicU64>,
-) -> Result<Sender<Command>> {
+) -> Result<Sender<Request>> {
+    conn.busy_handler(Some(busy_handler))
+        .map_err(|e| map_error(&e, options.busy_timeout))?;
     let (sender, receiver) = mpsc::channel();
     let mut writer = Writer {
         conn,
@@ -179,8 +222,8 @@ pub(super) fn spawn(
         wake,
         data_version: 0,
         last_check: Instant::now(),
+        last_wal_check: Instant::now(),
         dirty_since_checkpoint: false,
-        checkpointer,
     };
     writer.data_version = writer.read_data_version().unwrap_or(0);
     std::thread::Builder::new()
@@ -191,27 +234,30 @@ pub(super) fn spawn(
 }
 
 impl Writer {
-    fn run(mut self, receiver: Receiver<Command>) {
+    fn run(mut self, receiver: Receiver<Request>) {
         let mut group = Vec::with_capacity(MAX_GROUP);
         let mut just_committed = false;
         loop {
-            let first = if just_committed {
-                poll_briefly(&receiver)
-            } else {
-                None
-            };
-            match first.map_or_else(|| receiver.recv_timeout(CHANGE_CHECK), Ok) {
-                Ok(command) => group.push(command),
-                Err(RecvTimeoutError::Timeout) => {
-                    just_committed = false;
-                    self.idle();
-                    continue;
+            // A group left over is waiting for another connection's lock: no blocking then.
+            if group.is_empty() {
+                let first = if just_committed {
+                    poll_briefly(&receiver)
+                } else {
+                    None
+                };
+                match first.map_or_else(|| receiver.recv_timeout(CHANGE_CHECK), Ok) {
+                    Ok(request) => group.push(request),
+                    Err(RecvTimeoutError::Timeout) => {
+                        just_committed = false;
+                        self.idle();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
                 }
-                Err(RecvTimeoutError::Disconnected) => break,
             }
             while group.len() < MAX_GROUP {
                 match receiver.try_recv() {
-                    Ok(command) => group.push(command),
+                    Ok(request) => group.push(request),
                     Err(_) => break,
                 }
             }
@@ -220,20 +266,28 @@ impl Writer {
             if self.last_check.elapsed() >= CHANGE_CHECK {
                 self.check_external_changes();
             }
+            if self.last_wal_check.elapsed() >= WAL_CHECK {
+                self.bound_wal();
+            }
         }
         // Every handle is gone: leave a small WAL behind.
+        BUSY_DEADLINE.set(Some(Instant::now() + self.busy));
         let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
     }
 
-    fn commit(&mut self, group: &mut Vec<Command>) {
-        let may_add_work = group.iter().any(Command::may_add_work);
+    /// Commits the group and answers its requests; leaves in `group` the requests that found
+    /// the database locked but have not waited their busy timeout yet.
+    fn commit(&mut self, group: &mut Vec<Request>) {
+        let may_add_work = group.iter().any(|(_, command)| command.may_add_work());
         let single = group.len() == 1;
         let mut outcomes = Vec::with_capacity(group.len());
         let (claim, busy) = (&self.claim, self.busy);
+        let oldest = group.iter().map(|(sent, _)| *sent).min();
+        BUSY_DEADLINE.set(oldest.map(|sent| sent + busy));
         let conn = &self.conn;
         let committed = (|| -> rusqlite::Result<()> {
             control(conn, "BEGIN IMMEDIATE")?;
-            for command in group.iter() {
+            for (_, command) in group.iter() {
                 if single {
                     // Nothing to isolate: a failure rolls back the transaction below.
                     let outcome = command.execute(conn, claim)?;
@@ -267,18 +321,33 @@ impl Writer {
                 if may_add_work {
                     self.wake.notify_one();
                 }
-                for (command, outcome) in group.drain(..).zip(outcomes) {
+                for ((_, command), outcome) in group.drain(..).zip(outcomes) {
                     command.finish(outcome);
                 }
             }
-            Err(e) => {
-                if !matches!(
+            Err(e)
+                if matches!(
                     e.sqlite_error_code(),
                     Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-                ) {
-                    tracing::error!(error = %e, requests = group.len(), "backlite write failed");
+                ) =>
+            {
+                let now = Instant::now();
+                let (expired, waiting): (Vec<_>, Vec<_>) = group
+                    .drain(..)
+                    .partition(|(sent, _)| now >= *sent + self.busy);
+                if expired.is_empty() {
+                    // Locked without the handler being asked (it is, for every lock this
+                    // connection takes): do not spin.
+                    std::thread::sleep(Duration::from_millis(1));
                 }
-                for command in group.drain(..) {
+                for (_, command) in expired {
+                    command.finish(Err(Error::Busy(self.busy)));
+                }
+                *group = waiting;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, requests = group.len(), "backlite write failed");
+                for (_, command) in group.drain(..) {
                     command.finish(Err(map_error(&e, self.busy)));
                 }
             }
@@ -288,11 +357,39 @@ impl Writer {
     fn idle(&mut self) {
         self.check_external_changes();
         if self.dirty_since_checkpoint {
-            // A checkpoint while nothing is waiting keeps the WAL short.
+            // A checkpoint while nothing is waiting keeps the WAL short without making any
+            // request wait for it.
             self.dirty_since_checkpoint = false;
-            if let Some(checkpointer) = &self.checkpointer {
-                checkpointer.request();
+            self.bound_wal();
+        }
+    }
+
+    /// Copies the WAL into the database as far as readers allow (SQLite's own checkpoints,
+    /// every 1000 pages, do the same), and when the WAL has grown long, makes it start over.
+    ///
+    /// SQLite rewinds the WAL only when a write begins while no reader is inside it. Under
+    /// steady load some reader almost always is (stats, the dispatcher's next-due query, the
+    /// application), so the WAL grew by hundreds of megabytes in a minute. A `RESTART`
+    /// checkpoint waits briefly for those readers to leave, then rewinds it; past
+    /// `journal_size_limit`, SQLite also shrinks the file.
+    fn bound_wal(&mut self) {
+        self.last_wal_check = Instant::now();
+        let checkpoint = |mode: &str| -> rusqlite::Result<i64> {
+            self.conn
+                .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| {
+                    row.get(1)
+                })
+        };
+        match checkpoint("PASSIVE") {
+            Ok(frames) if frames >= WAL_RESTART_FRAMES => {
+                let wait = WAL_RESTART_WAIT * (frames / WAL_RESTART_FRAMES) as u32;
+                BUSY_DEADLINE.set(Some(Instant::now() + wait.min(WAL_RESTART_WAIT_MAX)));
+                if let Err(e) = checkpoint("RESTART") {
+                    tracing::debug!(error = %e, frames, "WAL restart skipped");
+                }
             }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "checkpoint skipped"),
         }
     }
 
@@ -341,14 +438,15 @@ mod tests {
             wake: Arc::default(),
             data_version: 0,
             last_check: Instant::now(),
+            last_wal_check: Instant::now(),
             dirty_since_checkpoint: false,
-            checkpointer: None,
         }
     }
 
-    fn insert(task: &NewTask) -> (Command, oneshot::Receiver<Result<()>>) {
+    fn insert(task: &NewTask) -> (Request, oneshot::Receiver<Result<()>>) {
         let (reply, answer) = oneshot::channel();
-        (Command::Insert(vec![task.clone()], reply), answer)
+        let request = (Instant::now(), Command::Insert(vec![task.clone()], reply));
+        (request, answer)
     }
 
     #[test]
