@@ -10,7 +10,7 @@ mod execute;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Semaphore;
 use tokio::sync::mpsc::UnboundedSender;
@@ -210,9 +210,12 @@ async fn dispatch(shared: Arc<Shared>, stop: CancellationToken) -> Arc<Shared> {
         }
         let sleep_until = match next_due {
             Some(Some(due)) if drained && buffer.is_empty() => {
-                // One millisecond late rather than early: `run_at` has millisecond precision.
-                let wait = (due - now_millis() + 1).max(0) as u64;
-                Some(tokio::time::Instant::now() + Duration::from_millis(wait))
+                // Measured to the microsecond from the wall clock, so that the wake-up is not
+                // early (then the claim finds nothing due) nor a millisecond late; tokio's
+                // timer then rounds it up to its next millisecond tick.
+                let due = UNIX_EPOCH + Duration::from_millis(u64::try_from(due).unwrap_or(0));
+                let wait = due.duration_since(SystemTime::now()).unwrap_or_default();
+                Some(tokio::time::Instant::now() + wait)
             }
             _ => None,
         };
