@@ -11,7 +11,9 @@
 //! [`WAL_PAGES_WRITER`]).
 
 use std::ffi::c_int;
-use std::sync::mpsc::sync_channel;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::mpsc::{SyncSender, sync_channel};
 
 use rusqlite::Connection;
 use rusqlite::hooks::Wal;
@@ -28,12 +30,35 @@ const WAL_PAGES: c_int = 1000;
 /// then the checkpoint thread has copied most of the WAL, so the writer copies the rest.
 const WAL_PAGES_WRITER: c_int = 4 * WAL_PAGES;
 
+/// The writer's handle on the checkpoint thread.
+pub(super) struct Checkpointer {
+    wanted: SyncSender<()>,
+    wal_pages: Arc<AtomicI32>,
+}
+
+impl Checkpointer {
+    /// Asks for a checkpoint soon, unless one is already asked for.
+    pub(super) fn request(&self) {
+        let _ = self.wanted.try_send(());
+    }
+
+    /// The WAL's length in pages after the writer's last commit: how far it has grown since
+    /// it last started over.
+    pub(super) fn wal_pages(&self) -> i64 {
+        i64::from(self.wal_pages.load(Ordering::Relaxed))
+    }
+}
+
 /// Starts the checkpoint thread and replaces automatic checkpoints on `writer` with requests
-/// to it; the thread ends with the writer's connection. Nothing for an in-memory database,
-/// which has no WAL.
-pub(super) fn start(writer: &mut Connection, target: &Target, options: &Options) -> Result<()> {
+/// to it; the thread ends with the writer's connection and the returned handle. `None` for an
+/// in-memory database, which has no WAL.
+pub(super) fn start(
+    writer: &mut Connection,
+    target: &Target,
+    options: &Options,
+) -> Result<Option<Checkpointer>> {
     if target.in_memory {
-        return Ok(());
+        return Ok(None);
     }
     let conn = open_connection(target, options)?;
     // At most one request waits: more would only repeat a checkpoint with nothing to do.
@@ -41,7 +66,7 @@ pub(super) fn start(writer: &mut Connection, target: &Target, options: &Options)
     std::thread::Builder::new()
         .name("backlite-checkpoint".into())
         .spawn(move || {
-            // Ends when the writer's connection, and the hook that holds the sender, is gone.
+            // Ends when the writer's connection (its hook holds a sender) and handle are gone.
             for () in requests {
                 if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
                     tracing::debug!(error = %e, "checkpoint skipped");
@@ -49,7 +74,10 @@ pub(super) fn start(writer: &mut Connection, target: &Target, options: &Options)
             }
         })
         .map_err(|e| Error::Storage(Box::new(e)))?;
+    let wal_pages = Arc::new(AtomicI32::new(0));
+    let (from_hook, pages_seen) = (wanted.clone(), wal_pages.clone());
     let hooked = writer.wal_hook(Some(move |wal: &mut Wal, pages: c_int| {
+        pages_seen.store(pages, Ordering::Relaxed);
         if pages >= WAL_PAGES_WRITER {
             // Whatever happens, the commit that called this hook stands: an error returned
             // here would be reported as the commit's. A checkpoint refused because the
@@ -58,11 +86,12 @@ pub(super) fn start(writer: &mut Connection, target: &Target, options: &Options)
                 tracing::debug!(error = %e, pages, "checkpoint after commit skipped");
             }
         } else if pages >= WAL_PAGES {
-            let _ = wanted.try_send(());
+            let _ = from_hook.try_send(());
         }
         Ok(())
     }));
-    hooked.map_err(|e| Error::Storage(Box::new(e)))
+    hooked.map_err(|e| Error::Storage(Box::new(e)))?;
+    Ok(Some(Checkpointer { wanted, wal_pages }))
 }
 
 #[cfg(test)]
@@ -84,7 +113,8 @@ mod tests {
         };
         let target = Target::new(&path);
         let mut conn = open_connection(&target, &options).expect("open");
-        start(&mut conn, &target, &options).expect("start");
+        let checkpointer = start(&mut conn, &target, &options).expect("start");
+        assert!(checkpointer.is_some());
         conn.execute_batch("CREATE TABLE t (v BLOB)")
             .expect("table");
         // Each commit adds at least one WAL page: without restarts the WAL would pass

@@ -137,8 +137,8 @@ impl SqliteDriver {
         migrations::migrate(&mut conn, now_millis())
             .map_err(|e| open_error(&options.path, &e, options.busy_timeout))??;
         let table_reads = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        checkpoint::start(&mut conn, &target, &options)?;
-        let writer = writer::spawn(conn, &options, wake, table_reads.clone())?;
+        let checkpointer = checkpoint::start(&mut conn, &target, &options)?;
+        let writer = writer::spawn(conn, checkpointer, &options, wake, table_reads.clone())?;
         Ok(SqliteDriver {
             writer,
             table_reads,

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 use tokio::sync::{Notify, oneshot};
 
+use super::checkpoint::Checkpointer;
 use super::{Options, map_error, sql};
 use crate::error::{Error, Result};
 use crate::storage::{ClaimedTask, Completion, Millis, NewTask};
@@ -179,6 +180,8 @@ struct Writer {
     last_check: Instant,
     last_wal_check: Instant,
     dirty_since_checkpoint: bool,
+    /// Copies the WAL into the database on a thread of its own; `None` in memory.
+    checkpointer: Option<Checkpointer>,
 }
 
 thread_local! {
@@ -204,6 +207,7 @@ fn busy_handler(retries: i32) -> bool {
 
 pub(super) fn spawn(
     mut conn: Connection,
+    checkpointer: Option<Checkpointer>,
     options: &Options,
     wake: Arc<Notify>,
     claims: Arc<AtomicU64>,
@@ -224,6 +228,7 @@ pub(super) fn spawn(
         last_check: Instant::now(),
         last_wal_check: Instant::now(),
         dirty_since_checkpoint: false,
+        checkpointer,
     };
     writer.data_version = writer.read_data_version().unwrap_or(0);
     std::thread::Builder::new()
@@ -372,8 +377,17 @@ impl Writer {
     /// application), so the WAL grew by hundreds of megabytes in a minute. A `RESTART`
     /// checkpoint waits briefly for those readers to leave, then rewinds it; past
     /// `journal_size_limit`, SQLite also shrinks the file.
+    ///
+    /// With a checkpoint thread, copying is its job, off the commits' path: the writer steps
+    /// in only to make a long WAL start over, which needs the writer's lock.
     fn bound_wal(&mut self) {
         self.last_wal_check = Instant::now();
+        if let Some(checkpointer) = &self.checkpointer {
+            if checkpointer.wal_pages() < WAL_RESTART_FRAMES {
+                checkpointer.request();
+                return;
+            }
+        }
         let checkpoint = |mode: &str| -> rusqlite::Result<i64> {
             self.conn
                 .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| {
@@ -440,6 +454,7 @@ mod tests {
             last_check: Instant::now(),
             last_wal_check: Instant::now(),
             dirty_since_checkpoint: false,
+            checkpointer: None,
         }
     }
 
