@@ -31,6 +31,13 @@ fn all_ran_once(ids: &[TaskId]) -> bool {
     ids.iter().all(|id| ends(id) == 1)
 }
 
+/// Waits until every task of `ids` has run exactly once; otherwise fails saying how many ran.
+async fn assert_all_run_once(ids: &[TaskId], context: &str) {
+    let done = eventually(SHORT, || all_ran_once(ids)).await;
+    let ran = ids.iter().filter(|id| ends(id) > 0).count();
+    assert!(done, "{context}: {ran} of {} ran", ids.len());
+}
+
 #[derive(Debug, Serialize, Deserialize, Task)]
 #[queue(name = "job", max_attempts = 3, retention(data))]
 struct Job {
@@ -113,12 +120,7 @@ async fn a_locked_database_gives_busy_within_the_timeout_and_the_dispatcher_reco
     holder.join().unwrap();
 
     during.extend(add_jobs(&client, 20, 1).await);
-    assert!(
-        eventually(SHORT, || all_ran_once(&during)).await,
-        "not recovered: {} of {} ran",
-        during.iter().filter(|id| ends(id) > 0).count(),
-        during.len()
-    );
+    assert_all_run_once(&during, "not recovered after the lock").await;
     assert!(client.stop(SHORT).await);
     let conn = db.conn();
     assert_eq!(count(&conn, "backlite_tasks"), 0);
@@ -227,12 +229,7 @@ async fn a_full_disk_gives_full_keeps_what_is_stored_and_recovers_when_space_is_
 
     std::fs::remove_file(filler).unwrap();
     stored.extend(add_jobs(&client, 10, 1).await);
-    assert!(
-        eventually(SHORT, || all_ran_once(&stored)).await,
-        "{} of {} ran",
-        stored.iter().filter(|id| ends(id) > 0).count(),
-        stored.len()
-    );
+    assert_all_run_once(&stored, "not recovered after space was freed").await;
     assert!(client.stop(SHORT).await);
     let conn = backlite::rusqlite::Connection::open(&path).unwrap();
     assert_eq!(count(&conn, "backlite_tasks"), 0);
