@@ -129,6 +129,24 @@ impl Client {
     pub(crate) fn sqlite_target(&self) -> Result<&SqliteTarget> {
         match &self.inner.target {
             Target::Sqlite(target) => Ok(target),
+            #[cfg(feature = "postgres")]
+            Target::Postgres(target) => Err(Error::WrongDatabase {
+                expected: target.to_string(),
+                found: "an SQLite database".into(),
+            }),
+        }
+    }
+
+    /// The PostgreSQL database of this client, or the error `save_in` gives for a transaction
+    /// on PostgreSQL when the client is on SQLite.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn postgres_target(&self) -> Result<&crate::storage::postgres::PgTarget> {
+        match &self.inner.target {
+            Target::Postgres(target) => Ok(target),
+            Target::Sqlite(target) => Err(Error::WrongDatabase {
+                expected: target.to_string(),
+                found: "a PostgreSQL database".into(),
+            }),
         }
     }
 
@@ -155,6 +173,8 @@ impl std::fmt::Debug for Client {
 #[derive(Debug)]
 pub(crate) enum Target {
     Sqlite(SqliteTarget),
+    #[cfg(feature = "postgres")]
+    Postgres(crate::storage::postgres::PgTarget),
 }
 
 /// Configures and opens a [`Client`]. Every setting but the database has a default.
@@ -303,6 +323,20 @@ impl ClientBuilder {
                         .map_err(|e| Error::Storage(e.to_string().into()))??;
                 (Arc::new(driver), Target::Sqlite(target))
             }
+            #[cfg(feature = "postgres")]
+            Database::Postgres(url) => {
+                let options = crate::storage::postgres::Options {
+                    url,
+                    schema: self.schema.clone().unwrap_or_else(|| "public".into()),
+                    pool_size: self.pool_size,
+                    poll_interval: self.poll_interval,
+                    queues: self.registry.queues().collect(),
+                };
+                let (driver, target) =
+                    crate::storage::postgres::PgDriver::open(options, wake.clone()).await?;
+                (Arc::new(driver), Target::Postgres(target))
+            }
+            #[cfg(not(feature = "postgres"))]
             Database::Postgres(url) => {
                 return Err(Error::Config(format!(
                     "`{}` is a PostgreSQL URL: enable backlite's `postgres` feature to use it",

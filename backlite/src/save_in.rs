@@ -14,6 +14,10 @@ use crate::task::TaskId;
 /// Implemented for:
 /// - `&rusqlite::Transaction` on the client's SQLite file; `save_in` returns
 ///   `Result<Vec<TaskId>>`.
+/// - `&tokio_postgres::Transaction` (feature `postgres`; a deadpool-postgres transaction
+///   reaches it with `&*tx`) on the client's PostgreSQL database and schema; `save_in`
+///   returns a future of `Result<Vec<TaskId>>`. The transaction also sends the NOTIFY that
+///   wakes every client when it commits.
 ///
 /// Sealed: the set of accepted transaction types is backlite's to extend.
 pub trait SaveIn: sealed::SaveInto {}
@@ -51,5 +55,27 @@ impl sealed::SaveInto for &rusqlite::Transaction<'_> {
         let tasks = tasks?;
         client.sqlite_target()?.insert_in(self, &tasks)?;
         Ok(ids(&tasks))
+    }
+}
+
+/// A future that borrows the application's transaction.
+#[cfg(feature = "postgres")]
+pub type SaveInFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<TaskId>>> + Send + 'a>>;
+
+#[cfg(feature = "postgres")]
+#[allow(private_interfaces, reason = "see `sealed`")]
+impl<'a> sealed::SaveInto for &'a tokio_postgres::Transaction<'_> {
+    type Output = SaveInFuture<'a>;
+
+    fn save_into(self, client: &Client, tasks: Result<Vec<NewTask>>) -> Self::Output {
+        let target = client.postgres_target().map(|t| t.save_in_parts());
+        Box::pin(async move {
+            let tasks = tasks?;
+            let (statements, instance, shown) = target?;
+            let ids = ids(&tasks);
+            crate::storage::postgres::insert_in(self, &statements, instance, &shown, tasks).await?;
+            Ok(ids)
+        })
     }
 }

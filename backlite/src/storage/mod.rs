@@ -9,6 +9,8 @@ pub(crate) mod browse_conformance;
 pub(crate) mod conformance;
 #[cfg(test)]
 pub(crate) mod model;
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
 pub(crate) mod sqlite;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
