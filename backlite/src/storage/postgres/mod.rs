@@ -731,3 +731,100 @@ crate::storage::browse_conformance::browse_conformance!(browse_conformance, |que
 crate::storage::model::lifecycle_model!(lifecycle, |queues| async move {
     crate::storage::postgres::open_for_test(queues).await
 });
+
+#[cfg(test)]
+mod plans {
+    use std::time::Duration;
+
+    use crate::storage::conformance::{LEASE, done, new_task};
+    use crate::storage::{Driver, Retain};
+
+    /// The plan of `sql` with its parameters, as one text.
+    async fn plan(
+        conn: &deadpool_postgres::Client,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> String {
+        let statement = conn
+            .prepare(&format!("EXPLAIN {sql}"))
+            .await
+            .expect("prepare");
+        let rows = conn.query(&statement, params).await.expect("explain");
+        rows.iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The UI's lists and counts, and the dispatcher's claim and next-due query, read indexes:
+    /// no page, count or claim costs a pass over a table, whatever its size.
+    #[tokio::test]
+    async fn lists_counts_and_claims_read_indexes_not_tables() {
+        let Some(d) = super::open_for_test(vec!["a", "b"]).await else {
+            return;
+        };
+        // Payloads of a realistic size: the tables' rows are then far wider than the indexes'.
+        let payload = format!("{{\"body\":\"{}\"}}", "x".repeat(300));
+        for queue in ["a", "b", "c"] {
+            let tasks: Vec<_> = (0..4_000).map(|i| new_task(queue, i, &payload)).collect();
+            d.task_insert_many(tasks).await.unwrap();
+        }
+        let claimed = d.task_claim(500, LEASE, Some(10_000)).await.unwrap();
+        let retain = Some(Retain {
+            payload: true,
+            expires_at: Some(1_000_000),
+        });
+        let finished = claimed
+            .iter()
+            .take(400)
+            .map(|c| done(c.id, c.token, None, retain))
+            .collect();
+        d.task_complete_many(finished).await.unwrap();
+        let conn = d.pool.get().await.unwrap();
+        // What autovacuum does on a live database: statistics, and the visibility map that
+        // lets a scan answer from an index alone.
+        for table in ["backlite_tasks", "backlite_tasks_completed"] {
+            let schema = &d.statements.schema;
+            conn.batch_execute(&format!("VACUUM ANALYZE {schema}.{table}"))
+                .await
+                .unwrap();
+        }
+        let sql = &d.statements;
+        let queues = vec!["a".to_owned(), "b".to_owned()];
+        let (limit, offset, preview, now) = (25i64, 50i64, 256i32, Some(100i64));
+        let lease = 1_000i64;
+        let cases: Vec<(&str, String)> = vec![
+            (
+                "running",
+                plan(&conn, &sql.running, &[&limit, &offset, &preview]).await,
+            ),
+            (
+                "upcoming",
+                plan(&conn, &sql.upcoming, &[&limit, &offset, &preview]).await,
+            ),
+            (
+                "completed",
+                plan(
+                    &conn,
+                    &sql.completed_list,
+                    &[&limit, &offset, &preview, &true],
+                )
+                .await,
+            ),
+            ("counts", plan(&conn, &sql.queue_stats, &[&100i64]).await),
+            (
+                "claim",
+                plan(&conn, &sql.claim, &[&queues, &limit, &now, &lease]).await,
+            ),
+            (
+                "next due",
+                plan(&conn, &sql.next_due, &[&queues, &now]).await,
+            ),
+            ("release", plan(&conn, &sql.release, &[&now]).await),
+        ];
+        for (name, plan) in cases {
+            assert!(!plan.contains("Seq Scan"), "{name} scans a table:\n{plan}");
+        }
+        let _ = Duration::ZERO;
+    }
+}
