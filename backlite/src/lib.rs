@@ -30,6 +30,10 @@ pub use task::{
 /// The SQLite bindings backlite uses, for [`AddTasks::save_in`] with the same version.
 pub use rusqlite;
 
+/// The PostgreSQL client backlite uses, for [`AddTasks::save_in`] with the same version.
+#[cfg(feature = "postgres")]
+pub use tokio_postgres;
+
 #[doc(hidden)]
 pub use processor::__private;
 
