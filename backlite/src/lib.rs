@@ -21,6 +21,8 @@ pub use error::{Error, Result};
 pub use processor::{BoxError, Context, Processor, Registry};
 pub use save_in::SaveIn;
 pub use storage::QueueStats;
+#[cfg(feature = "postgres")]
+pub use storage::postgres::SaveInWakeup;
 pub use storage::sqlite::Synchronous;
 pub use task::{
     Backoff, ParseTaskIdError, QueueConfig, QueueConfigBuilder, RetainData, Retention, Task,

@@ -8,6 +8,7 @@
 //! [`listener`]).
 
 mod browse;
+mod commit_watch;
 mod listener;
 mod migrations;
 mod sql;
@@ -43,61 +44,96 @@ pub(crate) struct Options {
     pub(crate) poll_interval: Option<Duration>,
     /// The queues this process serves: the claim and the next-due query look at these only.
     pub(crate) queues: Vec<&'static str>,
+    pub(crate) save_in_wakeup: SaveInWakeup,
+}
+
+/// How tasks added with `save_in` on PostgreSQL wake the workers once the application's
+/// transaction commits.
+///
+/// A NOTIFY makes PostgreSQL commit notifying transactions one at a time, so a NOTIFY inside
+/// the application's transaction costs its commits their concurrency with each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SaveInWakeup {
+    /// NOTIFY inside the application's transaction: workers on every host wake the moment it
+    /// commits, and the application's notifying commits serialize.
+    #[default]
+    InTransaction,
+    /// No NOTIFY in the application's transaction: the client asks the server (every few
+    /// milliseconds, only while such transactions are open) whether they committed, and then
+    /// sends one NOTIFY for all of them. The application's commits stay concurrent; workers
+    /// wake a few milliseconds later, and `save_in` costs one more round trip
+    /// (`txid_current()`).
+    AfterCommit,
 }
 
 /// Where a client's PostgreSQL database is, for `save_in` to write into a transaction there.
+#[derive(Clone)]
 pub(crate) struct PgTarget {
-    pub(crate) statements: Arc<Statements>,
+    statements: Arc<Statements>,
     /// The identity stored in the schema at its creation: `save_in` inserts only where it is.
-    pub(crate) instance: uuid::Uuid,
-    shown: String,
+    instance: uuid::Uuid,
+    shown: Arc<str>,
+    /// With `SaveInWakeup::AfterCommit`: where `save_in` hands the application's transaction
+    /// id to the commit watcher.
+    commit_watch: Option<tokio::sync::mpsc::UnboundedSender<i64>>,
 }
 
 impl PgTarget {
-    /// What `save_in` needs, owned, so that its future borrows only the transaction.
-    pub(crate) fn save_in_parts(&self) -> (Arc<Statements>, uuid::Uuid, String) {
-        (self.statements.clone(), self.instance, self.shown.clone())
-    }
-}
-
-/// Inserts tasks inside the application's own transaction, with the NOTIFY that wakes every
-/// client once it commits. The insert applies only where the schema's identity is the
-/// client's: on another database (or schema) it stores nothing and is refused.
-pub(crate) async fn insert_in(
-    tx: &tokio_postgres::Transaction<'_>,
-    statements: &Statements,
-    instance: uuid::Uuid,
-    shown: &str,
-    tasks: Vec<NewTask>,
-) -> Result<()> {
-    let columns = InsertColumns::new(tasks);
-    let wrong = |found: String| Error::WrongDatabase {
-        expected: shown.to_owned(),
-        found,
-    };
-    let [ids, queues, payloads, run_at, created_at] = columns.params();
-    let inserted = match tx
-        .execute(
-            &statements.insert_checked,
-            &[ids, queues, payloads, run_at, created_at, &instance],
-        )
-        .await
-    {
-        Ok(inserted) => inserted,
-        Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => {
-            return Err(wrong(
-                "a database without backlite's tables in that schema".into(),
-            ));
+    /// Inserts tasks inside the application's own transaction, and arranges the wake-up of
+    /// every client once it commits. The insert applies only where the schema's identity is
+    /// the client's: on another database (or schema) it stores nothing and is refused.
+    pub(crate) async fn insert_in(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        tasks: Vec<NewTask>,
+    ) -> Result<()> {
+        let statements = &self.statements;
+        let columns = InsertColumns::new(tasks);
+        let wrong = |found: String| Error::WrongDatabase {
+            expected: self.shown.to_string(),
+            found,
+        };
+        let instance = self.instance;
+        let [ids, queues, payloads, run_at, created_at] = columns.params();
+        let inserted = match tx
+            .execute(
+                &statements.insert_checked,
+                &[ids, queues, payloads, run_at, created_at, &instance],
+            )
+            .await
+        {
+            Ok(inserted) => inserted,
+            Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => {
+                return Err(wrong(
+                    "a database without backlite's tables in that schema".into(),
+                ));
+            }
+            Err(e) => return Err(map_error(e)),
+        };
+        if inserted as usize != columns.len() {
+            return Err(wrong("another backlite database".into()));
         }
-        Err(e) => return Err(map_error(e)),
-    };
-    if inserted as usize != columns.len() {
-        return Err(wrong("another backlite database".into()));
+        match &self.commit_watch {
+            None => {
+                tx.execute(&statements.notify, &[&statements.channel])
+                    .await
+                    .map_err(map_error)?;
+            }
+            Some(watch) => {
+                let xid: i64 = tx
+                    .query_one("SELECT txid_current()", &[])
+                    .await
+                    .map_err(map_error)?
+                    .try_get(0)
+                    .map_err(map_error)?;
+                // The watcher lives as long as the client; a closed one means the client,
+                // and its workers, are gone.
+                let _ = watch.send(xid);
+            }
+        }
+        Ok(())
     }
-    tx.execute(&statements.notify, &[&statements.channel])
-        .await
-        .map_err(map_error)?;
-    Ok(())
 }
 
 impl std::fmt::Display for PgTarget {
@@ -197,10 +233,13 @@ impl PgDriver {
             }
         }
         let writer = writer::Writer::start(pool.clone(), statements.clone(), wake.clone());
+        let commit_watch = (options.save_in_wakeup == SaveInWakeup::AfterCommit)
+            .then(|| commit_watch::start(pool.clone(), statements.clone(), background.clone()));
         let target = PgTarget {
             statements: statements.clone(),
             instance,
-            shown,
+            shown: shown.into(),
+            commit_watch,
         };
         let driver = PgDriver {
             pool,
@@ -651,6 +690,7 @@ pub(crate) async fn open_for_test(queues: Vec<&'static str>) -> Option<PgDriver>
         pool_size: 4,
         poll_interval: None,
         queues,
+        save_in_wakeup: SaveInWakeup::InTransaction,
     };
     Some(
         PgDriver::open(options, Arc::new(Notify::new()))
