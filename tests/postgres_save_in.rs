@@ -133,7 +133,7 @@ async fn a_transaction_on_another_schema_is_refused_and_gets_nothing() {
         return;
     };
     let client = open_client(&url, &schema, SaveInWakeup::InTransaction).await;
-    let mut app = connect(&url).await;
+    let app = connect(&url).await;
     // A database with backlite's tables in a schema of the same name, but another identity.
     let another_db = format!("backlite_test_db_{}", uuid_suffix());
     app.batch_execute(&format!("CREATE DATABASE {another_db}"))
