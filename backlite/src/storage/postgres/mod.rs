@@ -868,3 +868,59 @@ mod plans {
         let _ = Duration::ZERO;
     }
 }
+
+#[cfg(test)]
+mod errors {
+    use tokio_postgres::NoTls;
+
+    use super::{map_error, test_url};
+    use crate::error::Error;
+
+    /// Each SQLSTATE class lands in the kind the application acts on, from a real server's
+    /// error, and the tokio-postgres error stays the source with its SQLSTATE.
+    #[tokio::test]
+    async fn sqlstates_map_to_kinds_and_stay_readable() {
+        let Some(url) = test_url() else { return };
+        let (client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+        tokio::spawn(connection);
+        let raise = |code: &str| {
+            format!("DO $$ BEGIN RAISE EXCEPTION 'raised' USING ERRCODE = '{code}'; END $$")
+        };
+        let cases: [(&str, fn(&Error) -> bool, bool); 8] = [
+            ("40001", |e| matches!(e, Error::Conflict(_)), true),
+            ("40P01", |e| matches!(e, Error::Conflict(_)), true),
+            ("57P01", |e| matches!(e, Error::Connection(_)), true),
+            ("53300", |e| matches!(e, Error::Connection(_)), true),
+            ("08006", |e| matches!(e, Error::Connection(_)), true),
+            ("53100", |e| matches!(e, Error::Full), false),
+            ("25006", |e| matches!(e, Error::ReadOnly), false),
+            ("23505", |e| matches!(e, Error::Storage(_)), false),
+        ];
+        for (code, kind, transient) in cases {
+            let error = map_error(client.batch_execute(&raise(code)).await.unwrap_err());
+            assert!(kind(&error), "{code}: {error:?}");
+            assert_eq!(error.is_transient(), transient, "{code}");
+            if let Some(source) = std::error::Error::source(&error) {
+                let pg = source.downcast_ref::<tokio_postgres::Error>().unwrap();
+                assert_eq!(pg.code().unwrap().code(), code);
+            }
+        }
+
+        // A connection the server ends: transient.
+        let (doomed, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+        tokio::spawn(connection);
+        let pid: i32 = doomed
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        client
+            .execute("SELECT pg_terminate_backend($1)", &[&pid])
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let error = map_error(doomed.batch_execute("SELECT 1").await.unwrap_err());
+        assert!(matches!(error, Error::Connection(_)), "{error:?}");
+        assert!(error.is_transient());
+    }
+}
