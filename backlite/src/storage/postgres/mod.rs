@@ -886,7 +886,8 @@ mod errors {
         let raise = |code: &str| {
             format!("DO $$ BEGIN RAISE EXCEPTION 'raised' USING ERRCODE = '{code}'; END $$")
         };
-        let cases: [(&str, fn(&Error) -> bool, bool); 8] = [
+        type IsKind = fn(&Error) -> bool;
+        let cases: [(&str, IsKind, bool); 8] = [
             ("40001", |e| matches!(e, Error::Conflict(_)), true),
             ("40P01", |e| matches!(e, Error::Conflict(_)), true),
             ("57P01", |e| matches!(e, Error::Connection(_)), true),

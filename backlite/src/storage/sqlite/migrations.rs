@@ -146,7 +146,8 @@ mod tests {
                 .query_row("SELECT MAX(version) FROM backlite_schema", [], |r| r.get(0))
                 .unwrap();
             assert_eq!(latest, LATEST, "from version {version}");
-            let rows: Vec<(Vec<u8>, Option<i64>, Option<i64>, i64)> = conn
+            type Row = (Vec<u8>, Option<i64>, Option<i64>, i64);
+            let rows: Vec<Row> = conn
                 .prepare(
                     "SELECT id, claimed_at, lease_until, fence FROM backlite_tasks ORDER BY id",
                 )
