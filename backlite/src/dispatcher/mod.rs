@@ -131,7 +131,6 @@ impl Running {
 /// claims about half a horizon of tasks at once; below ~10 ms of work per claim, the claim's
 /// fixed cost and its commit show in the writer's time per task.
 const PREFETCH_HORIZON: Duration = Duration::from_millis(20);
-const PREFETCH_MAX: usize = 2000;
 /// Finished tasks enough to estimate the pool's pace before a whole horizon has passed.
 const PACE_SAMPLE: u64 = 32;
 
@@ -151,6 +150,7 @@ async fn dispatch(shared: Arc<Shared>, stop: CancellationToken) -> Arc<Shared> {
     let mut next_due: Option<Option<tokio::time::Instant>> = None;
     let mut held_pause = Duration::ZERO;
     let lease = client.inner.settings.release_after;
+    let prefetch_max = client.driver().prefetch_max();
     let mut error_pause = Duration::ZERO;
     let mut prefetch = 0usize;
     let mut window = (Instant::now(), 0u64);
@@ -176,7 +176,7 @@ async fn dispatch(shared: Arc<Shared>, stop: CancellationToken) -> Arc<Shared> {
         if elapsed >= PREFETCH_HORIZON || finished - window.1 >= PACE_SAMPLE {
             let per_horizon = (finished - window.1) as f64 * PREFETCH_HORIZON.as_secs_f64()
                 / elapsed.as_secs_f64();
-            prefetch = (per_horizon as usize).min(PREFETCH_MAX);
+            prefetch = (per_horizon as usize).min(prefetch_max);
             window = (Instant::now(), finished);
         }
 

@@ -119,6 +119,11 @@ pub struct QueueStats {
 /// clock (the database server's, on a shared database, so that hosts whose clocks disagree
 /// still agree on when a lease ends), `Some` a given time, for tests.
 pub(crate) trait Driver: Send + Sync + 'static {
+    /// The most tasks a dispatcher may hold claimed beyond its free workers. Tasks held
+    /// ahead wait for this process while another could run them: where many hosts share the
+    /// queue that costs more than the claims it saves.
+    fn prefetch_max(&self) -> usize;
+
     /// Inserts all tasks or none.
     fn task_insert_many(&self, tasks: Vec<NewTask>) -> BoxFuture<Result<()>>;
 

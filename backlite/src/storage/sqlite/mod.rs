@@ -231,6 +231,12 @@ fn file_identity(path: &str) -> String {
 }
 
 impl Driver for SqliteDriver {
+    /// One machine: a claim costs the writer a transaction, and the processes that could take
+    /// the tasks instead share this machine's cores.
+    fn prefetch_max(&self) -> usize {
+        2000
+    }
+
     fn task_insert_many(&self, tasks: Vec<NewTask>) -> BoxFuture<Result<()>> {
         self.send(|reply| Command::Insert(tasks, reply))
     }
