@@ -327,8 +327,7 @@ impl InsertColumns {
 }
 
 impl Driver for PgDriver {
-    /// Other hosts claim from the same queue: hold a few claims' worth, no more. A claim of
-    /// 250 costs about as much per task as a claim of 2,000.
+    /// Other hosts claim from the same queue: hold a few claims' worth, no more.
     fn prefetch_max(&self) -> usize {
         250
     }
