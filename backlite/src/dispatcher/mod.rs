@@ -295,6 +295,33 @@ mod tests {
             .build()
             .await
             .expect("build");
+        stays_idle_and_wakes(client).await;
+    }
+
+    /// On PostgreSQL the listener, not a poll, wakes it.
+    #[cfg(feature = "postgres")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_idle_postgres_client_does_not_query_the_tasks_table() {
+        let Some(url) = crate::storage::postgres::test_url() else {
+            return;
+        };
+        let registry = crate::__private::registry([crate::__private::entry::<RunIdle>()]);
+        let client = Client::builder()
+            .database(url)
+            .schema(format!(
+                "backlite_test_{}_idle",
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs())
+            ))
+            .processors(registry)
+            .build()
+            .await
+            .expect("build");
+        stays_idle_and_wakes(client).await;
+    }
+
+    async fn stays_idle_and_wakes(client: Client) {
         client.start();
         client.add(Idle).save().await.expect("save");
         // Let it run the task and settle.
