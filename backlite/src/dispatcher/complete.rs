@@ -99,7 +99,7 @@ async fn store(client: &Client, shutdown: &CancellationToken, completions: Vec<C
 /// Conditions that pass, or that an operator fixes, while the outcome waits in memory: a lock
 /// held by another connection, a full disk, a file made read-only.
 fn passes(error: &Error) -> bool {
-    matches!(error, Error::Busy(_) | Error::Full | Error::ReadOnly)
+    matches!(error, Error::Busy(_) | Error::Full | Error::ReadOnly { .. })
 }
 
 /// Stores `completions` in one request, retrying while [`passes`] says the error will pass;

@@ -1,0 +1,234 @@
+//! Mistakes a user makes that used to fail silently: each now gets an error, a warning, a UI
+//! badge or a defined behaviour, and each test here checks that signal.
+
+mod common;
+
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use backlite::{Client, Context, Error, Task, TaskId, TaskStatus, processor, processors};
+use common::{completed_row, eventually, eventually_async, record, runs, temp_db, uuid_bytes};
+use serde::{Deserialize, Serialize};
+use tower::ServiceExt;
+
+const SHORT: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------- tracing capture
+
+mod events {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    use tracing::field::{Field, Visit};
+    use tracing_subscriber::layer::{Context, SubscriberExt};
+
+    /// An event: its level, its message and its other fields, printed with `{:?}`.
+    #[derive(Debug, Clone)]
+    pub struct Seen {
+        pub level: tracing::Level,
+        pub message: String,
+        pub fields: HashMap<String, String>,
+    }
+
+    #[derive(Clone, Default)]
+    pub struct Captured(Arc<Mutex<Vec<Seen>>>);
+
+    impl Captured {
+        /// The events whose message contains `text`.
+        pub fn with(&self, text: &str) -> Vec<Seen> {
+            let events = self.0.lock().unwrap();
+            events
+                .iter()
+                .filter(|e| e.message.contains(text))
+                .cloned()
+                .collect()
+        }
+    }
+
+    struct Fields(String, HashMap<String, String>);
+    impl Visit for Fields {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            if field.name() == "message" {
+                self.0 = format!("{value:?}");
+            } else {
+                self.1.insert(field.name().to_owned(), format!("{value:?}"));
+            }
+        }
+        fn record_str(&mut self, field: &Field, value: &str) {
+            if field.name() == "message" {
+                self.0 = value.to_owned();
+            } else {
+                self.1.insert(field.name().to_owned(), value.to_owned());
+            }
+        }
+    }
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Captured {
+        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+            let mut fields = Fields(String::new(), HashMap::new());
+            event.record(&mut fields);
+            self.0.lock().unwrap().push(Seen {
+                level: *event.metadata().level(),
+                message: fields.0,
+                fields: fields.1,
+            });
+        }
+    }
+
+    /// Captures the events of this thread; use a current-thread runtime so that the client's
+    /// tasks run on it too.
+    pub fn install() -> (Captured, tracing::subscriber::DefaultGuard) {
+        let captured = Captured::default();
+        let subscriber = tracing_subscriber::registry().with(captured.clone());
+        (captured, tracing::subscriber::set_default(subscriber))
+    }
+}
+
+// ---------------------------------------------------------------- tasks and processors
+
+#[derive(Debug, Serialize, Deserialize, Task)]
+#[queue(name = "served", retention(data))]
+struct Served {
+    key: String,
+}
+
+#[processor]
+async fn run_served(ctx: Context, task: Served) -> anyhow::Result<()> {
+    record(&task.key, &ctx);
+    Ok(())
+}
+
+#[derive(Debug, Serialize, Deserialize, Task)]
+#[queue(name = "elsewhere_a")]
+struct ElsewhereA;
+
+#[derive(Debug, Serialize, Deserialize, Task)]
+#[queue(name = "elsewhere_b")]
+struct ElsewhereB;
+
+/// Runs until cancelled, records that, then never returns: only an abort ends it.
+#[derive(Debug, Serialize, Deserialize, Task)]
+#[queue(name = "held")]
+struct Held {
+    key: String,
+}
+
+#[processor]
+async fn run_held(ctx: Context, task: Held) -> anyhow::Result<()> {
+    record(&task.key, &ctx);
+    ctx.cancelled().await;
+    record(&format!("{}-cancelled", task.key), &ctx);
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+/// Blocks its thread past its queue's timeout, then succeeds.
+#[derive(Debug, Serialize, Deserialize, Task)]
+#[queue(name = "blocks", timeout = "100ms", retention(data))]
+struct Blocks;
+
+#[processor]
+async fn run_blocks(_task: Blocks) -> anyhow::Result<()> {
+    std::thread::sleep(Duration::from_millis(400));
+    Ok(())
+}
+
+async fn client_on(path: &std::path::Path, registry: backlite::Registry) -> Client {
+    Client::builder()
+        .database(path)
+        .workers(2)
+        .processors(registry)
+        .build()
+        .await
+        .expect("build")
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// Marks `id` claimed at `claimed_at` by a process that then died.
+fn claim_as_dead(db: &common::TempDb, id: &TaskId, claimed_at: i64) {
+    let bytes = uuid_bytes(id);
+    let changed = db
+        .conn()
+        .execute(
+            "UPDATE backlite_tasks SET claimed_at = ?2 WHERE id = ?1",
+            (&bytes[..], claimed_at),
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+}
+
+/// The body of `GET uri`, which must answer 200.
+async fn body(app: &Router, uri: &str) -> String {
+    let request = Request::get(uri).body(Body::empty()).unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "GET {uri}");
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+// ---------------------------------------------------------------- unwritable places
+
+/// Makes a directory unwritable for this process until dropped; as root, where permission
+/// bits do not bind, with `chattr +i` (as `tests/failures.rs` does for files).
+struct Unwritable(std::path::PathBuf);
+
+impl Unwritable {
+    fn set(dir: &std::path::Path) -> Unwritable {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+        let probe = dir.join("probe");
+        if std::fs::write(&probe, b"").is_ok() {
+            std::fs::remove_file(&probe).unwrap();
+            let status = std::process::Command::new("chattr")
+                .arg("+i")
+                .arg(dir)
+                .status()
+                .expect("chattr");
+            assert!(status.success(), "chattr +i failed");
+        }
+        assert!(std::fs::write(&probe, b"").is_err());
+        Unwritable(dir.to_owned())
+    }
+}
+
+impl Drop for Unwritable {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(&self.0)
+            .stderr(std::process::Stdio::null())
+            .status();
+        let _ = std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(0o755));
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_new_file_in_an_unwritable_directory_is_read_only_and_named() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("locked");
+    std::fs::create_dir(&dir).unwrap();
+    let path = dir.join("new.db");
+    let _unwritable = Unwritable::set(&dir);
+    let result = Client::builder().database(&path).build().await;
+    match result {
+        Err(Error::ReadOnly { path: named }) => {
+            assert_eq!(named, path.to_string_lossy());
+            let message = Error::ReadOnly { path: named }.to_string();
+            assert!(message.contains("new.db"), "{message}");
+        }
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    assert!(!path.exists());
+}
+
