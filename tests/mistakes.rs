@@ -176,6 +176,18 @@ async fn body(app: &Router, uri: &str) -> String {
     String::from_utf8(bytes.to_vec()).unwrap()
 }
 
+// ---------------------------------------------------------------- an empty path
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_empty_database_path_is_a_config_error() {
+    // What `std::env::var("DATABASE").unwrap_or_default()` gives when the variable is unset.
+    let result = Client::builder().database("").build().await;
+    match result {
+        Err(Error::Config(message)) => assert!(message.contains("empty"), "{message}"),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+}
+
 // ---------------------------------------------------------------- unwritable places
 
 /// Makes a directory unwritable for this process until dropped; as root, where permission

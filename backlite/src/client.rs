@@ -168,7 +168,7 @@ impl Default for ClientBuilder {
 
 impl ClientBuilder {
     /// The SQLite file to use, created if missing; `":memory:"` gives a database that lives as
-    /// long as the client. Required.
+    /// long as the client. Required; an empty path makes `build` fail with [`Error::Config`].
     pub fn database(mut self, path: impl AsRef<std::path::Path>) -> Self {
         self.database = Some(path.as_ref().to_string_lossy().into_owned());
         self
@@ -216,10 +216,23 @@ impl ClientBuilder {
 
     /// Checks the settings, opens (or creates) the database and applies its migrations.
     pub async fn build(self) -> Result<Client> {
-        let database = self
-            .database
-            .clone()
-            .ok_or_else(|| Error::Config("no database path: call `.database(..)`".into()))?;
+        let database = match self.database.clone() {
+            None => {
+                return Err(Error::Config(
+                    "no database path: call `.database(..)`".into(),
+                ));
+            }
+            // An unset environment variable, most often; SQLite would open a temporary
+            // database that vanishes with the client, taking every saved task with it.
+            Some(path) if path.is_empty() => {
+                return Err(Error::Config(
+                    "the database path is empty; use `\":memory:\"` for a database that lives \
+                     only as long as the client"
+                        .into(),
+                ));
+            }
+            Some(path) => path,
+        };
         self.validate()?;
         let runtime = tokio::runtime::Handle::current();
         let wake = Arc::new(Notify::new());
