@@ -188,6 +188,32 @@ async fn an_empty_database_path_is_a_config_error() {
     }
 }
 
+// ---------------------------------------------------------------- blocking processors
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_processor_that_blocks_past_its_timeout_fails_as_timed_out_and_is_warned_about() {
+    let (captured, _guard) = events::install();
+    let db = temp_db();
+    let client = client_on(&db.path, processors![run_blocks]).await;
+    client.start();
+    let id = client.add(Blocks).save().await.unwrap()[0];
+    assert!(
+        eventually_async(SHORT, || async {
+            client.status(&id).await.unwrap() == TaskStatus::Failed
+        })
+        .await
+    );
+    assert!(client.stop(SHORT).await);
+    let row = completed_row(&db.conn(), &id).unwrap();
+    assert!(!row.succeeded);
+    assert_eq!(row.error.as_deref(), Some("timed out after 100ms"));
+    let warned = captured.with("blocked its thread");
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert_eq!(warned[0].level, tracing::Level::WARN);
+    assert_eq!(warned[0].fields["task_id"], id.to_string());
+    assert_eq!(warned[0].fields["timeout"], "100ms");
+}
+
 // ---------------------------------------------------------------- unwritable places
 
 /// Makes a directory unwritable for this process until dropped; as root, where permission

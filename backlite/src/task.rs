@@ -94,7 +94,9 @@ impl QueueConfig {
         self.backoff
     }
 
-    /// How long one attempt may run before it is stopped and counted as failed.
+    /// How long one attempt may run before it is dropped (at its next `.await`) and counted
+    /// as failed. A processor that blocks its thread cannot be dropped: when it returns after
+    /// its timeout, the attempt still counts as timed out.
     pub const fn timeout(&self) -> Option<Duration> {
         self.timeout
     }
