@@ -270,3 +270,28 @@ async fn a_new_file_in_an_unwritable_directory_is_read_only_and_named() {
     assert!(!path.exists());
 }
 
+// ---------------------------------------------------------------- the UI in a stateful app
+
+#[derive(Clone)]
+struct AppState {
+    greeting: &'static str,
+}
+
+async fn hello(axum::extract::State(state): axum::extract::State<AppState>) -> &'static str {
+    state.greeting
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ui_nests_into_a_router_with_state() {
+    let db = temp_db();
+    let client = Client::builder().database(&db.path).build().await.unwrap();
+    let app: Router = Router::new()
+        .route("/hello", axum::routing::get(hello))
+        .nest("/admin", backlite::ui::router(&client))
+        .with_state(AppState { greeting: "hi" });
+    assert_eq!(body(&app, "/hello").await, "hi");
+    let page = body(&app, "/admin").await;
+    assert!(page.contains("<h1>Running</h1>"), "{page}");
+    let page = body(&app, "/admin/upcoming").await;
+    assert!(page.contains("<h1>Upcoming</h1>"), "{page}");
+}

@@ -63,7 +63,21 @@ const MAX_PAGE: u64 = 1_000_000;
 ///
 /// Lists take `?page=N` (25 rows a page). A task that completes while someone looks at it
 /// moves: `/task/{id}` then redirects to `/completed/{id}` when the task was retained.
-pub fn router(client: &Client) -> Router {
+///
+/// The router carries its own state, so it nests into an application router of any state
+/// type `S`:
+///
+/// ```no_run
+/// # async fn run(client: backlite::Client) {
+/// #[derive(Clone)]
+/// struct AppState { name: &'static str }
+///
+/// let app: axum::Router = axum::Router::new()
+///     .nest("/admin/tasks", backlite::ui::router(&client))
+///     .with_state(AppState { name: "shop" });
+/// # }
+/// ```
+pub fn router<S: Clone + Send + Sync + 'static>(client: &Client) -> Router<S> {
     Router::new()
         .route("/", get(running))
         .route("/upcoming", get(upcoming))
