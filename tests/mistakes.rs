@@ -188,6 +188,128 @@ async fn an_empty_database_path_is_a_config_error() {
     }
 }
 
+// ---------------------------------------------------------------- claims of dead processes
+
+#[tokio::test(flavor = "current_thread")]
+async fn start_warns_about_tasks_claimed_by_earlier_processes() {
+    let (captured, _guard) = events::install();
+    let db = temp_db();
+    let adder = Client::builder().database(&db.path).build().await.unwrap();
+    let ids = adder
+        .add(Held {
+            key: "dead-1".into(),
+        })
+        .add(Held {
+            key: "dead-2".into(),
+        })
+        .save()
+        .await
+        .unwrap();
+    let claimed_at = now_ms() - 60_000;
+    for id in &ids {
+        claim_as_dead(&db, id, claimed_at);
+    }
+
+    let client = Client::builder()
+        .database(&db.path)
+        .release_after(Duration::from_secs(3600))
+        .processors(processors![run_held])
+        .build()
+        .await
+        .unwrap();
+    client.start();
+    let text = "claimed by other processes";
+    assert!(eventually(SHORT, || !captured.with(text).is_empty()).await);
+    let warned = captured.with(text);
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert_eq!(warned[0].level, tracing::Level::WARN);
+    assert_eq!(warned[0].fields["claimed"], "2");
+    assert_eq!(warned[0].fields["release_after"], "3600s");
+    // Claimed a minute ago, released an hour after the claim: in 59 minutes.
+    let first = &warned[0].fields["first_release_in"];
+    let secs: f64 = first
+        .trim_start_matches("Some(")
+        .trim_end_matches("s)")
+        .parse()
+        .unwrap_or_else(|_| panic!("{first}"));
+    assert!((3530.0..=3540.0).contains(&secs), "{first}");
+    assert!(client.stop(SHORT).await);
+
+    // A start that finds nothing claimed says nothing.
+    let (captured, _guard) = events::install();
+    let db = temp_db();
+    let client = client_on(&db.path, processors![run_served]).await;
+    client.start();
+    client
+        .add(Served {
+            key: "no-claims".into(),
+        })
+        .save()
+        .await
+        .unwrap();
+    assert!(eventually(SHORT, || runs("no-claims").len() == 1).await);
+    assert!(client.stop(SHORT).await);
+    assert!(captured.with(text).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ui_marks_a_task_claimed_longer_than_release_after_as_stale() {
+    let db = temp_db();
+    let adder = Client::builder().database(&db.path).build().await.unwrap();
+    let ids = adder
+        .add(Held {
+            key: "ui-old".into(),
+        })
+        .add(Held {
+            key: "ui-new".into(),
+        })
+        .save()
+        .await
+        .unwrap();
+    let (old, new) = (ids[0], ids[1]);
+    claim_as_dead(&db, &old, now_ms() - 2 * 3600 * 1000);
+    claim_as_dead(&db, &new, now_ms());
+
+    // A viewer: the UI judges by this client's `release_after`.
+    let viewer = Client::builder()
+        .database(&db.path)
+        .release_after(Duration::from_secs(3600))
+        .build()
+        .await
+        .unwrap();
+    let app: Router = backlite::ui::router(&viewer);
+    let page = body(&app, "/").await;
+    let rows: Vec<&str> = page.split("<tr>").skip(2).collect();
+    let row = |id: &TaskId| {
+        rows.iter()
+            .find(|r| r.contains(&id.to_string()))
+            .unwrap_or_else(|| panic!("no row for {id} in {page}"))
+    };
+    assert!(row(&old).contains("badge stale"), "{}", row(&old));
+    assert!(row(&old).contains("1 h"), "{}", row(&old));
+    assert!(!row(&new).contains("badge stale"), "{}", row(&new));
+    assert!(
+        body(&app, &format!("/task/{old}"))
+            .await
+            .contains("badge stale")
+    );
+    assert!(
+        !body(&app, &format!("/task/{new}"))
+            .await
+            .contains("badge stale")
+    );
+
+    // With a longer `release_after`, neither is stale yet.
+    let patient = Client::builder()
+        .database(&db.path)
+        .release_after(Duration::from_secs(3 * 3600))
+        .build()
+        .await
+        .unwrap();
+    let app: Router = backlite::ui::router(&patient);
+    assert!(!body(&app, "/").await.contains("badge stale"));
+}
+
 // ---------------------------------------------------------------- blocking processors
 
 #[tokio::test(flavor = "current_thread")]

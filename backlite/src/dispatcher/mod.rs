@@ -146,6 +146,8 @@ async fn dispatch(shared: Arc<Shared>, stop: CancellationToken) -> Arc<Shared> {
     let mut prefetch = 0usize;
     let mut window = (Instant::now(), 0u64);
 
+    // Before the first claim, so that only other processes' claims are counted.
+    maintenance::report_claimed(&client).await;
     if client.inner.registry.is_empty() {
         stop.cancelled().await;
     }

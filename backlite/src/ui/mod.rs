@@ -115,7 +115,11 @@ async fn task_list(client: &Client, base: Base, query: RawQuery, list: List) -> 
     };
     let driver = client.driver();
     let rows = |window| driver.task_list(state, window);
-    match list_page(client, base, query, list, rows, TaskView::new).await {
+    let release_after = client.inner.settings.release_after;
+    let view = |base: &str, row, registry: &crate::Registry, now| {
+        TaskView::new(base, row, registry, now, release_after)
+    };
+    match list_page(client, base, query, list, rows, view).await {
         Ok((layout, rows, pager)) => html(
             StatusCode::OK,
             &TasksPage {
@@ -191,7 +195,8 @@ async fn task(client: State<Client>, Base(base): Base, Path(id): Path<String>) -
     let stats = stats.ok();
     match found {
         Ok(Some(task)) => {
-            let task = TaskView::new(&base, task, client.registry(), now);
+            let release_after = client.inner.settings.release_after;
+            let task = TaskView::new(&base, task, client.registry(), now, release_after);
             let title = format!("Task {}", task.id);
             let list = match task.status {
                 "running" => List::Running,
