@@ -108,7 +108,8 @@ struct ElsewhereA;
 #[queue(name = "elsewhere_b")]
 struct ElsewhereB;
 
-/// Runs until cancelled, records that, then never returns: only an abort ends it.
+/// Never returns: only a stop that gives up ends it. A task it spawns with its context
+/// records the cancellation, which the attempt itself, dropped right after, may not see.
 #[derive(Debug, Serialize, Deserialize, Task)]
 #[queue(name = "held")]
 struct Held {
@@ -118,8 +119,11 @@ struct Held {
 #[processor]
 async fn run_held(ctx: Context, task: Held) -> anyhow::Result<()> {
     record(&task.key, &ctx);
-    ctx.cancelled().await;
-    record(&format!("{}-cancelled", task.key), &ctx);
+    let watcher = ctx.clone();
+    tokio::spawn(async move {
+        watcher.cancelled().await;
+        record(&format!("{}-cancelled", task.key), &watcher);
+    });
     std::future::pending::<()>().await;
     Ok(())
 }
@@ -186,6 +190,87 @@ async fn an_empty_database_path_is_a_config_error() {
         Err(Error::Config(message)) => assert!(message.contains("empty"), "{message}"),
         other => panic!("{:?}", other.map(|_| ())),
     }
+}
+
+// ---------------------------------------------------------------- never started
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_client_with_processors_dropped_without_start_warns() {
+    let (captured, _guard) = events::install();
+    let db = temp_db();
+    let client = client_on(&db.path, processors![run_served]).await;
+    drop(client);
+    let warned = captured.with("without ever being started");
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert_eq!(warned[0].level, tracing::Level::WARN);
+    assert!(warned[0].fields["queues"].contains("served"), "{warned:?}");
+
+    // A producer, or a client that did start, has nothing to say.
+    let producer = Client::builder().database(&db.path).build().await.unwrap();
+    drop(producer);
+    let started = client_on(&db.path, processors![run_served]).await;
+    started.start();
+    assert!(started.stop(SHORT).await);
+    drop(started);
+    assert_eq!(captured.with("without ever being started").len(), 1);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn saving_for_an_own_queue_before_start_warns_once() {
+    let (captured, _guard) = events::install();
+    let db = temp_db();
+    let client = client_on(&db.path, processors![run_served]).await;
+    for key in ["unstarted-1", "unstarted-2"] {
+        let task = Served { key: key.into() };
+        client.add(task).save().await.unwrap();
+    }
+    let warned = captured.with("the client is not started");
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert_eq!(warned[0].level, tracing::Level::WARN);
+    assert_eq!(warned[0].fields["queue"], "served");
+
+    // Once started, saving is silent, and the waiting tasks run.
+    client.start();
+    let task = Served {
+        key: "unstarted-3".into(),
+    };
+    client.add(task).save().await.unwrap();
+    assert!(
+        eventually(SHORT, || ["unstarted-1", "unstarted-2", "unstarted-3"]
+            .iter()
+            .all(|k| runs(k).len() == 1))
+        .await
+    );
+    assert!(client.stop(SHORT).await);
+    assert_eq!(captured.with("the client is not started").len(), 1);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn saving_for_an_unserved_queue_warns_once_per_queue_but_a_producer_stays_silent() {
+    let (captured, _guard) = events::install();
+    let db = temp_db();
+    let client = client_on(&db.path, processors![run_served]).await;
+    client.start();
+    client.add(ElsewhereA).add(ElsewhereA).save().await.unwrap();
+    client.add(ElsewhereA).add(ElsewhereB).save().await.unwrap();
+    let warned = captured.with("a queue this client does not serve");
+    let mut queues: Vec<_> = warned.iter().map(|e| e.fields["queue"].clone()).collect();
+    queues.sort();
+    assert_eq!(queues, ["elsewhere_a", "elsewhere_b"], "{warned:?}");
+    assert!(warned.iter().all(|e| e.level == tracing::Level::WARN));
+    assert!(client.stop(SHORT).await);
+
+    // A client without processors saves for the processes that serve the queues.
+    let producer = Client::builder().database(&db.path).build().await.unwrap();
+    producer
+        .add(ElsewhereA)
+        .add(Served { key: "p".into() })
+        .save()
+        .await
+        .unwrap();
+    drop(producer);
+    assert_eq!(captured.with("does not serve").len(), 2);
+    assert!(captured.with("not started").is_empty());
 }
 
 // ---------------------------------------------------------------- claims of dead processes
@@ -308,6 +393,61 @@ async fn the_ui_marks_a_task_claimed_longer_than_release_after_as_stale() {
         .unwrap();
     let app: Router = backlite::ui::router(&patient);
     assert!(!body(&app, "/").await.contains("badge stale"));
+}
+
+// ---------------------------------------------------------------- dropping the client
+
+fn unclaimed_not_attempted(db: &common::TempDb, ids: &[TaskId]) -> bool {
+    let conn = db.conn();
+    ids.iter().all(|id| {
+        conn.query_row(
+            "SELECT claimed_at IS NULL AND attempts = 0 FROM backlite_tasks WHERE id = ?1",
+            [&uuid_bytes(id)[..]],
+            |r| r.get::<_, bool>(0),
+        )
+        .unwrap_or(false)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_last_handle_stops_the_dispatcher_and_hands_tasks_back() {
+    let db = temp_db();
+    let client = client_on(&db.path, processors![run_held]).await;
+    let ids = client
+        .add(Held { key: "drop".into() })
+        .add(Held { key: "drop".into() })
+        .add(Held { key: "drop".into() })
+        .add(Held { key: "drop".into() })
+        .save()
+        .await
+        .unwrap();
+    client.start();
+    // Two workers: two tasks run (and hold their `Context`, with its client), two wait.
+    assert!(eventually(SHORT, || runs("drop").len() == 2).await);
+    let clone = client.clone();
+    drop(client);
+    // Another handle of the application keeps it running.
+    assert_eq!(clone.status(&ids[0]).await.unwrap(), TaskStatus::Running);
+    assert!(runs("drop-cancelled").is_empty());
+    drop(clone);
+
+    assert!(eventually(SHORT, || runs("drop-cancelled").len() == 2).await);
+    assert!(
+        eventually(SHORT, || unclaimed_not_attempted(&db, &ids)).await,
+        "running tasks were not handed back"
+    );
+    // A dispatcher still at work would claim the handed-back tasks at once.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(runs("drop").len(), 2, "a task started after the drop");
+    assert!(unclaimed_not_attempted(&db, &ids));
+
+    // They were handed back, not lost: the next client runs them, as first attempts.
+    let next = client_on(&db.path, processors![run_held]).await;
+    next.start();
+    // The two runs before the drop, and two more on the new client's two workers.
+    assert!(eventually(SHORT, || runs("drop").len() == 4).await);
+    assert!(runs("drop").iter().all(|r| r.attempt == 1));
+    assert!(!next.stop(Duration::ZERO).await);
 }
 
 // ---------------------------------------------------------------- blocking processors
