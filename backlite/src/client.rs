@@ -1,5 +1,7 @@
 //! The client: builder, adding tasks, start and stop.
 
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -16,6 +18,14 @@ use crate::task::{Task, TaskId, TaskStatus};
 
 /// A handle on a backlite database and its worker pool. Cheap to clone; every clone is the
 /// same client.
+///
+/// Dropping the last handle the application holds stops a started client as a
+/// [`stop`](Client::stop) that gives up at once: no task is claimed any more, and the running
+/// ones see their [`Context`](crate::Context) cancelled, are dropped and are handed back to
+/// the pending state, attempt not counted. The drop does not wait for this; call `stop` to
+/// wait, or to give running tasks time to finish. The client a processor reaches through
+/// [`Context::client`](crate::Context::client) (and its clones) is not one of the
+/// application's handles: it does not keep the client running.
 ///
 /// ```no_run
 /// # use backlite::{Client, Context, Task, processor, processors};
@@ -41,6 +51,19 @@ use crate::task::{Task, TaskId, TaskStatus};
 #[derive(Clone)]
 pub struct Client {
     pub(crate) inner: Arc<Inner>,
+    /// Shared by the application's handles only; the dispatcher, the workers and every
+    /// `Context` hold handles without it, so that they do not keep a dropped client running.
+    #[allow(dead_code, reason = "held for its `Drop`")]
+    handle: Option<Arc<UserHandle>>,
+}
+
+/// Stops the client when the application's last handle drops.
+struct UserHandle(Arc<Inner>);
+
+impl Drop for UserHandle {
+    fn drop(&mut self) {
+        self.0.last_handle_dropped();
+    }
 }
 
 pub(crate) struct Inner {
@@ -53,6 +76,75 @@ pub(crate) struct Inner {
     pub(crate) wake: Arc<Notify>,
     runtime: tokio::runtime::Handle,
     running: Mutex<Option<Running>>,
+    /// Whether `start` was ever called.
+    started: AtomicBool,
+    /// Whether a save for a served queue before `start` has been warned about.
+    warned_unstarted: AtomicBool,
+    /// Queues this client saved to without serving them, each warned about once.
+    warned_unserved: Mutex<HashSet<&'static str>>,
+}
+
+impl Inner {
+    fn last_handle_dropped(&self) {
+        let running = self.running.lock().ok().and_then(|mut r| r.take());
+        match running {
+            Some(running) => {
+                tracing::info!(
+                    "the last backlite Client handle was dropped; stopping its dispatcher and \
+                     handing running tasks back"
+                );
+                running.stop_detached(&self.runtime);
+            }
+            None if !self.started.load(Ordering::Relaxed) && !self.registry.is_empty() => {
+                tracing::warn!(
+                    queues = ?self.registry,
+                    "a backlite client with processors was dropped without ever being \
+                     started: it ran no task; call `client.start()` to run them"
+                );
+            }
+            None => {}
+        }
+    }
+
+    /// Warns about tasks that this client's processors will not run: its own queues' tasks
+    /// while it is not started, and (once per queue) tasks of queues it does not serve. A
+    /// client without processors only produces, for processes that serve the queues, so it
+    /// says nothing.
+    fn check_saved(&self, tasks: &[NewTask]) {
+        if self.registry.is_empty() {
+            return;
+        }
+        let mut previous = None;
+        for task in tasks {
+            if previous == Some(task.queue) {
+                continue;
+            }
+            previous = Some(task.queue);
+            let queue = task.queue;
+            if self.registry.entry(queue).is_some() {
+                if !self.started.load(Ordering::Relaxed)
+                    && !self.warned_unstarted.swap(true, Ordering::Relaxed)
+                {
+                    tracing::warn!(
+                        queue,
+                        "tasks were saved for a queue this client serves, but the client is \
+                         not started: they wait until `client.start()` is called"
+                    );
+                }
+            } else if self
+                .warned_unserved
+                .lock()
+                .is_ok_and(|mut warned| warned.insert(queue))
+            {
+                tracing::warn!(
+                    queue,
+                    served = ?self.registry,
+                    "tasks were saved for a queue this client does not serve: they wait for \
+                     a client whose processors include one for this queue"
+                );
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -100,8 +192,9 @@ impl Client {
             tracing::debug!("backlite client already started");
             return;
         }
+        self.inner.started.store(true, Ordering::Relaxed);
         let _enter = self.inner.runtime.enter();
-        *running = Some(dispatcher::start(self.clone()));
+        *running = Some(dispatcher::start(self.internal()));
     }
 
     /// Stops gracefully: no new task starts, and running tasks get up to `timeout` to finish.
@@ -109,14 +202,25 @@ impl Client {
     ///
     /// Tasks that were still running at the timeout are dropped at their next `.await` and
     /// returned to the pending state, attempt not counted, so the next client to start runs
-    /// them again. Tasks that had not started stay pending. Dropping a started client without
-    /// calling `stop` (or a crash) leaves its running tasks claimed until `release_after`
-    /// has passed; then another client runs them again.
+    /// them again. Tasks that had not started stay pending. Dropping the application's last
+    /// handle on a started client stops it as `stop(Duration::ZERO)` would, without waiting
+    /// (see [`Client`]). A crash, or a runtime shut down before that stop ends, leaves its
+    /// running tasks claimed until `release_after` has passed; then another client runs them
+    /// again.
     pub async fn stop(&self, timeout: Duration) -> bool {
         let running = self.inner.running.lock().ok().and_then(|mut r| r.take());
         match running {
             Some(running) => running.stop(timeout).await,
             None => true,
+        }
+    }
+
+    /// A handle for the client's own tasks (dispatcher, workers, contexts): the same client,
+    /// but it does not keep it running once the application has dropped its handles.
+    pub(crate) fn internal(&self) -> Client {
+        Client {
+            inner: self.inner.clone(),
+            handle: None,
         }
     }
 
@@ -308,10 +412,23 @@ impl ClientBuilder {
 
     /// Checks the settings, opens (or creates) the database and applies its migrations.
     pub async fn build(self) -> Result<Client> {
-        let database = self
-            .database
-            .clone()
-            .ok_or_else(|| Error::Config("no database path: call `.database(..)`".into()))?;
+        let database = match self.database.clone() {
+            None => {
+                return Err(Error::Config(
+                    "no database path: call `.database(..)`".into(),
+                ));
+            }
+            // An unset environment variable, most often; SQLite would open a temporary
+            // database that vanishes with the client, taking every saved task with it.
+            Some(Database::Sqlite(path)) if path.is_empty() => {
+                return Err(Error::Config(
+                    "the database path is empty; use `\":memory:\"` for a database that lives \
+                     only as long as the client"
+                        .into(),
+                ));
+            }
+            Some(database) => database,
+        };
         self.validate()?;
         let runtime = tokio::runtime::Handle::current();
         let wake = Arc::new(Notify::new());
@@ -357,20 +474,25 @@ impl ClientBuilder {
                 )));
             }
         };
+        let inner = Arc::new(Inner {
+            driver,
+            target,
+            registry: self.registry,
+            settings: Settings {
+                workers: self.workers,
+                release_after: self.release_after,
+                cleanup_interval: self.cleanup_interval,
+            },
+            wake,
+            runtime,
+            running: Mutex::new(None),
+            started: AtomicBool::new(false),
+            warned_unstarted: AtomicBool::new(false),
+            warned_unserved: Mutex::new(HashSet::new()),
+        });
         Ok(Client {
-            inner: Arc::new(Inner {
-                driver,
-                target,
-                registry: self.registry,
-                settings: Settings {
-                    workers: self.workers,
-                    release_after: self.release_after,
-                    cleanup_interval: self.cleanup_interval,
-                },
-                wake,
-                runtime,
-                running: Mutex::new(None),
-            }),
+            handle: Some(Arc::new(UserHandle(inner.clone()))),
+            inner,
         })
     }
 
@@ -476,6 +598,7 @@ impl AddTasks<'_> {
             task.created_at = now;
             task.run_at = run_at;
         }
+        self.client.inner.check_saved(&self.tasks);
         Ok(self.tasks)
     }
 

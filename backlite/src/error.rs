@@ -51,9 +51,15 @@ pub enum Error {
     #[error("the database or the disk is full")]
     Full,
 
-    /// The database file or its directory cannot be written.
-    #[error("the database is read-only")]
-    ReadOnly,
+    /// The database cannot be written: on SQLite, an existing file that is read-only, or a
+    /// new file in a directory where it cannot be created; on PostgreSQL, a server that
+    /// refuses writes (a standby, or `default_transaction_read_only`).
+    #[error("the database `{path}` is read-only")]
+    ReadOnly {
+        /// Where the database is: the path given to the builder, or the file SQLite reports
+        /// for a connection that is already open; on PostgreSQL, the server.
+        path: String,
+    },
 
     /// The task could not be serialized to JSON.
     #[error("cannot serialize a task of queue `{queue}`: {source}")]

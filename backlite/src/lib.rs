@@ -1,6 +1,7 @@
 #![doc = include_str!("../../README.md")]
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod client;
 mod database;
@@ -8,11 +9,15 @@ mod dispatcher;
 mod error;
 mod maintenance;
 mod processor;
-pub mod rules;
+// Shared with `backlite-macros`, which compiles the same file; only the queue-name rule is
+// used here, to check hand-written `Task` impls again.
+#[allow(dead_code, reason = "the duration parser serves the macros only")]
+mod rules;
 mod save_in;
 mod storage;
 mod task;
 #[cfg(feature = "ui")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ui")))]
 pub mod ui;
 
 pub use backlite_macros::{Task, processor, processors};

@@ -6,7 +6,49 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::Client;
-use crate::storage::now_millis;
+use crate::storage::{Page, TaskState, duration_millis, now_millis};
+
+/// Says, at start, how many tasks other processes hold claimed. Those of a process that was
+/// killed look like running tasks until `release_after` has passed since their claim, and
+/// nothing else would explain why they do not run.
+pub(crate) async fn report_claimed(client: &Client) {
+    let now = now_millis();
+    let driver = client.driver();
+    let oldest = Page {
+        offset: 0,
+        limit: 1,
+    };
+    let (stats, oldest) = tokio::join!(
+        driver.queue_stats(now),
+        driver.task_list(TaskState::Running, oldest)
+    );
+    let claimed: u64 = match stats {
+        Ok(stats) => stats.iter().map(|q| q.running).sum(),
+        Err(e) => {
+            tracing::debug!(error = %e, "could not count the tasks claimed before this start");
+            return;
+        }
+    };
+    if claimed == 0 {
+        return;
+    }
+    let release_after = client.inner.settings.release_after;
+    let first_release_in = oldest
+        .ok()
+        .and_then(|rows| rows.first().and_then(|t| t.claimed_at))
+        .map(|at| {
+            let left = at.saturating_add(duration_millis(release_after)) - now;
+            Duration::from_millis(u64::try_from(left).unwrap_or(0))
+        });
+    tracing::warn!(
+        claimed,
+        ?release_after,
+        ?first_release_in,
+        "tasks are claimed by other processes; those of a process that died show as running, \
+         and run again once `release_after` has passed since their claim (the first in \
+         `first_release_in`)"
+    );
+}
 
 pub(crate) async fn run(client: Client, stop: CancellationToken) {
     let settings = &client.inner.settings;

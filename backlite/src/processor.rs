@@ -132,7 +132,9 @@ pub struct Context {
 }
 
 impl Context {
-    /// The client that runs this task, for adding further tasks.
+    /// The client that runs this task, for adding further tasks. It (and any clone of it)
+    /// does not keep the client running: once the application has dropped its own handles,
+    /// the client stops (see [`Client`]).
     pub fn client(&self) -> &Client {
         &self.client
     }

@@ -94,9 +94,29 @@ async fn run(shared: Arc<Shared>, task: ClaimedTask, slot: OwnedSemaphorePermit)
             match (entry.start)(ctx, &task.payload) {
                 Err(e) => Err(Failure::Decode(e)),
                 Ok(attempt_future) => {
-                    let guarded = CatchUnwind(attempt_future);
+                    let mut guarded = CatchUnwind {
+                        attempt: attempt_future,
+                        busy: Duration::ZERO,
+                    };
                     let result = match entry.config.timeout() {
-                        Some(limit) => match tokio::time::timeout(limit, guarded).await {
+                        Some(limit) => match tokio::time::timeout(limit, &mut guarded).await {
+                            // A processor that blocks its thread cannot be dropped at an
+                            // `.await` it never reaches, but its late success is no success.
+                            Ok(Ok(Ok(()))) if started.elapsed() > limit => {
+                                tracing::warn!(
+                                    task_id = %task.id,
+                                    queue,
+                                    attempt,
+                                    duration = ?started.elapsed(),
+                                    blocked = ?guarded.busy,
+                                    timeout = ?limit,
+                                    "the processor returned after its timeout: it blocked its \
+                                     thread, which a timeout cannot interrupt, so the attempt \
+                                     counts as timed out; run blocking code with \
+                                     `tokio::task::spawn_blocking`"
+                                );
+                                Err(Failure::TimedOut(limit))
+                            }
                             Ok(result) => result,
                             Err(_) => {
                                 // The future is dropped here; the token tells anything the
@@ -184,13 +204,20 @@ async fn run(shared: Arc<Shared>, task: ClaimedTask, slot: OwnedSemaphorePermit)
 
 /// Turns a panic while polling the attempt into a failure of that attempt, so the worker
 /// (and the dispatcher) carry on.
-struct CatchUnwind(BoxFuture<Result<(), BoxError>>);
+struct CatchUnwind {
+    attempt: BoxFuture<Result<(), BoxError>>,
+    /// Time spent inside the processor's `poll`, where nothing can interrupt it: what a
+    /// processor that blocks its thread spends there shows in the warning about it.
+    busy: Duration,
+}
 
 impl Future for CatchUnwind {
     type Output = Result<Result<(), BoxError>, Failure>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
-        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| self.0.as_mut().poll(cx)));
+        let start = Instant::now();
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| self.attempt.as_mut().poll(cx)));
+        self.busy += start.elapsed();
         Poll::Ready(match polled {
             Ok(poll) => Ok(ready!(poll)),
             Err(payload) => Err(Failure::Panic(panic_message(payload))),

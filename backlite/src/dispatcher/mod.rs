@@ -78,6 +78,15 @@ pub(crate) fn start(client: Client) -> Running {
 }
 
 impl Running {
+    /// The stop of a client whose last handle was dropped: claims end now, and a task of the
+    /// client's runtime does the rest of `stop(Duration::ZERO)`, since a drop cannot wait.
+    pub(crate) fn stop_detached(self, runtime: &tokio::runtime::Handle) {
+        self.stop.cancel();
+        runtime.spawn(async move {
+            self.stop(Duration::ZERO).await;
+        });
+    }
+
     pub(crate) async fn stop(self, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         self.stop.cancel();
@@ -155,6 +164,8 @@ async fn dispatch(shared: Arc<Shared>, stop: CancellationToken) -> Arc<Shared> {
     let mut prefetch = 0usize;
     let mut window = (Instant::now(), 0u64);
 
+    // Before the first claim, so that only other processes' claims are counted.
+    maintenance::report_claimed(&client).await;
     if client.inner.registry.is_empty() {
         stop.cancelled().await;
     }

@@ -644,7 +644,10 @@ pub(crate) fn map_error(error: tokio_postgres::Error) -> Error {
         return Error::Full;
     }
     if code == &SqlState::READ_ONLY_SQL_TRANSACTION {
-        return Error::ReadOnly;
+        // A standby, or `default_transaction_read_only`: the server refuses every write.
+        return Error::ReadOnly {
+            path: "the PostgreSQL server".into(),
+        };
     }
     let transient = code.code().starts_with("08") // connection exception
         || code == &SqlState::ADMIN_SHUTDOWN
@@ -899,7 +902,7 @@ mod errors {
             ("53300", |e| matches!(e, Error::Connection(_)), true),
             ("08006", |e| matches!(e, Error::Connection(_)), true),
             ("53100", |e| matches!(e, Error::Full), false),
-            ("25006", |e| matches!(e, Error::ReadOnly), false),
+            ("25006", |e| matches!(e, Error::ReadOnly { .. }), false),
             ("23505", |e| matches!(e, Error::Storage(_)), false),
         ];
         for (code, kind, transient) in cases {
