@@ -8,6 +8,7 @@ mod error;
 mod maintenance;
 mod processor;
 pub mod rules;
+mod state;
 mod storage;
 mod task;
 #[cfg(feature = "ui")]
@@ -17,6 +18,7 @@ pub use backlite_macros::{Task, processor, processors};
 pub use client::{AddTasks, Client, ClientBuilder};
 pub use error::{Error, Result};
 pub use processor::{BoxError, Context, Processor, Registry};
+pub use state::{State, StateType};
 pub use storage::QueueStats;
 pub use storage::sqlite::Synchronous;
 pub use task::{
