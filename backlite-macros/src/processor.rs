@@ -151,20 +151,20 @@ fn check<'a>(cx: &Ctxt, function: &'a ItemFn) -> Option<Signature<'a>> {
                             ),
                         );
                     }
-                    Type::Reference(reference) => {
-                        let elem = &reference.elem;
-                        cx.error_at(
-                            reference.and_token.span,
-                            format!(
-                                "a processor takes its task by value, since each attempt \
-                                 decodes a task of its own: write `{}`, without the `&`",
-                                quote!(#elem).to_string().replace(' ', "")
-                            ),
-                        );
-                    }
+                    Type::Reference(reference) => cx.error_at(
+                        reference.and_token.span,
+                        "a processor takes its task by value, since each attempt decodes a \
+                         task of its own: drop the `&`",
+                    ),
                     _ => {}
                 }
-                args.push(if is_from_context(ty) {
+                // A `&Context` was reported above; taking it for the task too would add a
+                // second error about the same argument.
+                let unreferenced = match ty {
+                    Type::Reference(reference) => &*reference.elem,
+                    ty => ty,
+                };
+                args.push(if is_from_context(unreferenced) {
                     Arg::FromContext(ty)
                 } else {
                     Arg::Task(ty)
@@ -193,15 +193,16 @@ fn check<'a>(cx: &Ctxt, function: &'a ItemFn) -> Option<Signature<'a>> {
             return None;
         }
         [_, _, ..] => {
-            let names: Vec<String> = tasks
+            let mut names: Vec<String> = tasks
                 .iter()
                 .map(|ty| format!("`{}`", quote!(#ty).to_string().replace(' ', "")))
                 .collect();
+            let last = names.pop().unwrap_or_default();
             cx.error_spanned_by(
                 quote!(#(#tasks)*),
                 format!(
-                    "a processor takes exactly one task, but {} could each be one: besides \
-                     the task, a processor takes only `backlite::Context` and \
+                    "a processor takes exactly one task, but {} and {last} could each be it: \
+                     besides the task, a processor takes only `backlite::Context` and \
                      `backlite::State<T>` arguments",
                     names.join(", ")
                 ),

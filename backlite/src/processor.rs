@@ -436,3 +436,47 @@ pub mod __private {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio_util::sync::CancellationToken;
+
+    use super::__private::ProcessorArg;
+    use super::Context;
+    use crate::{Client, State, TaskId};
+
+    fn context(client: Client) -> Context {
+        Context {
+            client,
+            task_id: TaskId::new(),
+            queue: "q",
+            attempt: 1,
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    #[derive(Clone, Debug, PartialEq)]
+    struct Db(u32);
+
+    #[tokio::test]
+    async fn state_arguments_clone_the_clients_value_or_fail_the_attempt() {
+        let with = Client::builder()
+            .database(":memory:")
+            .state(Db(7))
+            .build()
+            .await
+            .unwrap();
+        let ctx = context(with);
+        assert_eq!(ctx.state::<Db>(), Some(&Db(7)));
+        let State(db) = State::<Db>::from_context(&ctx).unwrap();
+        assert_eq!(db, Db(7));
+
+        // A context whose client lacks the state (a processor run outside of the registry
+        // that `build()` checked): the attempt fails, naming the type, instead of panicking.
+        let without = Client::builder().database(":memory:").build().await.unwrap();
+        let ctx = context(without);
+        assert_eq!(ctx.state::<Db>(), None);
+        let error = State::<Db>::from_context(&ctx).err().unwrap();
+        assert!(error.to_string().contains("processor::tests::Db"), "{error}");
+    }
+}
