@@ -166,7 +166,10 @@ async fn a_second_value_of_one_type_fails_build() {
     let Err(Error::Config(message)) = result else {
         panic!("expected a configuration error, got {result:?}");
     };
-    assert!(message.contains("two values of type `state::Settings`"), "{message}");
+    assert!(
+        message.contains("two values of type `state::Settings`"),
+        "{message}"
+    );
 }
 
 #[tokio::test]

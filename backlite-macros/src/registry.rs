@@ -21,7 +21,11 @@ pub fn expand(input: TokenStream) -> syn::Result<TokenStream> {
     // Each path as written, for the message about two processors of one queue.
     let written = paths.iter().map(|path| {
         let segments: Vec<String> = path.segments.iter().map(|s| s.ident.to_string()).collect();
-        let colon = if path.leading_colon.is_some() { "::" } else { "" };
+        let colon = if path.leading_colon.is_some() {
+            "::"
+        } else {
+            ""
+        };
         format!("{colon}{}", segments.join("::"))
     });
     Ok(quote! {

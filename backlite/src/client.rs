@@ -306,7 +306,10 @@ impl ClientBuilder {
                  wrap each value in a type of its own"
             )));
         }
-        let missing = self.registry.states().find(|(_, _, ty)| !self.states.contains(ty));
+        let missing = self
+            .registry
+            .states()
+            .find(|(_, _, ty)| !self.states.contains(ty));
         if let Some((processor, queue, ty)) = missing {
             return Err(Error::Config(format!(
                 "processor `{processor}` (queue `{queue}`) takes `State<{}>`, but the builder \

@@ -473,10 +473,17 @@ mod tests {
 
         // A context whose client lacks the state (a processor run outside of the registry
         // that `build()` checked): the attempt fails, naming the type, instead of panicking.
-        let without = Client::builder().database(":memory:").build().await.unwrap();
+        let without = Client::builder()
+            .database(":memory:")
+            .build()
+            .await
+            .unwrap();
         let ctx = context(without);
         assert_eq!(ctx.state::<Db>(), None);
         let error = State::<Db>::from_context(&ctx).err().unwrap();
-        assert!(error.to_string().contains("processor::tests::Db"), "{error}");
+        assert!(
+            error.to_string().contains("processor::tests::Db"),
+            "{error}"
+        );
     }
 }

@@ -64,7 +64,10 @@ pub(crate) struct StateMap {
 impl StateMap {
     /// Stores `value`; returns the type's name when a value of that type was already stored
     /// (the new one is then dropped, and the builder reports the mistake).
-    pub(crate) fn insert<T: Send + Sync + 'static>(&mut self, value: T) -> Result<(), &'static str> {
+    pub(crate) fn insert<T: Send + Sync + 'static>(
+        &mut self,
+        value: T,
+    ) -> Result<(), &'static str> {
         let ty = StateType::of::<T>();
         if self.values.contains_key(&ty.id) {
             return Err(ty.name);
