@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::processor::Registry;
 use crate::save_in::SaveIn;
 use crate::storage::sqlite::{self, SqliteDriver, SqliteTarget, Synchronous};
+use crate::state::StateMap;
 use crate::storage::{Driver, NewTask, QueueStats, duration_millis, now_millis, to_millis};
 use crate::task::{Task, TaskId, TaskStatus};
 
@@ -71,6 +72,7 @@ pub(crate) struct Inner {
     /// Where the database is, for `save_in` to check a transaction against.
     pub(crate) target: Target,
     pub(crate) registry: Registry,
+    pub(crate) states: StateMap,
     pub(crate) settings: Settings,
     /// Notified when new work may be due: local inserts, external commits, retries.
     pub(crate) wake: Arc<Notify>,
@@ -297,6 +299,9 @@ pub struct ClientBuilder {
     busy_timeout: Duration,
     synchronous: Synchronous,
     registry: Registry,
+    states: StateMap,
+    /// The type of a second `state(..)` value of one type, reported by `build()`.
+    duplicate_state: Option<&'static str>,
 }
 
 impl Default for ClientBuilder {
@@ -314,6 +319,8 @@ impl Default for ClientBuilder {
             busy_timeout: Duration::from_secs(5),
             synchronous: Synchronous::Normal,
             registry: Registry::default(),
+            states: StateMap::default(),
+            duplicate_state: None,
         }
     }
 }
@@ -410,7 +417,35 @@ impl ClientBuilder {
         self
     }
 
+    /// Application state for the processors: a database pool, an HTTP client, settings.
+    /// Processors take it as a [`State<T>`](crate::State) argument, which clones it for each
+    /// attempt, or read it with [`Context::state`](crate::Context::state). Call once per type,
+    /// for any number of types; values are found by type, so a second value of one type is an
+    /// error from [`build`](Self::build) (wrap each in a type of its own instead).
+    ///
+    /// ```no_run
+    /// # use backlite::{Client, processors};
+    /// # async fn run() -> backlite::Result<()> {
+    /// #[derive(Clone)]
+    /// struct Settings { sender: String }
+    ///
+    /// let client = Client::builder()
+    ///     .database("data.db")
+    ///     .state(Settings { sender: "shop@example.com".into() })
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn state<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        if let Err(name) = self.states.insert(value) {
+            self.duplicate_state.get_or_insert(name);
+        }
+        self
+    }
+
     /// Checks the settings, opens (or creates) the database and applies its migrations.
+    /// Fails with [`Error::Config`] when a processor takes a [`State<T>`](crate::State) that
+    /// [`state`](Self::state) did not receive.
     pub async fn build(self) -> Result<Client> {
         let database = match self.database.clone() {
             None => {
@@ -478,6 +513,7 @@ impl ClientBuilder {
             driver,
             target,
             registry: self.registry,
+            states: self.states,
             settings: Settings {
                 workers: self.workers,
                 release_after: self.release_after,
@@ -517,6 +553,23 @@ impl ClientBuilder {
             }
         }
         self.registry.validate().map_err(Error::Config)?;
+        if let Some(name) = self.duplicate_state {
+            return Err(Error::Config(format!(
+                "`state(..)` received two values of type `{name}`; state is found by type, so \
+                 wrap each value in a type of its own"
+            )));
+        }
+        let missing = self
+            .registry
+            .states()
+            .find(|(_, _, ty)| !self.states.contains(ty));
+        if let Some((processor, queue, ty)) = missing {
+            return Err(Error::Config(format!(
+                "processor `{processor}` (queue `{queue}`) takes `State<{}>`, but the builder \
+                 received no `{0}`: call `.state(..)` with one",
+                ty.name()
+            )));
+        }
         for queue in self.registry.queues() {
             let timeout = self.registry.config(queue).and_then(|c| c.timeout());
             if let Some(timeout) = timeout.filter(|t| *t >= self.release_after) {

@@ -14,6 +14,7 @@ mod processor;
 #[allow(dead_code, reason = "the duration parser serves the macros only")]
 mod rules;
 mod save_in;
+mod state;
 mod storage;
 mod task;
 #[cfg(feature = "ui")]
@@ -25,6 +26,7 @@ pub use client::{AddTasks, Client, ClientBuilder};
 pub use error::{Error, Result};
 pub use processor::{BoxError, Context, Processor, Registry};
 pub use save_in::SaveIn;
+pub use state::{State, StateType};
 pub use storage::QueueStats;
 #[cfg(feature = "postgres")]
 pub use storage::postgres::SaveInWakeup;
