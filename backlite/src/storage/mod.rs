@@ -157,6 +157,14 @@ pub(crate) trait Driver: Send + Sync + 'static {
     #[cfg_attr(not(feature = "ui"), allow(dead_code, reason = "only the UI browses"))]
     fn completed_get(&self, id: TaskId) -> BoxFuture<Result<Option<CompletedRecord>>>;
 
+    /// Every waiting (unclaimed) task of one queue, payloads whole, in claim order: what a
+    /// test lists with `Client::enqueued`. Read from the due index of that queue only.
+    #[cfg_attr(
+        not(feature = "testing"),
+        allow(dead_code, reason = "only the testing helpers list a queue whole")
+    )]
+    fn task_list_waiting(&self, queue: &'static str) -> BoxFuture<Result<Vec<TaskRecord>>>;
+
     /// How many claims and next-due queries this driver has run.
     #[cfg(test)]
     fn table_reads(&self) -> u64;
