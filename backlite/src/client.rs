@@ -5,11 +5,12 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::Notify;
 
+use crate::clock::Clock;
 use crate::dispatcher::{self, Running};
 use crate::error::{Error, Result};
 use crate::processor::Registry;
 use crate::storage::sqlite::{self, SqliteDriver, Synchronous};
-use crate::storage::{Driver, NewTask, QueueStats, duration_millis, now_millis, to_millis};
+use crate::storage::{Driver, Millis, NewTask, QueueStats, duration_millis, to_millis};
 use crate::task::{Task, TaskId, TaskStatus};
 
 /// A handle on a backlite database and its worker pool. Cheap to clone; every clone is the
@@ -47,8 +48,10 @@ pub(crate) struct Inner {
     pub(crate) settings: Settings,
     /// Notified when new work may be due: local inserts, external commits, retries.
     pub(crate) wake: Arc<Notify>,
+    /// Where task timing reads "now": the wall clock, or a test's clock.
+    clock: Clock,
     runtime: tokio::runtime::Handle,
-    running: Mutex<Option<Running>>,
+    pub(crate) running: Mutex<Option<Running>>,
 }
 
 #[derive(Debug, Clone)]
@@ -84,7 +87,7 @@ impl Client {
 
     /// Task counts per queue, for every queue in the database.
     pub async fn stats(&self) -> Result<Vec<QueueStats>> {
-        self.inner.driver.queue_stats(now_millis()).await
+        self.inner.driver.queue_stats(self.now()).await
     }
 
     /// Starts the dispatcher and the worker pool on the tokio runtime that built the client.
@@ -115,6 +118,15 @@ impl Client {
             Some(running) => running.stop(timeout).await,
             None => true,
         }
+    }
+
+    /// "Now" for task timing, from the client's clock.
+    pub(crate) fn now(&self) -> Millis {
+        self.inner.clock.now()
+    }
+
+    pub(crate) fn clock(&self) -> &Clock {
+        &self.inner.clock
     }
 
     pub(crate) fn driver(&self) -> &dyn Driver {
@@ -150,6 +162,7 @@ pub struct ClientBuilder {
     busy_timeout: Duration,
     synchronous: Synchronous,
     registry: Registry,
+    clock: Clock,
 }
 
 impl Default for ClientBuilder {
@@ -162,6 +175,7 @@ impl Default for ClientBuilder {
             busy_timeout: Duration::from_secs(5),
             synchronous: Synchronous::Normal,
             registry: Registry::default(),
+            clock: Clock::default(),
         }
     }
 }
@@ -214,6 +228,15 @@ impl ClientBuilder {
         self
     }
 
+    /// Reads the time for task timing from `clock` instead of the wall clock: tasks
+    /// scheduled for later, and retries after a backoff, become due when the test advances
+    /// it. See [`testing`](crate::testing).
+    #[cfg(feature = "testing")]
+    pub fn test_clock(mut self, clock: crate::testing::TestClock) -> Self {
+        self.clock = Clock::controlled(clock);
+        self
+    }
+
     /// Checks the settings, opens (or creates) the database and applies its migrations.
     pub async fn build(self) -> Result<Client> {
         let database = self
@@ -234,6 +257,7 @@ impl ClientBuilder {
             .await
             .map_err(|e| Error::Storage(e.to_string().into()))??;
         let driver = Arc::new(driver);
+        self.clock.attach(&wake);
         Ok(Client {
             inner: Arc::new(Inner {
                 driver,
@@ -245,6 +269,7 @@ impl ClientBuilder {
                     busy_timeout: self.busy_timeout,
                 },
                 wake,
+                clock: self.clock,
                 runtime,
                 running: Mutex::new(None),
             }),
@@ -331,7 +356,7 @@ impl AddTasks<'_> {
 
     /// Runs the batch's tasks no earlier than `wait` after saving.
     pub fn wait(mut self, wait: Duration) -> Self {
-        self.run_at = Some(SystemTime::now() + wait);
+        self.run_at = Some(self.client.clock().system_now() + wait);
         self
     }
 
@@ -339,7 +364,7 @@ impl AddTasks<'_> {
         if let Some(error) = self.error {
             return Err(error);
         }
-        let now = now_millis();
+        let now = self.client.now();
         let run_at = self.run_at.map_or(now, to_millis);
         for task in &mut self.tasks {
             task.created_at = now;

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod clock;
 mod dispatcher;
 mod error;
 mod maintenance;
@@ -10,6 +11,8 @@ mod processor;
 pub mod rules;
 mod storage;
 mod task;
+#[cfg(feature = "testing")]
+pub mod testing;
 #[cfg(feature = "ui")]
 pub mod ui;
 

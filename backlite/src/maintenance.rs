@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::Client;
-use crate::storage::{duration_millis, now_millis};
+use crate::storage::duration_millis;
 
 pub(crate) async fn run(client: Client, stop: CancellationToken) {
     let settings = &client.inner.settings;
@@ -23,7 +23,7 @@ pub(crate) async fn run(client: Client, stop: CancellationToken) {
             biased;
             _ = stop.cancelled() => return,
             _ = release.tick() => {
-                let before = now_millis() - duration_millis(settings.release_after);
+                let before = client.now() - duration_millis(settings.release_after);
                 match client.driver().task_release_stuck(before).await {
                     Ok(0) => {}
                     Ok(released) => tracing::warn!(released, "released tasks whose worker stopped responding"),
@@ -31,7 +31,7 @@ pub(crate) async fn run(client: Client, stop: CancellationToken) {
                 }
             }
             _ = cleanup.tick() => {
-                match client.driver().completed_delete_expired(now_millis()).await {
+                match client.driver().completed_delete_expired(client.now()).await {
                     Ok(0) => {}
                     Ok(deleted) => tracing::debug!(deleted, "deleted expired retained tasks"),
                     Err(e) => tracing::warn!(error = %e, "cleanup of retained tasks failed; will retry"),

@@ -12,11 +12,12 @@ use std::task::{Poll, ready};
 use std::time::{Duration, Instant};
 
 use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use crate::client::retention_expiry;
+use crate::client::{Client, retention_expiry};
 use crate::processor::{BoxError, BoxFuture, Context};
-use crate::storage::{ClaimedTask, Completion, Next, Retain, duration_millis, now_millis};
+use crate::storage::{ClaimedTask, Completion, Next, Retain, duration_millis};
 
 /// Why an attempt failed.
 enum Failure {
@@ -72,12 +73,31 @@ pub(super) fn spawn(shared: &Arc<Shared>, task: ClaimedTask, slot: OwnedSemaphor
 }
 
 async fn run(shared: Arc<Shared>, task: ClaimedTask, slot: OwnedSemaphorePermit) {
-    let client = &shared.client;
+    let id = task.id;
+    let completion = attempt(&shared.client, task, shared.shutdown.child_token()).await;
+    if let Ok(mut running) = shared.running.lock() {
+        running.remove(&id);
+    }
+    drop(slot);
+    shared.finished.fetch_add(1, Ordering::Relaxed);
+    // Stored by the completer, with the outcomes of the tasks that finish meanwhile.
+    if shared.completions.send(completion).is_err() {
+        tracing::error!(task_id = %id, "could not record the task's outcome: the client has stopped; it runs again after release_after");
+    }
+}
+
+/// Runs one attempt of a claimed task and decides what follows it. `cancel` is what the
+/// processor's `Context` reports.
+pub(crate) async fn attempt(
+    client: &Client,
+    task: ClaimedTask,
+    cancel: CancellationToken,
+) -> Completion {
     let entry = client.inner.registry.entry(&task.queue).copied();
     let attempt = task.attempts.saturating_add(1);
     let queue: &str = entry.map_or(task.queue.as_str(), |e| e.config.name());
     let started = Instant::now();
-    let executed_at = now_millis();
+    let executed_at = client.now();
 
     let outcome = match entry {
         None => Err(Failure::NoProcessor),
@@ -87,7 +107,7 @@ async fn run(shared: Arc<Shared>, task: ClaimedTask, slot: OwnedSemaphorePermit)
                 task_id: task.id,
                 queue: entry.config.name(),
                 attempt,
-                cancel: shared.shutdown.child_token(),
+                cancel,
             };
             let cancel = ctx.cancel.clone();
             match (entry.start)(ctx, &task.payload) {
@@ -112,16 +132,11 @@ async fn run(shared: Arc<Shared>, task: ClaimedTask, slot: OwnedSemaphorePermit)
         }
     };
     let duration = started.elapsed();
-    if let Ok(mut running) = shared.running.lock() {
-        running.remove(&task.id);
-    }
-    drop(slot);
-    shared.finished.fetch_add(1, Ordering::Relaxed);
 
     let config = entry.map(|e| e.config);
     let max_attempts = config.map_or(1, |c| c.max_attempts());
     let retention = config.and_then(|c| c.retention());
-    let now = now_millis();
+    let now = client.now();
     let (next, error) = match &outcome {
         Ok(()) => {
             tracing::debug!(task_id = %task.id, queue, attempt, ?duration, "task succeeded");
@@ -167,17 +182,13 @@ async fn run(shared: Arc<Shared>, task: ClaimedTask, slot: OwnedSemaphorePermit)
             (Next::Done { retain }, Some(text))
         }
     };
-    let completion = Completion {
+    Completion {
         id: task.id,
         claimed_at: task.claimed_at,
         executed_at,
         duration,
         error,
         next,
-    };
-    // Stored by the completer, with the outcomes of the tasks that finish meanwhile.
-    if shared.completions.send(completion).is_err() {
-        tracing::error!(task_id = %task.id, queue, "could not record the task's outcome: the client has stopped; it runs again after release_after");
     }
 }
 

@@ -7,6 +7,12 @@
 mod complete;
 mod execute;
 
+#[cfg_attr(
+    not(feature = "testing"),
+    allow(unused_imports, reason = "`drain` runs attempts too")
+)]
+pub(crate) use execute::attempt;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,7 +26,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::client::Client;
 use crate::maintenance;
-use crate::storage::{ClaimedTask, Completion, Millis, now_millis};
+use crate::storage::{ClaimedTask, Completion, Millis};
 use crate::task::TaskId;
 
 /// The handles of a started client, kept until `stop`.
@@ -177,7 +183,7 @@ async fn dispatch(shared: Arc<Shared>, stop: CancellationToken) -> Arc<Shared> {
         // same for 5 tasks as for 500, so claiming again each time a worker frees would make
         // the claims, not the tasks, set the pool's pace.
         if want > 0 && buffer.len() <= prefetch / 2 && !drained {
-            match client.driver().task_claim(want, now_millis()).await {
+            match client.driver().task_claim(want, client.now()).await {
                 Ok(tasks) => {
                     error_pause = Duration::ZERO;
                     drained = tasks.len() < want;
@@ -204,12 +210,14 @@ async fn dispatch(shared: Arc<Shared>, stop: CancellationToken) -> Arc<Shared> {
                 Ok(due) => next_due = Some(due),
                 Err(e) => {
                     tracing::warn!(error = %e, "backlite could not read the next due time");
-                    next_due = Some(Some(now_millis() + 1000));
+                    next_due = Some(Some(client.now() + 1000));
                 }
             }
         }
         let sleep_until = match next_due {
-            Some(Some(due)) if drained && buffer.is_empty() => {
+            // A controlled clock makes tasks due only when a test advances it, and that
+            // wakes the dispatcher: a timer would fire early, or spin under a paused runtime.
+            Some(Some(due)) if drained && buffer.is_empty() && !client.clock().is_controlled() => {
                 // Measured to the microsecond from the wall clock, so that the wake-up is not
                 // early (then the claim finds nothing due) nor a millisecond late; tokio's
                 // timer then rounds it up to its next millisecond tick.
