@@ -56,6 +56,8 @@ pub(crate) struct ClaimedTask {
     pub(crate) payload: Vec<u8>,
     /// Attempts that completed before this one (interrupted attempts do not count).
     pub(crate) attempts: u32,
+    /// When it was due: the start of its pickup latency.
+    pub(crate) run_at: Millis,
     pub(crate) claimed_at: Millis,
 }
 

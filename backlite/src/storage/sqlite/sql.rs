@@ -38,9 +38,12 @@ pub(crate) fn claim_sql(queue_count: usize) -> String {
     };
     let arms = (0..queue_count).map(arm).collect::<Vec<_>>();
     match queue_count {
-        1 => format!("SELECT rid, id, queue, task, attempts FROM ({})", arms[0]),
+        1 => format!(
+            "SELECT rid, id, queue, task, attempts, run_at FROM ({})",
+            arms[0]
+        ),
         _ => format!(
-            "SELECT rid, id, queue, task, attempts FROM ({} ORDER BY run_at, rid LIMIT ?2)",
+            "SELECT rid, id, queue, task, attempts, run_at FROM ({} ORDER BY run_at, rid LIMIT ?2)",
             arms.join(" UNION ALL ")
         ),
     }
@@ -79,6 +82,7 @@ pub(crate) fn task_claim(
                     queue: row.get(2)?,
                     payload: row.get(3)?,
                     attempts: row.get(4)?,
+                    run_at: row.get(5)?,
                     claimed_at: now,
                 },
             ));
