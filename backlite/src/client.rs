@@ -8,6 +8,7 @@ use tokio::sync::Notify;
 use crate::clock::Clock;
 use crate::dispatcher::{self, Running};
 use crate::error::{Error, Result};
+use crate::events::{Hooks, TaskEvent};
 use crate::processor::Registry;
 use crate::storage::sqlite::{self, SqliteDriver, Synchronous};
 use crate::storage::{Driver, Millis, NewTask, QueueStats, duration_millis, to_millis};
@@ -50,6 +51,7 @@ pub(crate) struct Inner {
     pub(crate) wake: Arc<Notify>,
     /// Where task timing reads "now": the wall clock, or a test's clock.
     clock: Clock,
+    pub(crate) hooks: Hooks,
     runtime: tokio::runtime::Handle,
     pub(crate) running: Mutex<Option<Running>>,
 }
@@ -163,6 +165,7 @@ pub struct ClientBuilder {
     synchronous: Synchronous,
     registry: Registry,
     clock: Clock,
+    hooks: Hooks,
 }
 
 impl Default for ClientBuilder {
@@ -176,6 +179,7 @@ impl Default for ClientBuilder {
             synchronous: Synchronous::Normal,
             registry: Registry::default(),
             clock: Clock::default(),
+            hooks: Hooks::default(),
         }
     }
 }
@@ -228,6 +232,15 @@ impl ClientBuilder {
         self
     }
 
+    /// Calls `hook` with every [`TaskEvent`]: each attempt's start and outcome, and stuck
+    /// tasks released. It runs on the worker, before the outcome is recorded, so keep it
+    /// quick (hand slow work to a channel); a panic in it is logged and ignored. Hooks given
+    /// by several calls all run, in that order.
+    pub fn on_event(mut self, hook: impl Fn(&TaskEvent<'_>) + Send + Sync + 'static) -> Self {
+        self.hooks.push(Arc::new(hook));
+        self
+    }
+
     /// Reads the time for task timing from `clock` instead of the wall clock: tasks
     /// scheduled for later, and retries after a backoff, become due when the test advances
     /// it. See [`testing`](crate::testing).
@@ -258,6 +271,7 @@ impl ClientBuilder {
             .map_err(|e| Error::Storage(e.to_string().into()))??;
         let driver = Arc::new(driver);
         self.clock.attach(&wake);
+        crate::metrics::describe();
         Ok(Client {
             inner: Arc::new(Inner {
                 driver,
@@ -270,6 +284,7 @@ impl ClientBuilder {
                 },
                 wake,
                 clock: self.clock,
+                hooks: self.hooks,
                 runtime,
                 running: Mutex::new(None),
             }),
@@ -378,7 +393,9 @@ impl AddTasks<'_> {
         let driver = self.client.inner.driver.clone();
         let tasks = self.prepare()?;
         let ids = tasks.iter().map(|t| t.id).collect();
+        let added = crate::metrics::Added::count(&tasks);
         driver.task_insert_many(tasks).await?;
+        added.record();
         Ok(ids)
     }
 
@@ -409,6 +426,7 @@ impl AddTasks<'_> {
         let busy = self.client.inner.settings.busy_timeout;
         let tasks = self.prepare()?;
         SqliteDriver::insert_in(tx, &tasks, busy)?;
+        crate::metrics::Added::count(&tasks).record();
         Ok(tasks.iter().map(|t| t.id).collect())
     }
 }
