@@ -217,7 +217,10 @@ async fn dispatch(shared: Arc<Shared>, stop: CancellationToken) -> Arc<Shared> {
         let sleep_until = match next_due {
             // A controlled clock makes tasks due only when a test advances it, and that
             // wakes the dispatcher: a timer would fire early, or spin under a paused runtime.
-            Some(Some(due)) if drained && buffer.is_empty() && !client.clock().is_controlled() => {
+            Some(Some(due)) if drained && buffer.is_empty() && client.clock().is_controlled() => {
+                (due <= client.now()).then(tokio::time::Instant::now)
+            }
+            Some(Some(due)) if drained && buffer.is_empty() => {
                 // Measured to the microsecond from the wall clock, so that the wake-up is not
                 // early (then the claim finds nothing due) nor a millisecond late; tokio's
                 // timer then rounds it up to its next millisecond tick.
