@@ -193,3 +193,27 @@ async fn a_processor_runs_inline_with_a_chosen_attempt_and_cancellation() {
     // Nothing was stored: inline runs are the processor alone.
     assert!(client.enqueued::<Charge>().await.unwrap().is_empty());
 }
+
+/// The same queue as `Reminder`, with a field the stored payloads lack.
+#[derive(Debug, Serialize, Deserialize, Task)]
+#[queue(name = "reminders")]
+struct ReminderV2 {
+    user: u64,
+    channel: String,
+}
+
+#[tokio::test]
+async fn a_waiting_task_that_is_not_a_t_is_a_typed_error() {
+    let clock = TestClock::at(std::time::UNIX_EPOCH + DAY);
+    let client = client(&clock).await;
+    client.add(Reminder { user: 9 }).save().await.unwrap();
+    let waiting = client.enqueued::<Reminder>().await.unwrap();
+    assert_eq!(waiting[0].run_at, std::time::UNIX_EPOCH + DAY);
+    match client.enqueued::<ReminderV2>().await {
+        Err(backlite::Error::Deserialize { queue, source }) => {
+            assert_eq!(queue, "reminders");
+            assert!(source.to_string().contains("channel"), "{source}");
+        }
+        other => panic!("expected a deserialize error, got {other:?}"),
+    }
+}
