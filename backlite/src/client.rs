@@ -7,14 +7,16 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::Notify;
 
+use crate::clock::Clock;
 use crate::database::Database;
 use crate::dispatcher::{self, Running};
 use crate::error::{Error, Result};
+use crate::events::{Hooks, TaskEvent};
 use crate::processor::Registry;
 use crate::save_in::SaveIn;
-use crate::storage::sqlite::{self, SqliteDriver, SqliteTarget, Synchronous};
 use crate::state::StateMap;
-use crate::storage::{Driver, NewTask, QueueStats, duration_millis, now_millis, to_millis};
+use crate::storage::sqlite::{self, SqliteDriver, SqliteTarget, Synchronous};
+use crate::storage::{Driver, Millis, NewTask, QueueStats, duration_millis, to_millis};
 use crate::task::{Task, TaskId, TaskStatus};
 
 /// A handle on a backlite database and its worker pool. Cheap to clone; every clone is the
@@ -76,8 +78,11 @@ pub(crate) struct Inner {
     pub(crate) settings: Settings,
     /// Notified when new work may be due: local inserts, external commits, retries.
     pub(crate) wake: Arc<Notify>,
+    /// Where task timing reads "now": the wall clock, or a test's clock.
+    clock: Clock,
+    pub(crate) hooks: Hooks,
     runtime: tokio::runtime::Handle,
-    running: Mutex<Option<Running>>,
+    pub(crate) running: Mutex<Option<Running>>,
     /// Whether `start` was ever called.
     started: AtomicBool,
     /// Whether a save for a served queue before `start` has been warned about.
@@ -181,7 +186,7 @@ impl Client {
 
     /// Task counts per queue, for every queue in the database.
     pub async fn stats(&self) -> Result<Vec<QueueStats>> {
-        self.inner.driver.queue_stats(now_millis()).await
+        self.inner.driver.queue_stats(self.now()).await
     }
 
     /// Starts the dispatcher and the worker pool on the tokio runtime that built the client.
@@ -224,6 +229,21 @@ impl Client {
             inner: self.inner.clone(),
             handle: None,
         }
+    }
+
+    /// "Now" for task timing, from the client's clock.
+    pub(crate) fn now(&self) -> Millis {
+        self.inner.clock.now()
+    }
+
+    /// The time to give the driver: `None`, the storage's own clock, unless a test controls
+    /// this client's clock.
+    pub(crate) fn test_now(&self) -> Option<Millis> {
+        self.clock().is_controlled().then(|| self.now())
+    }
+
+    pub(crate) fn clock(&self) -> &Clock {
+        &self.inner.clock
     }
 
     pub(crate) fn driver(&self) -> &dyn Driver {
@@ -302,6 +322,8 @@ pub struct ClientBuilder {
     states: StateMap,
     /// The type of a second `state(..)` value of one type, reported by `build()`.
     duplicate_state: Option<&'static str>,
+    clock: Clock,
+    hooks: Hooks,
 }
 
 impl Default for ClientBuilder {
@@ -321,6 +343,8 @@ impl Default for ClientBuilder {
             registry: Registry::default(),
             states: StateMap::default(),
             duplicate_state: None,
+            clock: Clock::default(),
+            hooks: Hooks::default(),
         }
     }
 }
@@ -443,6 +467,24 @@ impl ClientBuilder {
         self
     }
 
+    /// Calls `hook` with every [`TaskEvent`]: each attempt's start and outcome, and stuck
+    /// tasks released. It runs on the worker, before the outcome is recorded, so keep it
+    /// quick (hand slow work to a channel); a panic in it is logged and ignored. Hooks given
+    /// by several calls all run, in that order.
+    pub fn on_event(mut self, hook: impl Fn(&TaskEvent<'_>) + Send + Sync + 'static) -> Self {
+        self.hooks.push(Arc::new(hook));
+        self
+    }
+
+    /// Reads the time for task timing from `clock` instead of the wall clock: tasks
+    /// scheduled for later, and retries after a backoff, become due when the test advances
+    /// it. See [`testing`](crate::testing).
+    #[cfg(feature = "testing")]
+    pub fn test_clock(mut self, clock: crate::testing::TestClock) -> Self {
+        self.clock = Clock::controlled(clock);
+        self
+    }
+
     /// Checks the settings, opens (or creates) the database and applies its migrations.
     /// Fails with [`Error::Config`] when a processor takes a [`State<T>`](crate::State) that
     /// [`state`](Self::state) did not receive.
@@ -509,6 +551,8 @@ impl ClientBuilder {
                 )));
             }
         };
+        self.clock.attach(&wake);
+        crate::metrics::describe();
         let inner = Arc::new(Inner {
             driver,
             target,
@@ -520,6 +564,8 @@ impl ClientBuilder {
                 cleanup_interval: self.cleanup_interval,
             },
             wake,
+            clock: self.clock,
+            hooks: self.hooks,
             runtime,
             running: Mutex::new(None),
             started: AtomicBool::new(false),
@@ -637,7 +683,7 @@ impl AddTasks<'_> {
 
     /// Runs the batch's tasks no earlier than `wait` after saving.
     pub fn wait(mut self, wait: Duration) -> Self {
-        self.run_at = Some(SystemTime::now() + wait);
+        self.run_at = Some(self.client.clock().system_now() + wait);
         self
     }
 
@@ -645,7 +691,7 @@ impl AddTasks<'_> {
         if let Some(error) = self.error {
             return Err(error);
         }
-        let now = now_millis();
+        let now = self.client.now();
         let run_at = self.run_at.map_or(now, to_millis);
         for task in &mut self.tasks {
             task.created_at = now;
@@ -660,7 +706,9 @@ impl AddTasks<'_> {
         let driver = self.client.inner.driver.clone();
         let tasks = self.prepare()?;
         let ids = tasks.iter().map(|t| t.id).collect();
+        let added = crate::metrics::Added::count(&tasks);
         driver.task_insert_many(tasks).await?;
+        added.record();
         Ok(ids)
     }
 

@@ -71,6 +71,16 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    /// A stored task could not be read back as a value of its task type.
+    #[error("cannot read a stored task of queue `{queue}` as its task type: {source}")]
+    Deserialize {
+        /// The task's queue.
+        queue: &'static str,
+        /// What serde_json reported.
+        #[source]
+        source: serde_json::Error,
+    },
+
     /// Any other storage failure.
     #[error("database error: {0}")]
     Storage(#[source] BoxError),

@@ -4,10 +4,13 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod client;
+mod clock;
 mod database;
 mod dispatcher;
 mod error;
+mod events;
 mod maintenance;
+pub mod metrics;
 mod processor;
 // Shared with `backlite-macros`, which compiles the same file; only the queue-name rule is
 // used here, to check hand-written `Task` impls again.
@@ -17,6 +20,8 @@ mod save_in;
 mod state;
 mod storage;
 mod task;
+#[cfg(feature = "testing")]
+pub mod testing;
 #[cfg(feature = "ui")]
 #[cfg_attr(docsrs, doc(cfg(feature = "ui")))]
 pub mod ui;
@@ -24,6 +29,7 @@ pub mod ui;
 pub use backlite_macros::{Task, processor, processors};
 pub use client::{AddTasks, Client, ClientBuilder};
 pub use error::{Error, Result};
+pub use events::TaskEvent;
 pub use processor::{BoxError, Context, Processor, Registry};
 pub use save_in::SaveIn;
 pub use state::{State, StateType};

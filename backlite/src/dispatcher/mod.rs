@@ -7,6 +7,12 @@
 mod complete;
 mod execute;
 
+#[cfg_attr(
+    not(feature = "testing"),
+    allow(unused_imports, reason = "`drain` runs attempts too")
+)]
+pub(crate) use execute::attempt;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -197,7 +203,11 @@ async fn dispatch(shared: Arc<Shared>, stop: CancellationToken) -> Arc<Shared> {
         // same for 5 tasks as for 500, so claiming again each time a worker frees would make
         // the claims, not the tasks, set the pool's pace.
         if want > 0 && buffer.len() <= prefetch / 2 && !drained {
-            match client.driver().task_claim(want, lease, None).await {
+            match client
+                .driver()
+                .task_claim(want, lease, client.test_now())
+                .await
+            {
                 Ok(tasks) => {
                     error_pause = Duration::ZERO;
                     if !tasks.is_empty() {
@@ -223,7 +233,11 @@ async fn dispatch(shared: Arc<Shared>, stop: CancellationToken) -> Arc<Shared> {
         }
 
         if drained && buffer.is_empty() && next_due.is_none() {
-            let wait = match client.driver().task_next_due(None).await {
+            let wait = match client.driver().task_next_due(client.test_now()).await {
+                // A controlled clock makes tasks due only when a test advances it, and that
+                // wakes the dispatcher: a timer would fire early, or spin under a paused
+                // runtime.
+                Ok(Some(wait)) if !wait.is_zero() && client.clock().is_controlled() => None,
                 Ok(Some(wait)) if wait.is_zero() => {
                     // Due now, yet the claim came back short: held by other claimers.
                     held_pause =

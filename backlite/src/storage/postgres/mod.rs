@@ -365,6 +365,7 @@ impl Driver for PgDriver {
                             payload: row.try_get(2)?,
                             attempts: u32::try_from(attempts).unwrap_or(0),
                             token: ClaimToken(row.try_get(4)?),
+                            run_at: key.0,
                         },
                     ));
                 }
@@ -506,6 +507,10 @@ impl Driver for PgDriver {
 
     fn task_get(&self, id: TaskId) -> BoxFuture<Result<Option<TaskRecord>>> {
         self.with(move |conn, sql| Box::pin(browse::task_get(conn, sql, id)))
+    }
+
+    fn task_list_waiting(&self, queue: &'static str) -> BoxFuture<Result<Vec<TaskRecord>>> {
+        self.with(move |conn, sql| Box::pin(browse::task_list_waiting(conn, sql, queue)))
     }
 
     fn completed_list(

@@ -324,6 +324,10 @@ impl Driver for SqliteDriver {
         self.read(move |conn| browse::completed_get(conn, id))
     }
 
+    fn task_list_waiting(&self, queue: &'static str) -> BoxFuture<Result<Vec<TaskRecord>>> {
+        self.read(move |conn| browse::task_list_waiting(conn, queue))
+    }
+
     #[cfg(test)]
     fn table_reads(&self) -> u64 {
         self.table_reads.load(std::sync::atomic::Ordering::Relaxed)
