@@ -51,6 +51,32 @@ fn completed_columns(payload: &str) -> String {
     )
 }
 
+/// PostgreSQL's longest identifier, and so channel name, in bytes (`NAMEDATALEN - 1`).
+const CHANNEL_MAX: usize = 63;
+
+/// The channel of `schema_name`: `backlite <schema>` when it fits. A schema may be 63 bytes
+/// long, but `pg_notify` refuses a channel name that long and LISTEN would truncate it, so a
+/// long name keeps its beginning and ends with a hash of the whole, which keeps apart two long
+/// schemas that share a beginning.
+fn channel_name(schema_name: &str) -> String {
+    let full = format!("backlite {schema_name}");
+    if full.len() <= CHANNEL_MAX {
+        return full;
+    }
+    // FNV-1a: the same on every host and build, as every client of the schema must agree.
+    let hash = schema_name
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        });
+    let suffix = format!(" {hash:016x}");
+    let mut keep = CHANNEL_MAX - suffix.len();
+    while !full.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{}{suffix}", &full[..keep])
+}
+
 /// Lists read a payload's first `$3` bytes only.
 const PREVIEW: &str = "substring(t.task from 1 for $3::int4)";
 
@@ -62,7 +88,7 @@ impl Statements {
         let insert_rows = "SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], \
                            $4::int8[], $5::int8[])";
         Statements {
-            channel: format!("backlite {schema_name}"),
+            channel: channel_name(schema_name),
             insert: format!(
                 "INSERT INTO {tasks} (id, queue, task, run_at, created_at) {insert_rows}"
             ),
@@ -197,5 +223,25 @@ impl Statements {
                 completed_columns("t.task")
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CHANNEL_MAX, channel_name};
+
+    #[test]
+    fn every_schema_gets_a_channel_postgresql_accepts_and_its_own() {
+        assert_eq!(channel_name("public"), "backlite public");
+        let long_a = format!("{}a", "s".repeat(62));
+        let long_b = format!("{}b", "s".repeat(62));
+        let multibyte = "é".repeat(31);
+        for schema in [&long_a, &long_b, &multibyte] {
+            let channel = channel_name(schema);
+            assert!(channel.len() <= CHANNEL_MAX, "{channel} is too long");
+            assert!(channel.starts_with("backlite ss") || channel.starts_with("backlite é"));
+        }
+        assert_ne!(channel_name(&long_a), channel_name(&long_b));
+        assert_eq!(channel_name(&long_a), channel_name(&long_a));
     }
 }
