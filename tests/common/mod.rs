@@ -2,6 +2,8 @@
 //! processor runs keyed by test, and polling with a deadline.
 #![allow(dead_code)]
 
+pub mod backend;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{LazyLock, Mutex};
@@ -143,4 +145,36 @@ pub fn uuid_bytes(id: &TaskId) -> [u8; 16] {
 pub fn count(conn: &Connection, table: &str) -> i64 {
     conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
         .expect("count")
+}
+
+/// The PostgreSQL server to test on (env `BACKLITE_TEST_POSTGRES_URL`) and a fresh schema
+/// name for one test, `backlite_test_<unix secs>_<32 hex digits>`. Without the URL, `None`
+/// after printing why; but when `CI` is set, PostgreSQL tests must run, so it panics.
+pub fn pg_schema() -> Option<(String, String)> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    let url = match std::env::var("BACKLITE_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("CI is set but BACKLITE_TEST_POSTGRES_URL is not: PostgreSQL tests must run")
+        }
+        _ => {
+            eprintln!("skipped: BACKLITE_TEST_POSTGRES_URL is not set");
+            return None;
+        }
+    };
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970");
+    // Unique across the processes that test at once: time, process and a counter.
+    let schema = format!(
+        "backlite_test_{}_{:016x}{:08x}{:08x}",
+        since_epoch.as_secs(),
+        since_epoch.as_nanos() as u64,
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    Some((url, schema))
 }
