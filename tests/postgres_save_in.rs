@@ -1,14 +1,15 @@
-//! `save_in` with a tokio-postgres transaction: the tasks exist if and only if the
-//! application's transaction commits, every client wakes once it has (with the NOTIFY in the
-//! transaction, or sent after its commit), and a transaction elsewhere is refused.
+//! `save_in` with a tokio-postgres transaction under each `SaveInWakeup`: the tasks exist if
+//! and only if the application's transaction commits, and the workers wake once it has, with
+//! the NOTIFY in the transaction or sent after its commit. (tests/backends.rs checks that a
+//! transaction on another database is refused.)
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use backlite::tokio_postgres::{self, NoTls};
-use backlite::{Client, Context, Error, SaveInWakeup, Task, TaskStatus, processor, processors};
-use common::{eventually, record, runs};
+use backlite::{Client, Context, SaveInWakeup, Task, TaskStatus, processor, processors};
+use common::{eventually, pg_schema, record, runs};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize, Task)]
@@ -21,36 +22,6 @@ struct Receipt {
 async fn run_receipt(ctx: Context, task: Receipt) -> anyhow::Result<()> {
     record(&task.key, &ctx);
     Ok(())
-}
-
-/// The test server's URL and a fresh schema name; `None` (with one printed line) without a
-/// server outside CI. In CI a missing URL fails.
-fn server() -> Option<(String, String)> {
-    let url = match std::env::var("BACKLITE_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => url,
-        _ if std::env::var_os("CI").is_some() => {
-            panic!("CI is set but BACKLITE_TEST_POSTGRES_URL is not: PostgreSQL tests must run")
-        }
-        _ => {
-            eprintln!("skipped: BACKLITE_TEST_POSTGRES_URL is not set");
-            return None;
-        }
-    };
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let schema = format!("backlite_test_{secs}_{}", uuid_suffix());
-    Some((url, schema))
-}
-
-fn uuid_suffix() -> String {
-    format!("{:x}", std::process::id() as u64 * 1_000_003 + rand_nanos())
-}
-
-fn rand_nanos() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::from(d.subsec_nanos()))
 }
 
 async fn open_client(url: &str, schema: &str, wakeup: SaveInWakeup) -> Client {
@@ -71,7 +42,7 @@ async fn connect(url: &str) -> tokio_postgres::Client {
 }
 
 async fn commit_wakes_and_rollback_stores_nothing(wakeup: SaveInWakeup, tag: &str) {
-    let Some((url, schema)) = server() else {
+    let Some((url, schema)) = pg_schema() else {
         return;
     };
     let client = open_client(&url, &schema, wakeup).await;
@@ -125,66 +96,4 @@ async fn with_the_notify_in_the_transaction() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_notify_after_the_commit() {
     commit_wakes_and_rollback_stores_nothing(SaveInWakeup::AfterCommit, "after-commit").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_transaction_on_another_schema_is_refused_and_gets_nothing() {
-    let Some((url, schema)) = server() else {
-        return;
-    };
-    let client = open_client(&url, &schema, SaveInWakeup::InTransaction).await;
-    let app = connect(&url).await;
-    // A database with backlite's tables in a schema of the same name, but another identity.
-    let another_db = format!("backlite_test_db_{}", uuid_suffix());
-    app.batch_execute(&format!("CREATE DATABASE {another_db}"))
-        .await
-        .unwrap();
-    let another_url = format!("{}/{another_db}", url.rsplit_once('/').unwrap().0);
-    let twin = open_client(&another_url, &schema, SaveInWakeup::InTransaction).await;
-    drop(twin);
-    let mut elsewhere = connect(&another_url).await;
-    let tx = elsewhere.transaction().await.unwrap();
-    let refused = client
-        .add(Receipt { key: "twin".into() })
-        .save_in(&tx)
-        .await;
-    assert!(
-        matches!(&refused, Err(Error::WrongDatabase { .. })),
-        "{refused:?}"
-    );
-    tx.commit().await.unwrap();
-    let stored: i64 = elsewhere
-        .query_one(
-            &format!("SELECT count(*) FROM \"{schema}\".backlite_tasks"),
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(stored, 0, "a refused save_in stored tasks");
-    drop(elsewhere);
-    // A database without backlite's tables in that schema at all.
-    let bare = format!("backlite_test_db_{}", uuid_suffix());
-    app.batch_execute(&format!("CREATE DATABASE {bare}"))
-        .await
-        .unwrap();
-    let bare_url = format!("{}/{bare}", url.rsplit_once('/').unwrap().0);
-    let mut bare_conn = connect(&bare_url).await;
-    let tx = bare_conn.transaction().await.unwrap();
-    let refused = client
-        .add(Receipt { key: "bare".into() })
-        .save_in(&tx)
-        .await;
-    assert!(
-        matches!(&refused, Err(Error::WrongDatabase { .. })),
-        "{refused:?}"
-    );
-    drop(tx);
-    drop(bare_conn);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    for db in [another_db, bare] {
-        let _ = app
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
-            .await;
-    }
 }

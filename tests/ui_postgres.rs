@@ -1,6 +1,8 @@
 //! The UI's router on a PostgreSQL client: the same pages, from the same driver operations,
 //! with every state present and what users control escaped.
 
+mod common;
+
 use std::time::Duration;
 
 use axum::Router;
@@ -78,18 +80,9 @@ async fn get(app: &Router, uri: &str) -> (StatusCode, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_page_renders_on_postgresql() {
-    let url = match std::env::var("BACKLITE_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => url,
-        _ if std::env::var_os("CI").is_some() => {
-            panic!("CI is set but BACKLITE_TEST_POSTGRES_URL is not: PostgreSQL tests must run")
-        }
-        _ => return eprintln!("skipped: BACKLITE_TEST_POSTGRES_URL is not set"),
+    let Some((url, schema)) = common::pg_schema() else {
+        return;
     };
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let schema = format!("backlite_test_{secs}_ui{}", std::process::id());
     let client = Client::builder()
         .database(&url)
         .schema(&schema)
