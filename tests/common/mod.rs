@@ -144,3 +144,34 @@ pub fn count(conn: &Connection, table: &str) -> i64 {
     conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
         .expect("count")
 }
+
+/// A PostgreSQL URL (`BACKLITE_TEST_POSTGRES_URL`) and a fresh schema name for one test, named
+/// `backlite_test_<unix secs>_<32 hex digits>` so that old ones can be found and dropped.
+/// Without the URL: `None` with one printed line, or a failure when `CI` is set.
+pub fn pg_schema() -> Option<(String, String)> {
+    use std::hash::{BuildHasher, Hasher};
+    match std::env::var("BACKLITE_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => {
+            let secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            // Two randomly keyed hashes: 128 random bits without a dependency.
+            let random = || {
+                std::collections::hash_map::RandomState::new()
+                    .build_hasher()
+                    .finish()
+            };
+            Some((
+                url,
+                format!("backlite_test_{secs}_{:016x}{:016x}", random(), random()),
+            ))
+        }
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("CI is set but BACKLITE_TEST_POSTGRES_URL is not: PostgreSQL tests must run")
+        }
+        _ => {
+            println!("skipped: BACKLITE_TEST_POSTGRES_URL is not set");
+            None
+        }
+    }
+}
