@@ -185,6 +185,8 @@ pub struct ClientBuilder {
     pool_size: usize,
     schema: Option<String>,
     poll_interval: Option<Duration>,
+    #[cfg(feature = "postgres")]
+    save_in_wakeup: crate::SaveInWakeup,
     workers: usize,
     release_after: Duration,
     cleanup_interval: Duration,
@@ -200,6 +202,8 @@ impl Default for ClientBuilder {
             pool_size: 10,
             schema: None,
             poll_interval: None,
+            #[cfg(feature = "postgres")]
+            save_in_wakeup: crate::SaveInWakeup::default(),
             workers: 10,
             release_after: Duration::from_secs(600),
             cleanup_interval: Duration::from_secs(3600),
@@ -251,6 +255,14 @@ impl ClientBuilder {
     /// interval, and a new task waits up to `interval` before it starts.
     pub fn poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = Some(interval);
+        self
+    }
+
+    /// PostgreSQL: how tasks added with `save_in` wake the workers once the application's
+    /// transaction commits (default [`SaveInWakeup::InTransaction`](crate::SaveInWakeup)).
+    #[cfg(feature = "postgres")]
+    pub fn save_in_wakeup(mut self, wakeup: crate::SaveInWakeup) -> Self {
+        self.save_in_wakeup = wakeup;
         self
     }
 
@@ -331,6 +343,7 @@ impl ClientBuilder {
                     pool_size: self.pool_size,
                     poll_interval: self.poll_interval,
                     queues: self.registry.queues().collect(),
+                    save_in_wakeup: self.save_in_wakeup,
                 };
                 let (driver, target) =
                     crate::storage::postgres::PgDriver::open(options, wake.clone()).await?;

@@ -21,6 +21,8 @@ pub use error::{Error, Result};
 pub use processor::{BoxError, Context, Processor, Registry};
 pub use save_in::SaveIn;
 pub use storage::QueueStats;
+#[cfg(feature = "postgres")]
+pub use storage::postgres::SaveInWakeup;
 pub use storage::sqlite::Synchronous;
 pub use task::{
     Backoff, ParseTaskIdError, QueueConfig, QueueConfigBuilder, RetainData, Retention, Task,
@@ -29,6 +31,10 @@ pub use task::{
 
 /// The SQLite bindings backlite uses, for [`AddTasks::save_in`] with the same version.
 pub use rusqlite;
+
+/// The PostgreSQL client backlite uses, for [`AddTasks::save_in`] with the same version.
+#[cfg(feature = "postgres")]
+pub use tokio_postgres;
 
 #[doc(hidden)]
 pub use processor::__private;

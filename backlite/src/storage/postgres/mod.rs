@@ -8,6 +8,7 @@
 //! [`listener`]).
 
 mod browse;
+mod commit_watch;
 mod listener;
 mod migrations;
 mod sql;
@@ -43,61 +44,96 @@ pub(crate) struct Options {
     pub(crate) poll_interval: Option<Duration>,
     /// The queues this process serves: the claim and the next-due query look at these only.
     pub(crate) queues: Vec<&'static str>,
+    pub(crate) save_in_wakeup: SaveInWakeup,
+}
+
+/// How tasks added with `save_in` on PostgreSQL wake the workers once the application's
+/// transaction commits.
+///
+/// A NOTIFY makes PostgreSQL commit notifying transactions one at a time, so a NOTIFY inside
+/// the application's transaction costs its commits their concurrency with each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SaveInWakeup {
+    /// NOTIFY inside the application's transaction: workers on every host wake the moment it
+    /// commits, and the application's notifying commits serialize.
+    #[default]
+    InTransaction,
+    /// No NOTIFY in the application's transaction: the client asks the server (every few
+    /// milliseconds, only while such transactions are open) whether they committed, and then
+    /// sends one NOTIFY for all of them. The application's commits stay concurrent; workers
+    /// wake a few milliseconds later, and `save_in` costs one more round trip
+    /// (`txid_current()`).
+    AfterCommit,
 }
 
 /// Where a client's PostgreSQL database is, for `save_in` to write into a transaction there.
+#[derive(Clone)]
 pub(crate) struct PgTarget {
-    pub(crate) statements: Arc<Statements>,
+    statements: Arc<Statements>,
     /// The identity stored in the schema at its creation: `save_in` inserts only where it is.
-    pub(crate) instance: uuid::Uuid,
-    shown: String,
+    instance: uuid::Uuid,
+    shown: Arc<str>,
+    /// With `SaveInWakeup::AfterCommit`: where `save_in` hands the application's transaction
+    /// id to the commit watcher.
+    commit_watch: Option<tokio::sync::mpsc::UnboundedSender<i64>>,
 }
 
 impl PgTarget {
-    /// What `save_in` needs, owned, so that its future borrows only the transaction.
-    pub(crate) fn save_in_parts(&self) -> (Arc<Statements>, uuid::Uuid, String) {
-        (self.statements.clone(), self.instance, self.shown.clone())
-    }
-}
-
-/// Inserts tasks inside the application's own transaction, with the NOTIFY that wakes every
-/// client once it commits. The insert applies only where the schema's identity is the
-/// client's: on another database (or schema) it stores nothing and is refused.
-pub(crate) async fn insert_in(
-    tx: &tokio_postgres::Transaction<'_>,
-    statements: &Statements,
-    instance: uuid::Uuid,
-    shown: &str,
-    tasks: Vec<NewTask>,
-) -> Result<()> {
-    let columns = InsertColumns::new(tasks);
-    let wrong = |found: String| Error::WrongDatabase {
-        expected: shown.to_owned(),
-        found,
-    };
-    let [ids, queues, payloads, run_at, created_at] = columns.params();
-    let inserted = match tx
-        .execute(
-            &statements.insert_checked,
-            &[ids, queues, payloads, run_at, created_at, &instance],
-        )
-        .await
-    {
-        Ok(inserted) => inserted,
-        Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => {
-            return Err(wrong(
-                "a database without backlite's tables in that schema".into(),
-            ));
+    /// Inserts tasks inside the application's own transaction, and arranges the wake-up of
+    /// every client once it commits. The insert applies only where the schema's identity is
+    /// the client's: on another database (or schema) it stores nothing and is refused.
+    pub(crate) async fn insert_in(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        tasks: Vec<NewTask>,
+    ) -> Result<()> {
+        let statements = &self.statements;
+        let columns = InsertColumns::new(tasks);
+        let wrong = |found: String| Error::WrongDatabase {
+            expected: self.shown.to_string(),
+            found,
+        };
+        let instance = self.instance;
+        let [ids, queues, payloads, run_at, created_at] = columns.params();
+        let inserted = match tx
+            .execute(
+                &statements.insert_checked,
+                &[ids, queues, payloads, run_at, created_at, &instance],
+            )
+            .await
+        {
+            Ok(inserted) => inserted,
+            Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => {
+                return Err(wrong(
+                    "a database without backlite's tables in that schema".into(),
+                ));
+            }
+            Err(e) => return Err(map_error(e)),
+        };
+        if inserted as usize != columns.len() {
+            return Err(wrong("another backlite database".into()));
         }
-        Err(e) => return Err(map_error(e)),
-    };
-    if inserted as usize != columns.len() {
-        return Err(wrong("another backlite database".into()));
+        match &self.commit_watch {
+            None => {
+                tx.execute(&statements.notify, &[&statements.channel])
+                    .await
+                    .map_err(map_error)?;
+            }
+            Some(watch) => {
+                let xid: i64 = tx
+                    .query_one("SELECT txid_current()", &[])
+                    .await
+                    .map_err(map_error)?
+                    .try_get(0)
+                    .map_err(map_error)?;
+                // The watcher lives as long as the client; a closed one means the client,
+                // and its workers, are gone.
+                let _ = watch.send(xid);
+            }
+        }
+        Ok(())
     }
-    tx.execute(&statements.notify, &[&statements.channel])
-        .await
-        .map_err(map_error)?;
-    Ok(())
 }
 
 impl std::fmt::Display for PgTarget {
@@ -197,10 +233,13 @@ impl PgDriver {
             }
         }
         let writer = writer::Writer::start(pool.clone(), statements.clone(), wake.clone());
+        let commit_watch = (options.save_in_wakeup == SaveInWakeup::AfterCommit)
+            .then(|| commit_watch::start(pool.clone(), statements.clone(), background.clone()));
         let target = PgTarget {
             statements: statements.clone(),
             instance,
-            shown,
+            shown: shown.into(),
+            commit_watch,
         };
         let driver = PgDriver {
             pool,
@@ -651,6 +690,7 @@ pub(crate) async fn open_for_test(queues: Vec<&'static str>) -> Option<PgDriver>
         pool_size: 4,
         poll_interval: None,
         queues,
+        save_in_wakeup: SaveInWakeup::InTransaction,
     };
     Some(
         PgDriver::open(options, Arc::new(Notify::new()))
@@ -731,3 +771,100 @@ crate::storage::browse_conformance::browse_conformance!(browse_conformance, |que
 crate::storage::model::lifecycle_model!(lifecycle, |queues| async move {
     crate::storage::postgres::open_for_test(queues).await
 });
+
+#[cfg(test)]
+mod plans {
+    use std::time::Duration;
+
+    use crate::storage::conformance::{LEASE, done, new_task};
+    use crate::storage::{Driver, Retain};
+
+    /// The plan of `sql` with its parameters, as one text.
+    async fn plan(
+        conn: &deadpool_postgres::Client,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> String {
+        let statement = conn
+            .prepare(&format!("EXPLAIN {sql}"))
+            .await
+            .expect("prepare");
+        let rows = conn.query(&statement, params).await.expect("explain");
+        rows.iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The UI's lists and counts, and the dispatcher's claim and next-due query, read indexes:
+    /// no page, count or claim costs a pass over a table, whatever its size.
+    #[tokio::test]
+    async fn lists_counts_and_claims_read_indexes_not_tables() {
+        let Some(d) = super::open_for_test(vec!["a", "b"]).await else {
+            return;
+        };
+        // Payloads of a realistic size: the tables' rows are then far wider than the indexes'.
+        let payload = format!("{{\"body\":\"{}\"}}", "x".repeat(300));
+        for queue in ["a", "b", "c"] {
+            let tasks: Vec<_> = (0..4_000).map(|i| new_task(queue, i, &payload)).collect();
+            d.task_insert_many(tasks).await.unwrap();
+        }
+        let claimed = d.task_claim(500, LEASE, Some(10_000)).await.unwrap();
+        let retain = Some(Retain {
+            payload: true,
+            expires_at: Some(1_000_000),
+        });
+        let finished = claimed
+            .iter()
+            .take(400)
+            .map(|c| done(c.id, c.token, None, retain))
+            .collect();
+        d.task_complete_many(finished).await.unwrap();
+        let conn = d.pool.get().await.unwrap();
+        // What autovacuum does on a live database: statistics, and the visibility map that
+        // lets a scan answer from an index alone.
+        for table in ["backlite_tasks", "backlite_tasks_completed"] {
+            let schema = &d.statements.schema;
+            conn.batch_execute(&format!("VACUUM ANALYZE {schema}.{table}"))
+                .await
+                .unwrap();
+        }
+        let sql = &d.statements;
+        let queues = vec!["a".to_owned(), "b".to_owned()];
+        let (limit, offset, preview, now) = (25i64, 50i64, 256i32, Some(100i64));
+        let lease = 1_000i64;
+        let cases: Vec<(&str, String)> = vec![
+            (
+                "running",
+                plan(&conn, &sql.running, &[&limit, &offset, &preview]).await,
+            ),
+            (
+                "upcoming",
+                plan(&conn, &sql.upcoming, &[&limit, &offset, &preview]).await,
+            ),
+            (
+                "completed",
+                plan(
+                    &conn,
+                    &sql.completed_list,
+                    &[&limit, &offset, &preview, &true],
+                )
+                .await,
+            ),
+            ("counts", plan(&conn, &sql.queue_stats, &[&100i64]).await),
+            (
+                "claim",
+                plan(&conn, &sql.claim, &[&queues, &limit, &now, &lease]).await,
+            ),
+            (
+                "next due",
+                plan(&conn, &sql.next_due, &[&queues, &now]).await,
+            ),
+            ("release", plan(&conn, &sql.release, &[&now]).await),
+        ];
+        for (name, plan) in cases {
+            assert!(!plan.contains("Seq Scan"), "{name} scans a table:\n{plan}");
+        }
+        let _ = Duration::ZERO;
+    }
+}

@@ -13,6 +13,9 @@ fn now_or(param: &str) -> String {
 }
 
 pub(crate) struct Statements {
+    /// The schema, quoted.
+    #[cfg_attr(not(test), allow(dead_code, reason = "tests name the tables"))]
+    pub(crate) schema: String,
     /// The channel NOTIFY and LISTEN use: one per schema, so that clients of other schemas on
     /// the same server are not woken for work they cannot see.
     pub(crate) channel: String,
@@ -34,6 +37,26 @@ pub(crate) struct Statements {
     pub(crate) task_get: String,
     pub(crate) completed_list: String,
     pub(crate) completed_get: String,
+}
+
+/// The NOTIFY channel of a schema. Channel names are identifiers of at most 63 bytes: a
+/// longer schema name is cut, and a hash of the whole name keeps channels of schemas that
+/// share the cut part apart. The hash is FNV-1a, the same on every host and build.
+fn channel(schema_name: &str) -> String {
+    let channel = format!("backlite {schema_name}");
+    if channel.len() <= 63 {
+        return channel;
+    }
+    let hash = schema_name
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        });
+    let mut cut = 36;
+    while !schema_name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("backlite {}#{hash:016x}", &schema_name[..cut])
 }
 
 /// The columns of a `TaskRecord`, with `payload` the expression that reads the payload.
@@ -62,7 +85,8 @@ impl Statements {
         let insert_rows = "SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], \
                            $4::int8[], $5::int8[])";
         Statements {
-            channel: format!("backlite {schema_name}"),
+            schema: schema.to_owned(),
+            channel: channel(schema_name),
             insert: format!(
                 "INSERT INTO {tasks} (id, queue, task, run_at, created_at) {insert_rows}"
             ),
@@ -197,5 +221,19 @@ impl Statements {
                 completed_columns("t.task")
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::channel;
+
+    #[test]
+    fn channels_fit_an_identifier_and_keep_long_schemas_apart() {
+        assert_eq!(channel("public"), "backlite public");
+        let (a, b) = ("s".repeat(60) + "a", "s".repeat(60) + "b");
+        assert!(channel(&a).len() <= 63);
+        assert_ne!(channel(&a), channel(&b));
+        assert!(channel(&"é".repeat(40)).len() <= 63);
     }
 }
