@@ -200,6 +200,13 @@ fn harness(db: SharedDb) {
     let mut killed_at: HashMap<u32, u64> = HashMap::new();
     for _ in 0..kills {
         let mut child = spawn_worker(&db, &log);
+        if let SharedDb::Postgres(_) = db {
+            // A PostgreSQL worker takes a while to connect: without this wait most kills
+            // would land before it claims anything.
+            let mut ready = String::new();
+            let stdout = child.stdout.as_mut().expect("stdout");
+            BufReader::new(stdout).read_line(&mut ready).expect("ready");
+        }
         std::thread::sleep(Duration::from_millis(20 + rng.below(281)));
         child.kill().expect("SIGKILL"); // SIGKILL on Unix
         child.wait().expect("reap");

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use backlite::{Client, Context, Task, TaskId, processor, processors};
+use backlite::{Client, Context, Task, TaskId, processor, processors, tokio_postgres};
 use serde::{Deserialize, Serialize};
 
 const BIN: &str = "/usr/lib/postgresql/15/bin";

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use backlite::{Client, ClientBuilder};
+use backlite::{Client, ClientBuilder, tokio_postgres};
 
 use crate::common::{TempDb, count, pg_schema, temp_db};
 
