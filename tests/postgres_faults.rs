@@ -416,6 +416,67 @@ async fn terminated_connections_including_the_listener_are_replaced() {
     assert!(client.stop(Duration::from_secs(10)).await);
 }
 
+/// The backend of the client's listener, once there is one (its last statement is LISTEN).
+async fn listener_pid(admin: &tokio_postgres::Client, not: Option<i32>) -> Option<i32> {
+    let deadline = Instant::now() + RESUME_LIMIT;
+    while Instant::now() < deadline {
+        let rows = admin
+            .query(
+                "SELECT pid FROM pg_stat_activity \
+                 WHERE backend_type = 'client backend' AND query LIKE 'LISTEN%'",
+                &[],
+            )
+            .await
+            .expect("pg_stat_activity");
+        if let Some(pid) = rows.iter().map(|r| r.get(0)).find(|pid| Some(*pid) != not) {
+            return Some(pid);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_comes_back_at_once_however_often_it_was_cut() {
+    let Some(server) = Server::start(&[]) else {
+        return;
+    };
+    let client = client(&server, 4).await;
+    client.start();
+    let admin = server.connect().await.expect("connect");
+    // Cut again and again, each time once it is back. Notifications are missed while it is
+    // away, so its pause before reconnecting must not grow from one fault to the next (from
+    // 50 ms, doubling, it would pass 1.5 s at the sixth).
+    let mut pid = listener_pid(&admin, None).await.expect("a listener");
+    let mut gaps = Vec::new();
+    for _ in 0..7 {
+        let cut = Instant::now();
+        admin
+            .execute("SELECT pg_terminate_backend($1)", &[&pid])
+            .await
+            .expect("terminate");
+        pid = listener_pid(&admin, Some(pid))
+            .await
+            .expect("the listener did not come back");
+        gaps.push(cut.elapsed());
+    }
+    println!("listener cut 7 times: back after {gaps:?}");
+    assert!(
+        gaps.iter().all(|gap| *gap < Duration::from_millis(1500)),
+        "the listener came back after {gaps:?}"
+    );
+    // And it listens: a task added by another client is picked up.
+    let other = Client::builder()
+        .database(server.url())
+        .schema("backlite")
+        .build()
+        .await
+        .expect("build");
+    let ids = other.add(Job { millis: 0 }).save().await.expect("save");
+    assert!(common::eventually(RESUME_LIMIT, || ran(&ids[0]) == 1).await);
+    assert!(client.stop(Duration::from_secs(10)).await);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exhausted_pool_and_a_full_server_give_transient_errors_and_pass() {
     // Few slots, so that the test can take every one of them.
