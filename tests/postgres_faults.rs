@@ -26,8 +26,12 @@ const BIN: &str = "/usr/lib/postgresql/15/bin";
 /// Longer than any outage here, so that a live claim is never taken for dead: a task that runs
 /// twice is then a fault of the driver, not of the lease.
 const RELEASE_AFTER: Duration = Duration::from_secs(20);
-/// What "resumes by itself within seconds" is held to; far above what it takes (printed).
-const RESUME_LIMIT: Duration = Duration::from_secs(30);
+/// What "resumes by itself within seconds" is held to: the first task runs this soon after the
+/// server is back. Far above what it takes (printed), and above the longest pause between
+/// failed claims (5 s).
+const RESUME_LIMIT: Duration = Duration::from_secs(10);
+/// How long the backlog of a test may take to drain on a loaded machine.
+const DRAIN_LIMIT: Duration = Duration::from_secs(120);
 /// A save that takes this long is taken for hung.
 const SAVE_LIMIT: Duration = Duration::from_secs(30);
 
@@ -217,11 +221,12 @@ struct Saved {
     transient: u64,
 }
 
-/// `savers` tasks that each save one task after another until `stop` is set. A permanent error
-/// or a save that hangs fails the test.
+/// `savers` tasks that each save one task after another, `pause` apart, until `stop` is set. A
+/// permanent error or a save that hangs fails the test.
 fn spawn_savers(
     client: &Client,
     savers: usize,
+    pause: Duration,
     stop: &Arc<AtomicBool>,
 ) -> Vec<tokio::task::JoinHandle<Saved>> {
     (0..savers)
@@ -241,7 +246,7 @@ fn spawn_savers(
                         Ok(Err(e)) => panic!("save returned a permanent error: {e:?}"),
                         Err(_) => panic!("save hung for {SAVE_LIMIT:?}"),
                     }
-                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    tokio::time::sleep(pause).await;
                 }
                 saved
             })
@@ -277,17 +282,16 @@ async fn assert_nothing_lost_or_doubled(
     saved: &Saved,
     back: Instant,
 ) -> (Duration, Duration) {
-    let all_ran =
-        common::eventually(RESUME_LIMIT, || saved.ids.iter().all(|id| ran(id) >= 1)).await;
+    let all_ran = common::eventually(DRAIN_LIMIT, || saved.ids.iter().all(|id| ran(id) >= 1)).await;
     let done = back.elapsed();
     let missing = saved.ids.iter().filter(|id| ran(id) == 0).count();
     assert!(
         all_ran,
-        "{missing} of {} saved tasks did not run within {RESUME_LIMIT:?}",
+        "{missing} of {} saved tasks did not run within {DRAIN_LIMIT:?}",
         saved.ids.len()
     );
     // Tasks whose save failed but whose commit went through run too.
-    let emptied = common::eventually_async(RESUME_LIMIT, || async {
+    let emptied = common::eventually_async(DRAIN_LIMIT, || async {
         unfinished(server).await == Some(0)
     })
     .await;
@@ -307,6 +311,10 @@ async fn assert_nothing_lost_or_doubled(
         .filter_map(|id| started.get(id).filter(|at| **at >= back))
         .min()
         .map_or(Duration::ZERO, |at| at.duration_since(back));
+    assert!(
+        first < RESUME_LIMIT,
+        "the first task ran {first:?} after the server was back"
+    );
     (first, done)
 }
 
@@ -320,7 +328,7 @@ async fn the_server_restarts_while_tasks_are_added_and_run() {
     let client = client(&server, 10).await;
     client.start();
     let stop = Arc::new(AtomicBool::new(false));
-    let savers = spawn_savers(&client, 8, &stop);
+    let savers = spawn_savers(&client, 8, Duration::from_millis(2), &stop);
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     // Down for a second, so that saves, claims and outcomes meet a server that is gone; then
@@ -362,7 +370,7 @@ async fn terminated_connections_including_the_listener_are_replaced() {
     client.start();
     let admin = server.connect().await.expect("connect");
     let stop = Arc::new(AtomicBool::new(false));
-    let savers = spawn_savers(&client, 8, &stop);
+    let savers = spawn_savers(&client, 8, Duration::from_millis(2), &stop);
 
     // Every backend but the test's own, five times, while tasks are added and run.
     let others = "SELECT pid, query FROM pg_stat_activity \
@@ -477,6 +485,59 @@ async fn the_listener_comes_back_at_once_however_often_it_was_cut() {
     assert!(client.stop(Duration::from_secs(10)).await);
 }
 
+/// Claims that keep failing (here: the tasks table is renamed away) make the dispatcher wait
+/// longer and longer between claims, up to 5 s. A wake-up (a commit by another client, or the
+/// listener back on a restarted server) means the database answers again: it ends the wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wake_up_ends_the_pause_after_failed_claims() {
+    let Some(server) = Server::start(&[]) else {
+        return;
+    };
+    let client = client(&server, 4).await;
+    let other = Client::builder()
+        .database(server.url())
+        .schema("backlite")
+        .build()
+        .await
+        .expect("build");
+    let admin = server.connect().await.expect("connect");
+    admin
+        .batch_execute("ALTER TABLE backlite.backlite_tasks RENAME TO hidden")
+        .await
+        .expect("rename");
+    client.start();
+    // The server logs each failed statement; the claim is the one that skips locked rows.
+    let log = server.dir.path().join("log");
+    let failed_claims = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.contains("STATEMENT") && line.contains("SKIP LOCKED"))
+            .count()
+    };
+    // Seven failures take the pause to 3.2 s; the next one starts a pause of 5 s.
+    assert!(common::eventually(DRAIN_LIMIT, || failed_claims() >= 7).await);
+    let seen = failed_claims();
+    assert!(common::eventually(DRAIN_LIMIT, || failed_claims() > seen).await);
+    admin
+        .batch_execute("ALTER TABLE backlite.hidden RENAME TO backlite_tasks")
+        .await
+        .expect("rename back");
+    let ids = other.add(Job { millis: 0 }).save().await.expect("save");
+    let saved = Instant::now();
+    assert!(common::eventually(RESUME_LIMIT, || ran(&ids[0]) == 1).await);
+    let took = saved.elapsed();
+    println!(
+        "after {} failed claims, a task added by another client ran after {took:?}",
+        seen + 1
+    );
+    assert!(
+        took < Duration::from_millis(1500),
+        "the dispatcher waited out its pause: {took:?}"
+    );
+    assert!(client.stop(Duration::from_secs(10)).await);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exhausted_pool_and_a_full_server_give_transient_errors_and_pass() {
     // Few slots, so that the test can take every one of them.
@@ -487,7 +548,7 @@ async fn an_exhausted_pool_and_a_full_server_give_transient_errors_and_pass() {
     let client = client(&server, 2).await;
     client.start();
     let stop = Arc::new(AtomicBool::new(false));
-    let savers = spawn_savers(&client, 64, &stop);
+    let savers = spawn_savers(&client, 64, Duration::from_millis(25), &stop);
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // Then the server's slots: the test takes every free one and ends backlite's connections
