@@ -14,7 +14,7 @@ pub const WORKER: &str = env!("CARGO_BIN_EXE_test_worker");
 
 pub enum SharedDb {
     Sqlite(TempDb),
-    Postgres(Pg),
+    Postgres(Box<Pg>),
 }
 
 /// A schema on the PostgreSQL test server, with a connection of the test's own to read it.
@@ -76,13 +76,13 @@ impl SharedDb {
         };
         let client = std::thread::scope(|s| s.spawn(|| runtime.block_on(connect)).join())
             .expect("connect thread");
-        Some(SharedDb::Postgres(Pg {
+        Some(SharedDb::Postgres(Box::new(Pg {
             url,
             schema,
             dir: tempfile::tempdir().expect("temp dir"),
             runtime: Some(runtime),
             client,
-        }))
+        })))
     }
 
     /// Where the test keeps its run log.
