@@ -55,6 +55,8 @@ impl sealed::SaveInto for &rusqlite::Transaction<'_> {
     fn save_into(self, client: &Client, tasks: Result<Vec<NewTask>>) -> Self::Output {
         let tasks = tasks?;
         client.sqlite_target()?.insert_in(self, &tasks)?;
+        // Counted when written: the application's transaction may still roll back.
+        crate::metrics::Added::count(&tasks).record();
         Ok(ids(&tasks))
     }
 }
@@ -74,7 +76,10 @@ impl<'a> sealed::SaveInto for &'a tokio_postgres::Transaction<'_> {
         Box::pin(async move {
             let tasks = tasks?;
             let ids = ids(&tasks);
+            // Counted when written: the application's transaction may still roll back.
+            let added = crate::metrics::Added::count(&tasks);
             target?.insert_in(self, tasks).await?;
+            added.record();
             Ok(ids)
         })
     }

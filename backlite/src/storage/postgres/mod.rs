@@ -327,6 +327,11 @@ impl InsertColumns {
 }
 
 impl Driver for PgDriver {
+    /// Other hosts claim from the same queue: hold a few claims' worth, no more.
+    fn prefetch_max(&self) -> usize {
+        250
+    }
+
     fn task_insert_many(&self, tasks: Vec<NewTask>) -> BoxFuture<Result<()>> {
         self.writer.insert(tasks)
     }
@@ -360,6 +365,7 @@ impl Driver for PgDriver {
                             payload: row.try_get(2)?,
                             attempts: u32::try_from(attempts).unwrap_or(0),
                             token: ClaimToken(row.try_get(4)?),
+                            run_at: key.0,
                         },
                     ));
                 }
@@ -503,6 +509,10 @@ impl Driver for PgDriver {
         self.with(move |conn, sql| Box::pin(browse::task_get(conn, sql, id)))
     }
 
+    fn task_list_waiting(&self, queue: &'static str) -> BoxFuture<Result<Vec<TaskRecord>>> {
+        self.with(move |conn, sql| Box::pin(browse::task_list_waiting(conn, sql, queue)))
+    }
+
     fn completed_list(
         &self,
         succeeded: bool,
@@ -639,7 +649,10 @@ pub(crate) fn map_error(error: tokio_postgres::Error) -> Error {
         return Error::Full;
     }
     if code == &SqlState::READ_ONLY_SQL_TRANSACTION {
-        return Error::ReadOnly;
+        // A standby, or `default_transaction_read_only`: the server refuses every write.
+        return Error::ReadOnly {
+            path: "the PostgreSQL server".into(),
+        };
     }
     let transient = code.code().starts_with("08") // connection exception
         || code == &SqlState::ADMIN_SHUTDOWN
@@ -866,5 +879,62 @@ mod plans {
             assert!(!plan.contains("Seq Scan"), "{name} scans a table:\n{plan}");
         }
         let _ = Duration::ZERO;
+    }
+}
+
+#[cfg(test)]
+mod errors {
+    use tokio_postgres::NoTls;
+
+    use super::{map_error, test_url};
+    use crate::error::Error;
+
+    /// Each SQLSTATE class lands in the kind the application acts on, from a real server's
+    /// error, and the tokio-postgres error stays the source with its SQLSTATE.
+    #[tokio::test]
+    async fn sqlstates_map_to_kinds_and_stay_readable() {
+        let Some(url) = test_url() else { return };
+        let (client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+        tokio::spawn(connection);
+        let raise = |code: &str| {
+            format!("DO $$ BEGIN RAISE EXCEPTION 'raised' USING ERRCODE = '{code}'; END $$")
+        };
+        type IsKind = fn(&Error) -> bool;
+        let cases: [(&str, IsKind, bool); 8] = [
+            ("40001", |e| matches!(e, Error::Conflict(_)), true),
+            ("40P01", |e| matches!(e, Error::Conflict(_)), true),
+            ("57P01", |e| matches!(e, Error::Connection(_)), true),
+            ("53300", |e| matches!(e, Error::Connection(_)), true),
+            ("08006", |e| matches!(e, Error::Connection(_)), true),
+            ("53100", |e| matches!(e, Error::Full), false),
+            ("25006", |e| matches!(e, Error::ReadOnly { .. }), false),
+            ("23505", |e| matches!(e, Error::Storage(_)), false),
+        ];
+        for (code, kind, transient) in cases {
+            let error = map_error(client.batch_execute(&raise(code)).await.unwrap_err());
+            assert!(kind(&error), "{code}: {error:?}");
+            assert_eq!(error.is_transient(), transient, "{code}");
+            if let Some(source) = std::error::Error::source(&error) {
+                let pg = source.downcast_ref::<tokio_postgres::Error>().unwrap();
+                assert_eq!(pg.code().unwrap().code(), code);
+            }
+        }
+
+        // A connection the server ends: transient.
+        let (doomed, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+        tokio::spawn(connection);
+        let pid: i32 = doomed
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        client
+            .execute("SELECT pg_terminate_backend($1)", &[&pid])
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let error = map_error(doomed.batch_execute("SELECT 1").await.unwrap_err());
+        assert!(matches!(error, Error::Connection(_)), "{error:?}");
+        assert!(error.is_transient());
     }
 }

@@ -223,7 +223,7 @@ pub(super) fn spawn(
     claims: Arc<AtomicU64>,
 ) -> Result<Sender<Request>> {
     conn.busy_handler(Some(busy_handler))
-        .map_err(|e| map_error(&e, options.busy_timeout))?;
+        .map_err(|e| map_error(&e, options.busy_timeout, &options.path))?;
     let (sender, receiver) = mpsc::channel();
     let mut writer = Writer {
         conn,
@@ -319,7 +319,8 @@ impl Writer {
                         // Undoes this request only.
                         control(conn, "ROLLBACK TO request")?;
                         control(conn, "RELEASE request")?;
-                        outcomes.push(Err(map_error(&e, busy)));
+                        let path = conn.path().unwrap_or_default();
+                        outcomes.push(Err(map_error(&e, busy, path)));
                     }
                 }
             }
@@ -363,7 +364,8 @@ impl Writer {
             Err(e) => {
                 tracing::error!(error = %e, requests = group.len(), "backlite write failed");
                 for (_, command) in group.drain(..) {
-                    command.finish(Err(map_error(&e, self.busy)));
+                    let path = self.conn.path().unwrap_or_default();
+                    command.finish(Err(map_error(&e, self.busy, path)));
                 }
             }
         }
