@@ -1,8 +1,10 @@
-//! Crash safety: a worker process on a file database is killed with SIGKILL at random moments,
-//! again and again, and restarted; in the end every task added has completed, none is lost,
-//! and a task ran more than once only when a kill interrupted its run.
+//! Crash safety: a worker process on a file database, or on a PostgreSQL schema, is killed
+//! with SIGKILL at random moments, again and again, and restarted; in the end every task added
+//! has completed, none is lost, and a task ran more than once only when a kill interrupted its
+//! run.
 //!
-//! Defaults suit the test suite (50 kills, 10,000 tasks). A soak run takes more:
+//! Defaults suit the test suite (50 kills, 10,000 tasks on each backend). A soak run takes
+//! more:
 //!
 //! ```sh
 //! BACKLITE_CRASH_KILLS=1000 BACKLITE_CRASH_TASKS=100000 \
@@ -12,23 +14,26 @@
 //! `BACKLITE_CRASH_SEED` replays a run's timing and task mix (the seed is printed).
 
 mod common;
+mod shared_db;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use backlite::Client;
+use backlite::ClientBuilder;
 use backlite_suite::crash::{self, CrashTask, Line, Rng};
-use common::{count, temp_db};
+use shared_db::SharedDb;
 
-const WORKER: &str = env!("CARGO_BIN_EXE_test_worker");
 /// A killed worker's tasks run again this long after their claim. It must also exceed how
 /// long a live worker holds a claim (prefetch wait plus run) on a loaded machine: a live
 /// claim older than this is released too, and its task runs twice in a process that was never
 /// killed, which the harness rightly reports.
 const RELEASE_MS: u64 = 1_000;
+/// On PostgreSQL every claim and outcome is a round trip to a server that shares the machine's
+/// cores with the workers, so a live claim is given more room.
+const RELEASE_MS_POSTGRES: u64 = 2_000;
 const WORKERS: u32 = 8;
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -40,12 +45,15 @@ fn env_u64(name: &str, default: u64) -> u64 {
     }
 }
 
-fn spawn_worker(db: &Path, log: &Path) -> Child {
-    Command::new(WORKER)
-        .arg(db)
+fn spawn_worker(db: &SharedDb, log: &Path) -> Child {
+    let release_ms = match db {
+        SharedDb::Sqlite(_) => RELEASE_MS,
+        SharedDb::Postgres(_) => RELEASE_MS_POSTGRES,
+    };
+    db.worker()
         .arg("crash")
         .arg(log)
-        .args([WORKERS.to_string(), RELEASE_MS.to_string()])
+        .args([WORKERS.to_string(), release_ms.to_string()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -53,8 +61,8 @@ fn spawn_worker(db: &Path, log: &Path) -> Child {
 }
 
 /// Adds the `tasks` tasks of the mix, scheduled ones in batches that share a due time.
-async fn add_tasks(db: &Path, tasks: u64, seed: u64) -> HashMap<u64, CrashTask> {
-    let client = Client::builder().database(db).build().await.expect("build");
+async fn add_tasks(db: ClientBuilder, tasks: u64, seed: u64) -> HashMap<u64, CrashTask> {
+    let client = db.build().await.expect("build");
     let now = crash::now_millis();
     let mut batches: BTreeMap<i64, Vec<CrashTask>> = BTreeMap::new();
     for n in 0..tasks {
@@ -161,15 +169,29 @@ struct Figures {
 
 #[test]
 fn a_worker_killed_at_random_moments_loses_no_task() {
+    harness(SharedDb::sqlite());
+}
+
+#[test]
+fn a_worker_on_postgres_killed_at_random_moments_loses_no_task() {
+    if let Some(db) = SharedDb::postgres() {
+        harness(db);
+    }
+}
+
+fn harness(db: SharedDb) {
     let kills = env_u64("BACKLITE_CRASH_KILLS", 50);
     let tasks = env_u64("BACKLITE_CRASH_TASKS", 10_000);
     let seed = env_u64("BACKLITE_CRASH_SEED", crash::now_millis() as u64);
-    eprintln!("crash harness: seed {seed} (BACKLITE_CRASH_SEED={seed} replays it)");
+    let backend = match db {
+        SharedDb::Sqlite(_) => "sqlite",
+        SharedDb::Postgres(_) => "postgres",
+    };
+    eprintln!("crash harness ({backend}): seed {seed} (BACKLITE_CRASH_SEED={seed} replays it)");
     let started = Instant::now();
-    let db = temp_db();
-    let log = db.dir.path().join("runs.log");
+    let log = db.dir().join("runs.log");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let expected = runtime.block_on(add_tasks(&db.path, tasks, seed));
+    let expected = runtime.block_on(add_tasks(db.builder(), tasks, seed));
     drop(runtime);
 
     // Kill loop. After each kill, the log's length marks what the dead process wrote: any run
@@ -177,7 +199,14 @@ fn a_worker_killed_at_random_moments_loses_no_task() {
     let mut rng = Rng::new(seed);
     let mut killed_at: HashMap<u32, u64> = HashMap::new();
     for _ in 0..kills {
-        let mut child = spawn_worker(&db.path, &log);
+        let mut child = spawn_worker(&db, &log);
+        if let SharedDb::Postgres(_) = db {
+            // A PostgreSQL worker takes a while to connect: without this wait most kills
+            // would land before it claims anything.
+            let mut ready = String::new();
+            let stdout = child.stdout.as_mut().expect("stdout");
+            BufReader::new(stdout).read_line(&mut ready).expect("ready");
+        }
         std::thread::sleep(Duration::from_millis(20 + rng.below(281)));
         child.kill().expect("SIGKILL"); // SIGKILL on Unix
         child.wait().expect("reap");
@@ -186,15 +215,14 @@ fn a_worker_killed_at_random_moments_loses_no_task() {
     }
 
     // A last worker runs what is left to the end, then stops gracefully.
-    let conn = db.conn();
-    let left = count(&conn, "backlite_tasks") as u64;
-    let mut last = spawn_worker(&db.path, &log);
+    let left = db.unfinished() as u64;
+    let mut last = spawn_worker(&db, &log);
     let mut ready = String::new();
     BufReader::new(last.stdout.take().expect("stdout"))
         .read_line(&mut ready)
         .expect("ready");
     let deadline = Instant::now() + Duration::from_secs(300);
-    while count(&conn, "backlite_tasks") > 0 && Instant::now() < deadline {
+    while db.unfinished() > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
     drop(last.stdin.take());
@@ -203,7 +231,7 @@ fn a_worker_killed_at_random_moments_loses_no_task() {
     let mut figures = check(&db, &log, &expected, &killed_at, started);
     (figures.seed, figures.kills, figures.left_for_last) = (seed, kills, left);
     println!(
-        "crash harness: {{\"seed\": {}, \"kills\": {}, \"kills_mid_run\": {}, \"tasks\": {}, \
+        "crash harness ({backend}): {{\"seed\": {}, \"kills\": {}, \"kills_mid_run\": {}, \"tasks\": {}, \
          \"left_for_last\": {}, \"runs\": {}, \"lost\": {}, \"reruns\": {}, \"interrupted\": {}, \
          \"seconds\": {:.1}}}",
         figures.seed,
@@ -221,27 +249,21 @@ fn a_worker_killed_at_random_moments_loses_no_task() {
 
 /// Checks the log and the database against the tasks added; returns the figures.
 fn check(
-    db: &common::TempDb,
+    db: &SharedDb,
     log: &Path,
     expected: &HashMap<u64, CrashTask>,
     killed_at: &HashMap<u32, u64>,
     started: Instant,
 ) -> Figures {
     let runs = read_log(log);
-    let conn = db.conn();
-    assert_eq!(count(&conn, "backlite_tasks"), 0, "tasks left undone");
+    assert_eq!(db.unfinished(), 0, "tasks left undone");
 
     // The database: every task is in the completed table with the outcome and the attempts
     // its mix asked for; interrupted runs counted no attempt.
     let mut stored: HashMap<u64, (bool, u32)> = HashMap::new();
-    let mut rows = conn
-        .prepare("SELECT task, succeeded, attempts FROM backlite_tasks_completed")
-        .unwrap();
-    let mut query = rows.query([]).unwrap();
-    while let Some(row) = query.next().unwrap() {
-        let payload: Vec<u8> = row.get(0).unwrap();
+    for (payload, succeeded, attempts) in db.completed() {
         let task: CrashTask = serde_json::from_slice(&payload).expect("payload");
-        let previous = stored.insert(task.n, (row.get(1).unwrap(), row.get(2).unwrap()));
+        let previous = stored.insert(task.n, (succeeded, attempts));
         assert!(previous.is_none(), "task {} completed twice", task.n);
     }
     let lost: Vec<u64> = expected

@@ -1,7 +1,9 @@
 //! Several processes on one database file: separate `test_worker` processes claim from the
-//! same tables, and tasks added by one process are picked up by another.
+//! same tables, and tasks added by one process are picked up by another. On PostgreSQL, three
+//! worker processes and a producer share one schema while one worker is killed again and again.
 
 mod common;
+mod shared_db;
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -192,4 +194,167 @@ async fn a_task_added_by_another_process_is_picked_up_within_250_ms() {
         "picked up after {picked_up:?}"
     );
     assert!(client.stop(Duration::from_secs(5)).await);
+}
+
+/// One run of a `work` task in the log of a PostgreSQL run.
+#[derive(Debug)]
+struct WorkRun {
+    n: u64,
+    pid: u32,
+    /// Byte offset of its start line in the log.
+    offset: u64,
+    ended: bool,
+}
+
+/// Three worker processes and a producer process on one PostgreSQL schema; one worker is
+/// SIGKILLed every 1 to 2 s, mid-run, and started again. Every task ends, and a task runs a
+/// second time only when the process of its earlier run was killed before the run's outcome
+/// was stored, and only after that kill.
+#[test]
+fn three_workers_and_a_producer_on_postgres_lose_nothing_while_one_is_killed_again_and_again() {
+    const TASKS: u64 = 20_000;
+    // Above what a live claim needs on a loaded machine (a claim older than this is taken for
+    // dead and its task runs twice, which the test reports); short, since a killed worker's
+    // tasks wait this long.
+    const RELEASE_MS: &str = "2000";
+    let Some(db) = shared_db::SharedDb::postgres() else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    let log = db.dir().join("runs.log");
+    let spawn = || {
+        let mut child = db
+            .worker()
+            .arg("work")
+            .arg(&log)
+            .args(["4", RELEASE_MS])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn test_worker");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("stdout");
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+            .expect("ready");
+        assert_eq!(line.trim(), "ready");
+        child
+    };
+    // Four processes open the new schema at once: it is created and migrated once.
+    let mut producer = db
+        .worker()
+        .args(["produce", "0", &TASKS.to_string(), "1", "20"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn producer");
+    let mut workers = [spawn(), spawn(), spawn()];
+
+    // Kill worker 0 every 1 to 2 s until the producer is done and no task is left.
+    let mut rng = backlite_suite::crash::Rng::new(backlite_suite::crash::now_millis() as u64);
+    let mut killed_at: HashMap<u32, u64> = HashMap::new();
+    let mut produced = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    while std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1000 + rng.below(1001)));
+        if produced.is_none() {
+            produced = producer.try_wait().expect("producer");
+        }
+        if produced.is_some() && db.unfinished() == 0 {
+            break;
+        }
+        workers[0].kill().expect("SIGKILL");
+        workers[0].wait().expect("reap");
+        let length = std::fs::metadata(&log).map_or(0, |m| m.len());
+        killed_at.insert(workers[0].id(), length);
+        workers[0] = spawn();
+    }
+    let unfinished = db.unfinished();
+    for worker in &mut workers {
+        drop(worker.stdin.take());
+    }
+    for worker in &mut workers {
+        assert!(worker.wait().expect("wait").success());
+    }
+    let produced = producer.wait_with_output().expect("producer");
+    assert!(
+        produced.status.success(),
+        "the producer failed: {}",
+        String::from_utf8_lossy(&produced.stderr)
+    );
+    assert_eq!(unfinished, 0, "tasks left undone after 300 s");
+
+    // The log, by task id.
+    let text = std::fs::read_to_string(&log).expect("log");
+    let mut runs: HashMap<&str, Vec<WorkRun>> = HashMap::new();
+    let mut offset = 0u64;
+    for line in text.split_inclusive('\n') {
+        let parts: Vec<&str> = line.trim_end().split(' ').collect();
+        match parts[..] {
+            ["start", id, pid, n] => runs.entry(id).or_default().push(WorkRun {
+                n: n.parse().unwrap(),
+                pid: pid.parse().unwrap(),
+                offset,
+                ended: false,
+            }),
+            ["end", id, pid, _] => {
+                let run = runs
+                    .get_mut(id)
+                    .and_then(|runs| runs.iter_mut().rev().find(|r| r.pid.to_string() == pid))
+                    .unwrap_or_else(|| panic!("end without start: {line:?}"));
+                run.ended = true;
+            }
+            _ => panic!("a processor's save failed: {line:?}"),
+        }
+        offset += line.len() as u64;
+    }
+    let mut reruns = 0;
+    let mut ids_of: HashMap<u64, u32> = HashMap::new();
+    let mut runs_of: HashMap<u64, u32> = HashMap::new();
+    for (id, runs) in &runs {
+        for pair in runs.windows(2) {
+            let (before, after) = (&pair[0], &pair[1]);
+            let killed = killed_at.get(&before.pid).unwrap_or_else(|| {
+                panic!(
+                    "task {id} ran again though process {} was not killed: {runs:?}",
+                    before.pid
+                )
+            });
+            assert!(
+                after.offset >= *killed,
+                "task {id} ran again before process {} was killed: {runs:?}",
+                before.pid
+            );
+        }
+        reruns += runs.len() - 1;
+        assert!(runs.last().is_some_and(|r| r.ended), "task {id}: {runs:?}");
+        *ids_of.entry(runs[0].n).or_default() += 1;
+        *runs_of.entry(runs[0].n).or_default() += runs.len() as u32;
+    }
+    // Every tenth task adds a child as it runs: a parent that ran again may have added its
+    // child again, as a task of its own; no other task is stored twice.
+    let expected: Vec<u64> = (0..TASKS)
+        .chain((0..TASKS).step_by(10).map(|n| n + 1_000_000))
+        .collect();
+    assert_eq!(ids_of.len(), expected.len(), "distinct tasks run");
+    for n in &expected {
+        let ids = ids_of.get(n).copied().unwrap_or(0);
+        let allowed = match n.checked_sub(1_000_000) {
+            Some(parent) => runs_of.get(&parent).copied().unwrap_or(0),
+            None => 1,
+        };
+        assert!((1..=allowed).contains(&ids), "task {n} stored {ids} times");
+    }
+    let interrupted: Vec<&WorkRun> = runs.values().flatten().filter(|r| !r.ended).collect();
+    let kills_mid_run: std::collections::HashSet<u32> = interrupted.iter().map(|r| r.pid).collect();
+    let pids: std::collections::HashSet<u32> = runs.values().flatten().map(|r| r.pid).collect();
+    println!(
+        "multi-process (postgres): {{\"tasks\": {}, \"kills\": {}, \"kills_mid_run\": {}, \
+         \"processes\": {}, \"interrupted\": {}, \"reruns\": {reruns}, \"seconds\": {:.1}}}",
+        runs.len(),
+        killed_at.len(),
+        kills_mid_run.len(),
+        pids.len(),
+        interrupted.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(!kills_mid_run.is_empty(), "no kill landed mid-run");
 }

@@ -1,5 +1,8 @@
 //! A worker process for the multi-process and crash tests.
 //!
+//! `<db>` is a SQLite file or a PostgreSQL URL; `--schema <schema>` before it picks the
+//! PostgreSQL schema, so that each test has tables of its own.
+//!
 //! - `test_worker <db> add <n> <millis>` adds tasks `0..n` of queue `work` and exits.
 //! - `test_worker <db> produce <first> <n> <millis> <batch>` adds tasks `first..first + n` of
 //!   queue `work` in batches of up to `batch`, a few milliseconds apart, as an application
@@ -14,7 +17,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use backlite::{Client, Context, Task, processor, processors};
+use backlite::{Client, ClientBuilder, Context, Task, processor, processors};
 use backlite_suite::crash::{self, CrashTask, Line};
 use serde::{Deserialize, Serialize};
 
@@ -93,11 +96,28 @@ async fn crash_work(ctx: Context, task: CrashTask) -> Result<(), Told> {
 
 type Fallible<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
+/// A builder on the database the process was given, in its schema if one was given.
+fn open(db: &str, schema: Option<&str>) -> ClientBuilder {
+    let builder = Client::builder().database(db);
+    match schema {
+        Some(schema) => builder.schema(schema),
+        None => builder,
+    }
+}
+
 #[tokio::main]
 async fn main() -> Fallible {
-    let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: test_worker <db> add <n> <millis> | produce <first> <n> <millis> <batch> \
-                 | work|crash <log> <workers> <release_ms>";
+    let mut args: Vec<String> = std::env::args().collect();
+    let usage = "usage: test_worker [--schema <schema>] <db> add <n> <millis> \
+                 | produce <first> <n> <millis> <batch> | work|crash <log> <workers> <release_ms>";
+    let schema = if args.get(1).map(String::as_str) == Some("--schema") {
+        let schema = args.get(2).ok_or(usage)?.clone();
+        args.drain(1..3);
+        Some(schema)
+    } else {
+        None
+    };
+    let schema = schema.as_deref();
     let (db, mode) = match (args.get(1), args.get(2)) {
         (Some(db), Some(mode)) => (db.as_str(), mode.as_str()),
         _ => return Err(usage.into()),
@@ -105,7 +125,7 @@ async fn main() -> Fallible {
     let arg = |i: usize| -> Fallible<u64> { Ok(args.get(i).ok_or(usage)?.parse()?) };
     match mode {
         "add" => {
-            let client = Client::builder().database(db).build().await?;
+            let client = open(db, schema).build().await?;
             let (n, millis) = (arg(3)?, arg(4)?);
             for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
                 let mut batch = client.add(Work {
@@ -125,7 +145,7 @@ async fn main() -> Fallible {
         }
         "produce" => {
             let (first, n, millis, batch) = (arg(3)?, arg(4)?, arg(5)?, arg(6)?.max(1));
-            if let Err(e) = produce(db, first..first + n, millis, batch).await {
+            if let Err(e) = produce(open(db, schema), first..first + n, millis, batch).await {
                 eprintln!("producer error: {e}");
                 std::process::exit(1);
             }
@@ -141,8 +161,7 @@ async fn main() -> Fallible {
             } else {
                 processors![crash_work]
             };
-            let client = Client::builder()
-                .database(db)
+            let client = open(db, schema)
                 .workers(arg(4)? as usize)
                 .release_after(Duration::from_millis(arg(5)?))
                 .processors(registry)
@@ -171,8 +190,13 @@ async fn main() -> Fallible {
 
 /// Adds tasks in small batches while other processes claim and complete: every `save` must
 /// succeed, however busy the file is.
-async fn produce(db: &str, range: std::ops::Range<u64>, millis: u64, batch: u64) -> Fallible {
-    let client = Client::builder().database(db).build().await?;
+async fn produce(
+    builder: ClientBuilder,
+    range: std::ops::Range<u64>,
+    millis: u64,
+    batch: u64,
+) -> Fallible {
+    let client = builder.build().await?;
     let mut rng = crash::Rng::new(range.start);
     let mut next = range.start;
     while next < range.end {

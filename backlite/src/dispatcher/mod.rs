@@ -155,6 +155,11 @@ const PACE_SAMPLE: u64 = 32;
 const HELD_ELSEWHERE_PAUSE: Duration = Duration::from_millis(5);
 const HELD_ELSEWHERE_PAUSE_MAX: Duration = Duration::from_millis(500);
 
+/// After a failed claim, the dispatcher waits this long, doubling up to the maximum while
+/// claims keep failing, or until a wake-up.
+const CLAIM_ERROR_PAUSE: Duration = Duration::from_millis(50);
+const CLAIM_ERROR_PAUSE_MAX: Duration = Duration::from_secs(5);
+
 async fn dispatch(shared: Arc<Shared>, stop: CancellationToken) -> Arc<Shared> {
     let client = shared.client.clone();
     let wake = client.inner.wake.clone();
@@ -221,12 +226,24 @@ async fn dispatch(shared: Arc<Shared>, stop: CancellationToken) -> Arc<Shared> {
                     }
                 }
                 Err(e) => {
-                    error_pause =
-                        (error_pause * 2).clamp(Duration::from_millis(50), Duration::from_secs(5));
+                    error_pause = (error_pause * 2).clamp(CLAIM_ERROR_PAUSE, CLAIM_ERROR_PAUSE_MAX);
                     tracing::warn!(error = %e, retry_in = ?error_pause, "backlite claim failed");
                     tokio::select! {
                         _ = stop.cancelled() => break,
                         _ = tokio::time::sleep(error_pause) => continue,
+                        // A commit elsewhere, or the listener back on a restarted server: the
+                        // database answers again, so claim now rather than at the end of a
+                        // pause that grew while it was away (not sooner than the first
+                        // pause, so that a stream of wake-ups cannot turn a lasting failure
+                        // into a busy loop).
+                        _ = wake.notified() => {
+                            drained = false;
+                            next_due = None;
+                            tokio::select! {
+                                _ = stop.cancelled() => break,
+                                _ = tokio::time::sleep(CLAIM_ERROR_PAUSE) => continue,
+                            }
+                        }
                     }
                 }
             }

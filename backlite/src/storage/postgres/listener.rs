@@ -13,6 +13,10 @@ use tokio::sync::Notify;
 use tokio_postgres::{AsyncMessage, NoTls};
 use tokio_util::sync::CancellationToken;
 
+/// The first pause before reconnecting; it doubles while connecting fails.
+const FIRST_PAUSE: Duration = Duration::from_millis(50);
+const MAX_PAUSE: Duration = Duration::from_secs(2);
+
 /// Runs until `stop` is cancelled, reconnecting after any failure.
 pub(super) async fn run(
     config: tokio_postgres::Config,
@@ -21,16 +25,23 @@ pub(super) async fn run(
     wake: Arc<Notify>,
     stop: CancellationToken,
 ) {
-    let mut pause = Duration::from_millis(50);
+    let mut pause = FIRST_PAUSE;
     loop {
-        let session = listen(&config, &channel, &wake);
+        let mut listened = false;
+        let session = listen(&config, &channel, &wake, &mut listened);
         let ended = tokio::select! {
             _ = stop.cancelled() => return,
             ended = session => ended,
         };
+        // A session that listened ended by a fault of its own (a terminated backend, a
+        // restart): reconnect at once rather than after the pauses of earlier faults, since
+        // notifications are missed until then.
+        if listened {
+            pause = FIRST_PAUSE;
+        }
         match ended {
             Ok(()) => {
-                tracing::warn!(database = %shown_url, "backlite listener connection closed; reconnecting")
+                tracing::warn!(database = %shown_url, retry_in = ?pause, "backlite listener connection closed; reconnecting")
             }
             Err(error) => {
                 tracing::warn!(database = %shown_url, %error, retry_in = ?pause, "backlite listener lost its connection; reconnecting")
@@ -40,16 +51,17 @@ pub(super) async fn run(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(pause) => {}
         }
-        pause = (pause * 2).min(Duration::from_secs(2));
+        pause = (pause * 2).min(MAX_PAUSE);
     }
 }
 
-/// One listening session: connects, LISTENs, wakes the dispatcher once, then forwards every
-/// notification until the connection ends.
+/// One listening session: connects, LISTENs (then sets `listened`), wakes the dispatcher
+/// once, then forwards every notification until the connection ends.
 async fn listen(
     config: &tokio_postgres::Config,
     channel: &str,
     wake: &Notify,
+    listened: &mut bool,
 ) -> Result<(), tokio_postgres::Error> {
     let (client, mut connection) = config.connect(NoTls).await?;
     let (ready_tx, mut ready_rx) = tokio::sync::oneshot::channel::<()>();
@@ -62,7 +74,6 @@ async fn listen(
         Ok::<(), tokio_postgres::Error>(())
     };
     tokio::pin!(listen);
-    let mut listening = false;
     loop {
         tokio::select! {
             message = std::future::poll_fn(|cx| connection.poll_message(cx)) => match message {
@@ -72,8 +83,8 @@ async fn listen(
                 None => return Ok(()),
             },
             result = &mut listen => result?,
-            _ = &mut ready_rx, if !listening => {
-                listening = true;
+            _ = &mut ready_rx, if !*listened => {
+                *listened = true;
                 // Whatever was notified while no one listened is found by one claim now.
                 wake.notify_one();
             }
