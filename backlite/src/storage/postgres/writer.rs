@@ -104,6 +104,19 @@ async fn commit(pool: &Pool, statements: &Statements, group: Vec<Request>, wake:
                 let _ = reply.send(Ok(()));
             }
         }
+        // A lost connection or a restarting server: the commit may even have happened with
+        // its reply lost, so inserting again could report a duplicate for stored tasks. Every
+        // save gets the transient error, for its caller to retry or not.
+        Err(error) if error.is_transient() => {
+            let text = error.to_string();
+            let mut replies = replies.into_iter();
+            if let Some(first) = replies.next() {
+                let _ = first.send(Err(error));
+            }
+            for reply in replies {
+                let _ = reply.send(Err(Error::Connection(text.clone().into())));
+            }
+        }
         // One batch may be at fault (a duplicate id): each gets its own transaction and its
         // own answer, so that no save fails for another's mistake.
         Err(_) => {
