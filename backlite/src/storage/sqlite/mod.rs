@@ -10,6 +10,7 @@ mod browse;
 mod checkpoint;
 mod migrations;
 pub(crate) mod sql;
+mod wal_hook;
 mod writer;
 
 use std::path::Path;
@@ -137,6 +138,7 @@ impl SqliteDriver {
         migrations::migrate(&mut conn, now_millis())
             .map_err(|e| open_error(&options.path, &e, options.busy_timeout))??;
         let table_reads = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut conn = wal_hook::HookedConnection::new(conn);
         let checkpointer = checkpoint::start(&mut conn, &target, &options)?;
         let writer = writer::spawn(conn, checkpointer, &options, wake, table_reads.clone())?;
         Ok(SqliteDriver {
