@@ -6,7 +6,7 @@ mod common;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use backlite::rusqlite::TransactionBehavior;
+use backlite::rusqlite::{Connection, TransactionBehavior};
 use backlite::{Client, Context, Error, Task, TaskStatus, processor, processors};
 use common::{count, eventually, eventually_async, record, runs, temp_db};
 use serde::{Deserialize, Serialize};
@@ -757,6 +757,30 @@ async fn tasks_saved_in_the_applications_transaction_run_once_it_commits() {
     assert!(runs("tx-rollback").is_empty());
 }
 
+#[tokio::test]
+async fn a_transaction_on_another_database_is_refused_and_gets_nothing() {
+    let (db, other) = (temp_db(), temp_db());
+    let client = client_on(&db.path, all()).await;
+    // The other file has backlite's tables too, so only the check can tell.
+    drop(client_on(&other.path, all()).await);
+    let mut conn = other.conn();
+    let tx = conn.transaction().unwrap();
+    let refused = client.add(plain("tx-wrong")).save_in(&tx);
+    assert!(
+        matches!(&refused, Err(Error::WrongDatabase { .. })),
+        "{refused:?}"
+    );
+    tx.commit().unwrap();
+    assert_eq!(count(&other.conn(), "backlite_tasks"), 0);
+
+    // The same file under another path is the same database.
+    let mut same = Connection::open(db.dir.path().join(".").join("backlite.db")).unwrap();
+    let tx = same.transaction().unwrap();
+    client.add(plain("tx-same")).save_in(&tx).unwrap();
+    tx.commit().unwrap();
+    assert_eq!(count(&db.conn(), "backlite_tasks"), 1);
+}
+
 // ---------------------------------------------------------------- 15. configuration
 
 #[tokio::test]
@@ -813,10 +837,10 @@ async fn a_schema_newer_than_this_version_is_refused_and_older_ones_migrate() {
         .conn()
         .query_row("SELECT MAX(version) FROM backlite_schema", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     // Opening again applies nothing twice.
     drop(Client::builder().database(&db.path).build().await.unwrap());
-    assert_eq!(count(&db.conn(), "backlite_schema"), 2);
+    assert_eq!(count(&db.conn(), "backlite_schema"), 3);
 
     db.conn()
         .execute("INSERT INTO backlite_schema VALUES (99, 0)", [])
@@ -827,7 +851,7 @@ async fn a_schema_newer_than_this_version_is_refused_and_older_ones_migrate() {
             result,
             Err(Error::SchemaTooNew {
                 found: 99,
-                supported: 2
+                supported: 3
             })
         ),
         "{result:?}"

@@ -5,10 +5,12 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::Notify;
 
+use crate::database::Database;
 use crate::dispatcher::{self, Running};
 use crate::error::{Error, Result};
 use crate::processor::Registry;
-use crate::storage::sqlite::{self, SqliteDriver, Synchronous};
+use crate::save_in::SaveIn;
+use crate::storage::sqlite::{self, SqliteDriver, SqliteTarget, Synchronous};
 use crate::storage::{Driver, NewTask, QueueStats, duration_millis, now_millis, to_millis};
 use crate::task::{Task, TaskId, TaskStatus};
 
@@ -43,6 +45,8 @@ pub struct Client {
 
 pub(crate) struct Inner {
     pub(crate) driver: Arc<dyn Driver>,
+    /// Where the database is, for `save_in` to check a transaction against.
+    pub(crate) target: Target,
     pub(crate) registry: Registry,
     pub(crate) settings: Settings,
     /// Notified when new work may be due: local inserts, external commits, retries.
@@ -56,7 +60,6 @@ pub(crate) struct Settings {
     pub(crate) workers: usize,
     pub(crate) release_after: Duration,
     pub(crate) cleanup_interval: Duration,
-    pub(crate) busy_timeout: Duration,
 }
 
 impl Client {
@@ -121,6 +124,32 @@ impl Client {
         &*self.inner.driver
     }
 
+    /// The SQLite database of this client, or the error `save_in` gives for a transaction
+    /// on SQLite when the client is on another backend.
+    pub(crate) fn sqlite_target(&self) -> Result<&SqliteTarget> {
+        match &self.inner.target {
+            Target::Sqlite(target) => Ok(target),
+            #[cfg(feature = "postgres")]
+            Target::Postgres(target) => Err(Error::WrongDatabase {
+                expected: target.to_string(),
+                found: "an SQLite database".into(),
+            }),
+        }
+    }
+
+    /// The PostgreSQL database of this client, or the error `save_in` gives for a transaction
+    /// on PostgreSQL when the client is on SQLite.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn postgres_target(&self) -> Result<&crate::storage::postgres::PgTarget> {
+        match &self.inner.target {
+            Target::Postgres(target) => Ok(target),
+            Target::Sqlite(target) => Err(Error::WrongDatabase {
+                expected: target.to_string(),
+                found: "a PostgreSQL database".into(),
+            }),
+        }
+    }
+
     #[cfg_attr(
         not(feature = "ui"),
         allow(dead_code, reason = "the UI reads queue settings")
@@ -133,17 +162,29 @@ impl Client {
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
+            .field("database", &self.inner.target)
             .field("queues", &self.inner.registry)
             .field("settings", &self.inner.settings)
             .finish_non_exhaustive()
     }
 }
 
+/// Where a client's database is.
+#[derive(Debug)]
+pub(crate) enum Target {
+    Sqlite(SqliteTarget),
+    #[cfg(feature = "postgres")]
+    Postgres(crate::storage::postgres::PgTarget),
+}
+
 /// Configures and opens a [`Client`]. Every setting but the database has a default.
 #[derive(Debug)]
 #[must_use = "call `.build().await` to open the client"]
 pub struct ClientBuilder {
-    database: Option<String>,
+    database: Option<Database>,
+    pool_size: usize,
+    schema: Option<String>,
+    poll_interval: Option<Duration>,
     workers: usize,
     release_after: Duration,
     cleanup_interval: Duration,
@@ -156,6 +197,9 @@ impl Default for ClientBuilder {
     fn default() -> Self {
         ClientBuilder {
             database: None,
+            pool_size: 10,
+            schema: None,
+            poll_interval: None,
             workers: 10,
             release_after: Duration::from_secs(600),
             cleanup_interval: Duration::from_secs(3600),
@@ -167,10 +211,46 @@ impl Default for ClientBuilder {
 }
 
 impl ClientBuilder {
-    /// The SQLite file to use, created if missing; `":memory:"` gives a database that lives as
-    /// long as the client. Required.
-    pub fn database(mut self, path: impl AsRef<std::path::Path>) -> Self {
-        self.database = Some(path.as_ref().to_string_lossy().into_owned());
+    /// The database to use. Required.
+    ///
+    /// - A path opens that SQLite file, created if missing; `":memory:"` gives a database that
+    ///   lives as long as the client.
+    /// - A `postgres://` or `postgresql://` URL opens that PostgreSQL database (with the
+    ///   `postgres` feature; without it, `build()` returns [`Error::Config`]). Tasks and
+    ///   processors are the same on both.
+    ///
+    /// A URL's password is never shown: errors, logs and `Debug` print the URL without it.
+    pub fn database(mut self, path_or_url: impl AsRef<std::path::Path>) -> Self {
+        let given = path_or_url.as_ref().to_string_lossy();
+        self.database = Some(Database::parse(&given));
+        self
+    }
+
+    /// PostgreSQL: how many connections the client keeps open at most for its saves, claims
+    /// and outcomes (default 10; at least 2). The listener for wake-ups takes one more. On
+    /// SQLite, which writes through one connection, this setting is refused.
+    pub fn pool_size(mut self, pool_size: usize) -> Self {
+        self.pool_size = pool_size;
+        self
+    }
+
+    /// PostgreSQL: the schema that holds backlite's tables (default `public`), created if
+    /// missing, so that an application can keep them apart from its own. Clients on one
+    /// database share tasks only when they use the same schema.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = Some(schema.into());
+        self
+    }
+
+    /// PostgreSQL: look for new work every `interval` instead of waiting for notifications.
+    ///
+    /// By default a client LISTENs on one connection of its own, and every insert, retry or
+    /// release by any host NOTIFYs it. A connection pooler in transaction mode (PgBouncer's
+    /// `pool_mode = transaction`) does not deliver notifications; behind one, set this to a
+    /// short interval (such as 100 ms): each idle client then runs one indexed query per
+    /// interval, and a new task waits up to `interval` before it starts.
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = Some(interval);
         self
     }
 
@@ -223,26 +303,56 @@ impl ClientBuilder {
         self.validate()?;
         let runtime = tokio::runtime::Handle::current();
         let wake = Arc::new(Notify::new());
-        let options = sqlite::Options {
-            path: database,
-            synchronous: self.synchronous,
-            busy_timeout: self.busy_timeout,
-            queues: self.registry.queues().collect(),
+        let (driver, target): (Arc<dyn Driver>, Target) = match database {
+            Database::Sqlite(path) => {
+                if self.schema.is_some() || self.poll_interval.is_some() {
+                    return Err(Error::Config(
+                        "`schema` and `poll_interval` apply to PostgreSQL databases only".into(),
+                    ));
+                }
+                let options = sqlite::Options {
+                    path,
+                    synchronous: self.synchronous,
+                    busy_timeout: self.busy_timeout,
+                    queues: self.registry.queues().collect(),
+                };
+                let driver_wake = wake.clone();
+                let (driver, target) =
+                    tokio::task::spawn_blocking(move || SqliteDriver::open(options, driver_wake))
+                        .await
+                        .map_err(|e| Error::Storage(e.to_string().into()))??;
+                (Arc::new(driver), Target::Sqlite(target))
+            }
+            #[cfg(feature = "postgres")]
+            Database::Postgres(url) => {
+                let options = crate::storage::postgres::Options {
+                    url,
+                    schema: self.schema.clone().unwrap_or_else(|| "public".into()),
+                    pool_size: self.pool_size,
+                    poll_interval: self.poll_interval,
+                    queues: self.registry.queues().collect(),
+                };
+                let (driver, target) =
+                    crate::storage::postgres::PgDriver::open(options, wake.clone()).await?;
+                (Arc::new(driver), Target::Postgres(target))
+            }
+            #[cfg(not(feature = "postgres"))]
+            Database::Postgres(url) => {
+                return Err(Error::Config(format!(
+                    "`{}` is a PostgreSQL URL: enable backlite's `postgres` feature to use it",
+                    crate::database::redact(&url)
+                )));
+            }
         };
-        let driver_wake = wake.clone();
-        let driver = tokio::task::spawn_blocking(move || SqliteDriver::open(options, driver_wake))
-            .await
-            .map_err(|e| Error::Storage(e.to_string().into()))??;
-        let driver = Arc::new(driver);
         Ok(Client {
             inner: Arc::new(Inner {
                 driver,
+                target,
                 registry: self.registry,
                 settings: Settings {
                     workers: self.workers,
                     release_after: self.release_after,
                     cleanup_interval: self.cleanup_interval,
-                    busy_timeout: self.busy_timeout,
                 },
                 wake,
                 runtime,
@@ -254,6 +364,14 @@ impl ClientBuilder {
     fn validate(&self) -> Result<()> {
         if self.workers == 0 {
             return Err(Error::Config("workers must be at least 1".into()));
+        }
+        if self.pool_size < 2 {
+            return Err(Error::Config("pool_size must be at least 2".into()));
+        }
+        if self.poll_interval.is_some_and(|i| i.is_zero()) {
+            return Err(Error::Config(
+                "poll_interval must be greater than zero".into(),
+            ));
         }
         for (name, value) in [
             ("release_after", self.release_after),
@@ -357,12 +475,16 @@ impl AddTasks<'_> {
         Ok(ids)
     }
 
-    /// Stores the batch as part of the application's own transaction on the same database
-    /// file: the tasks exist if and only if that transaction commits. Once it has, they run
-    /// without any further call (the client notices the commit within a few tens of
-    /// milliseconds).
+    /// Stores the batch as part of the application's own transaction on the client's
+    /// database: the tasks exist if and only if that transaction commits. Once it has, they
+    /// run without any further call (on SQLite the client notices the commit within a few
+    /// tens of milliseconds; on PostgreSQL the commit notifies every client at once). A
+    /// transaction on another database is refused with [`Error::WrongDatabase`].
     ///
-    /// Start such transactions with `BEGIN IMMEDIATE`
+    /// It takes every transaction type that implements [`SaveIn`], and returns what that
+    /// library's calls return: for rusqlite a `Result`, as below.
+    ///
+    /// On SQLite, start such transactions with `BEGIN IMMEDIATE`
     /// (`conn.transaction_with_behavior(TransactionBehavior::Immediate)`): a deferred
     /// transaction that reads first and writes later can fail with `SQLITE_BUSY` at its first
     /// write when the client committed in between, which waiting cannot fix.
@@ -380,11 +502,9 @@ impl AddTasks<'_> {
     /// tx.commit()?;
     /// # Ok(()) }
     /// ```
-    pub fn save_in(self, tx: &rusqlite::Transaction<'_>) -> Result<Vec<TaskId>> {
-        let busy = self.client.inner.settings.busy_timeout;
-        let tasks = self.prepare()?;
-        SqliteDriver::insert_in(tx, &tasks, busy)?;
-        Ok(tasks.iter().map(|t| t.id).collect())
+    pub fn save_in<T: SaveIn>(self, tx: T) -> T::Output {
+        let client = self.client;
+        tx.save_into(client, self.prepare())
     }
 }
 

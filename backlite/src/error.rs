@@ -72,6 +72,40 @@ pub enum Error {
     /// The storage writer has shut down (its thread ended), so nothing more can be written.
     #[error("the backlite storage writer has shut down")]
     Closed,
+
+    /// The connection to the database server was lost or could not be made: the server is
+    /// down, restarting or refusing connections, or every pooled connection stayed busy.
+    /// Nothing was written, or the write was rolled back; the call can be retried.
+    #[error("cannot reach the database: {0}")]
+    Connection(#[source] BoxError),
+
+    /// The database ended the transaction to resolve a conflict with a concurrent one (a
+    /// serialization failure or a deadlock). Nothing was written; the call can be retried.
+    #[error("the database rolled the transaction back after a conflict: {0}")]
+    Conflict(#[source] BoxError),
+
+    /// `save_in` was given a transaction on another database (or another PostgreSQL schema)
+    /// than the client's. Nothing was written.
+    #[error("the transaction is on {found}, but this client's database is {expected}")]
+    WrongDatabase {
+        /// The client's database (a URL is shown without its password).
+        expected: String,
+        /// Where the transaction is.
+        found: String,
+    },
+}
+
+impl Error {
+    /// Whether the failure may pass by itself, so that the same call can be retried as it is:
+    /// a lock held by another connection, a lost connection, a server restarting, a pool with
+    /// no free connection, or a conflict with a concurrent transaction. backlite retries its
+    /// own writes (claims, outcomes) on these; `save()` returns them for the caller to decide.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Busy(_) | Error::Connection(_) | Error::Conflict(_)
+        )
+    }
 }
 
 /// The result type of backlite calls.

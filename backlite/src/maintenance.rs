@@ -6,12 +6,14 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::Client;
-use crate::storage::{duration_millis, now_millis};
+use crate::storage::now_millis;
 
 pub(crate) async fn run(client: Client, stop: CancellationToken) {
     let settings = &client.inner.settings;
-    // A dead worker's task is released between `release_after` and 1.1 x `release_after`
-    // after its claim: the check is an indexed scan of claimed rows only.
+    // A dead worker's task is released between the end of its lease and a tenth of
+    // `release_after` later: the check is an indexed scan of claimed rows only. Each claim
+    // carries its own lease, so processes with different settings release each other's tasks
+    // when their claimer's lease ends, and running this on every process is harmless.
     let release_every =
         (settings.release_after / 10).clamp(Duration::from_millis(10), Duration::from_secs(60));
     let mut release = tokio::time::interval(release_every);
@@ -23,8 +25,7 @@ pub(crate) async fn run(client: Client, stop: CancellationToken) {
             biased;
             _ = stop.cancelled() => return,
             _ = release.tick() => {
-                let before = now_millis() - duration_millis(settings.release_after);
-                match client.driver().task_release_stuck(before).await {
+                match client.driver().task_release_stuck(None).await {
                     Ok(0) => {}
                     Ok(released) => tracing::warn!(released, "released tasks whose worker stopped responding"),
                     Err(e) => tracing::warn!(error = %e, "release of stuck tasks failed; will retry"),

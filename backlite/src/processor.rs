@@ -1,18 +1,16 @@
 //! Processors, the registry the dispatcher consults, and the context a processor runs with.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::BoxFuture;
 use crate::client::Client;
 use crate::task::{QueueConfig, Task, TaskId};
 
 /// The error a processor returns, boxed so that any error type (and `anyhow::Error`) works.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
-
-pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// Runs the tasks of one queue. Implemented by `#[processor]` on an `async fn`:
 ///

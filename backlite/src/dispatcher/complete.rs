@@ -97,9 +97,10 @@ async fn store(client: &Client, shutdown: &CancellationToken, completions: Vec<C
 }
 
 /// Conditions that pass, or that an operator fixes, while the outcome waits in memory: a lock
-/// held by another connection, a full disk, a file made read-only.
+/// held by another connection, a lost connection or a server restarting, a conflict with a
+/// concurrent transaction, a full disk, a file made read-only.
 fn passes(error: &Error) -> bool {
-    matches!(error, Error::Busy(_) | Error::Full | Error::ReadOnly)
+    error.is_transient() || matches!(error, Error::Full | Error::ReadOnly)
 }
 
 /// Stores `completions` in one request, retrying while [`passes`] says the error will pass;

@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::Shared;
+use crate::BoxFuture;
 use crate::client::retention_expiry;
-use crate::processor::{BoxError, BoxFuture, Context};
+use crate::processor::{BoxError, Context};
 use crate::storage::{ClaimedTask, Completion, Next, Retain, duration_millis, now_millis};
 
 /// Why an attempt failed.
@@ -62,12 +63,12 @@ impl Failure {
 
 pub(super) fn spawn(shared: &Arc<Shared>, task: ClaimedTask, slot: OwnedSemaphorePermit) {
     let id = task.id;
-    let claimed_at = task.claimed_at;
+    let token = task.token;
     // Registered before the task can finish, removed by it: the map lock orders both.
     let mut running = shared.running.lock().ok();
     let handle = shared.workers.spawn(run(shared.clone(), task, slot));
     if let Some(running) = running.as_mut() {
-        running.insert(id, (handle.abort_handle(), claimed_at));
+        running.insert(id, (handle.abort_handle(), token));
     }
 }
 
@@ -169,7 +170,7 @@ async fn run(shared: Arc<Shared>, task: ClaimedTask, slot: OwnedSemaphorePermit)
     };
     let completion = Completion {
         id: task.id,
-        claimed_at: task.claimed_at,
+        token: task.token,
         executed_at,
         duration,
         error,

@@ -10,7 +10,7 @@ mod execute;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 use tokio::sync::mpsc::UnboundedSender;
@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::client::Client;
 use crate::maintenance;
-use crate::storage::{ClaimedTask, Completion, Millis, now_millis};
+use crate::storage::{ClaimToken, ClaimedTask, Completion};
 use crate::task::TaskId;
 
 /// The handles of a started client, kept until `stop`.
@@ -40,7 +40,7 @@ pub(crate) struct Shared {
     /// with the completer, which `stop` flushes.
     workers: TaskTracker,
     /// Tasks whose processor runs now, for a stop that times out.
-    running: Mutex<HashMap<TaskId, (AbortHandle, Millis)>>,
+    running: Mutex<HashMap<TaskId, (AbortHandle, ClaimToken)>>,
     /// Cancelled when the stop times out: each processor's `Context` reports cancellation.
     shutdown: CancellationToken,
     finished: AtomicU64,
@@ -101,12 +101,12 @@ impl Running {
         }
         // Hard stop of what is left: cancel, drop, and hand the tasks back.
         shared.shutdown.cancel();
-        let abandoned: Vec<(TaskId, Millis)> = match shared.running.lock() {
+        let abandoned: Vec<(TaskId, ClaimToken)> = match shared.running.lock() {
             Ok(mut running) => running
                 .drain()
-                .map(|(id, (abort, claimed_at))| {
+                .map(|(id, (abort, token))| {
                     abort.abort();
-                    (id, claimed_at)
+                    (id, token)
                 })
                 .collect(),
             Err(_) => Vec::new(),
@@ -135,13 +135,22 @@ const PREFETCH_MAX: usize = 2000;
 /// Finished tasks enough to estimate the pool's pace before a whole horizon has passed.
 const PACE_SAMPLE: u64 = 32;
 
+/// When a claim came back short while a task is due already, other claimers hold the rest (a
+/// shared database's `SKIP LOCKED`): wait for a wake-up, or this long and doubling, rather than
+/// claim again at once.
+const HELD_ELSEWHERE_PAUSE: Duration = Duration::from_millis(5);
+const HELD_ELSEWHERE_PAUSE_MAX: Duration = Duration::from_millis(500);
+
 async fn dispatch(shared: Arc<Shared>, stop: CancellationToken) -> Arc<Shared> {
     let client = shared.client.clone();
     let wake = client.inner.wake.clone();
     let mut buffer: VecDeque<ClaimedTask> = VecDeque::new();
     // The last claim came back short: nothing more is due until a wake-up or `next_due`.
     let mut drained = false;
-    let mut next_due: Option<Option<Millis>> = None;
+    // When the next task is due, once asked after a short claim.
+    let mut next_due: Option<Option<tokio::time::Instant>> = None;
+    let mut held_pause = Duration::ZERO;
+    let lease = client.inner.settings.release_after;
     let mut error_pause = Duration::ZERO;
     let mut prefetch = 0usize;
     let mut window = (Instant::now(), 0u64);
@@ -177,9 +186,12 @@ async fn dispatch(shared: Arc<Shared>, stop: CancellationToken) -> Arc<Shared> {
         // same for 5 tasks as for 500, so claiming again each time a worker frees would make
         // the claims, not the tasks, set the pool's pace.
         if want > 0 && buffer.len() <= prefetch / 2 && !drained {
-            match client.driver().task_claim(want, now_millis()).await {
+            match client.driver().task_claim(want, lease, None).await {
                 Ok(tasks) => {
                     error_pause = Duration::ZERO;
+                    if !tasks.is_empty() {
+                        held_pause = Duration::ZERO;
+                    }
                     drained = tasks.len() < want;
                     let got_some = !tasks.is_empty();
                     buffer.extend(tasks);
@@ -200,23 +212,26 @@ async fn dispatch(shared: Arc<Shared>, stop: CancellationToken) -> Arc<Shared> {
         }
 
         if drained && buffer.is_empty() && next_due.is_none() {
-            match client.driver().task_next_due().await {
-                Ok(due) => next_due = Some(due),
+            let wait = match client.driver().task_next_due(None).await {
+                Ok(Some(wait)) if wait.is_zero() => {
+                    // Due now, yet the claim came back short: held by other claimers.
+                    held_pause =
+                        (held_pause * 2).clamp(HELD_ELSEWHERE_PAUSE, HELD_ELSEWHERE_PAUSE_MAX);
+                    Some(held_pause)
+                }
+                Ok(wait) => {
+                    held_pause = Duration::ZERO;
+                    wait
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "backlite could not read the next due time");
-                    next_due = Some(Some(now_millis() + 1000));
+                    Some(Duration::from_secs(1))
                 }
-            }
+            };
+            next_due = Some(wait.map(|wait| tokio::time::Instant::now() + wait));
         }
         let sleep_until = match next_due {
-            Some(Some(due)) if drained && buffer.is_empty() => {
-                // Measured to the microsecond from the wall clock, so that the wake-up is not
-                // early (then the claim finds nothing due) nor a millisecond late; tokio's
-                // timer then rounds it up to its next millisecond tick.
-                let due = UNIX_EPOCH + Duration::from_millis(u64::try_from(due).unwrap_or(0));
-                let wait = due.duration_since(SystemTime::now()).unwrap_or_default();
-                Some(tokio::time::Instant::now() + wait)
-            }
+            Some(Some(due)) if drained && buffer.is_empty() => Some(due),
             _ => None,
         };
         // A freed worker matters when tasks wait in the buffer, or when the pool was full
@@ -240,7 +255,7 @@ async fn dispatch(shared: Arc<Shared>, stop: CancellationToken) -> Arc<Shared> {
 
     // Tasks claimed but not started go back to pending, attempts untouched.
     if !buffer.is_empty() {
-        let unclaim: Vec<_> = buffer.iter().map(|t| (t.id, t.claimed_at)).collect();
+        let unclaim: Vec<_> = buffer.iter().map(|t| (t.id, t.token)).collect();
         let count = unclaim.len();
         if let Err(e) = client.driver().task_unclaim_many(unclaim).await {
             tracing::error!(error = %e, count, "could not hand back unstarted tasks; they run again after release_after");

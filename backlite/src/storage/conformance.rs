@@ -4,8 +4,11 @@
 
 use std::time::Duration;
 
-use crate::storage::{Completion, Millis, NewTask, Next, Retain};
+use crate::storage::{ClaimToken, Completion, Millis, NewTask, Next, Retain};
 use crate::task::TaskId;
+
+/// The lease of every claim in the suites: a task claimed at `t` is released at `t + 1000`.
+pub(crate) const LEASE: Duration = Duration::from_millis(1000);
 
 pub(crate) fn new_task(queue: &'static str, run_at: Millis, payload: &str) -> NewTask {
     NewTask {
@@ -19,14 +22,14 @@ pub(crate) fn new_task(queue: &'static str, run_at: Millis, payload: &str) -> Ne
 
 pub(crate) fn done(
     id: TaskId,
-    claimed_at: Millis,
+    token: ClaimToken,
     error: Option<&str>,
     retain: Option<Retain>,
 ) -> Completion {
     Completion {
         id,
-        claimed_at,
-        executed_at: claimed_at,
+        token,
+        executed_at: 1_000,
         duration: Duration::from_micros(1500),
         error: error.map(str::to_owned),
         next: Next::Done { retain },
@@ -37,18 +40,29 @@ macro_rules! driver_conformance {
     ($name:ident, $open:expr) => {
         #[cfg(test)]
         mod $name {
-            use crate::storage::conformance::{done, new_task};
-            use crate::storage::{Completion, Driver, Next, Retain};
+            use crate::storage::conformance::{LEASE, done, new_task};
+            use crate::storage::{ClaimToken, Completion, Driver, Next, Retain};
             use crate::task::TaskStatus;
             use std::time::Duration;
 
-            async fn open(queues: &[&'static str]) -> impl Driver {
+            /// A driver on a fresh database, or `None` when this backend is not available here
+            /// (the opener has said why).
+            async fn open(queues: &[&'static str]) -> Option<impl Driver> {
                 ($open)(queues.to_vec()).await
+            }
+
+            /// Claims at `now` under [`LEASE`].
+            async fn claim(
+                d: &impl Driver,
+                limit: usize,
+                now: i64,
+            ) -> Vec<crate::storage::ClaimedTask> {
+                d.task_claim(limit, LEASE, Some(now)).await.unwrap()
             }
 
             #[tokio::test]
             async fn claims_due_tasks_oldest_due_first_up_to_the_limit() {
-                let d = open(&["a"]).await;
+                let Some(d) = open(&["a"]).await else { return };
                 let (t1, t2, t3) = (
                     new_task("a", 30, "1"),
                     new_task("a", 10, "2"),
@@ -57,33 +71,50 @@ macro_rules! driver_conformance {
                 d.task_insert_many(vec![t1.clone(), t2.clone(), t3.clone()])
                     .await
                     .unwrap();
-                let claimed = d.task_claim(2, 100).await.unwrap();
+                let claimed = claim(&d, 2, 100).await;
                 let mut ids: Vec<_> = claimed.iter().map(|c| c.id).collect();
                 ids.sort();
                 let mut expected = vec![t2.id, t3.id];
                 expected.sort();
                 assert_eq!(ids, expected);
-                assert!(
-                    claimed
-                        .iter()
-                        .all(|c| c.claimed_at == 100 && c.attempts == 0)
-                );
+                assert!(claimed.iter().all(|c| c.attempts == 0));
                 assert_eq!(
                     claimed.iter().find(|c| c.id == t2.id).unwrap().payload,
                     b"2"
                 );
-                let rest = d.task_claim(10, 100).await.unwrap();
+                let rest = claim(&d, 10, 100).await;
                 assert_eq!(rest.len(), 1);
                 assert_eq!(rest[0].id, t1.id);
-                assert!(
-                    d.task_claim(10, 100).await.unwrap().is_empty(),
-                    "claimed twice"
-                );
+                assert!(claim(&d, 10, 100).await.is_empty(), "claimed twice");
+            }
+
+            #[tokio::test]
+            async fn claims_follow_due_time_then_insertion_order_across_queues() {
+                let Some(d) = open(&["a", "b"]).await else {
+                    return;
+                };
+                // Equal due times in two queues and two batches: insertion breaks the tie.
+                let first = vec![
+                    new_task("b", 20, "b20"),
+                    new_task("a", 20, "a20"),
+                    new_task("a", 10, "a10"),
+                ];
+                let second = vec![new_task("b", 10, "b10"), new_task("a", 20, "a20-2")];
+                d.task_insert_many(first).await.unwrap();
+                d.task_insert_many(second).await.unwrap();
+                let mut order = Vec::new();
+                for _ in 0..5 {
+                    let one = claim(&d, 1, 100).await;
+                    order.push(String::from_utf8(one[0].payload.clone()).unwrap());
+                }
+                assert_eq!(order, ["a10", "b10", "b20", "a20", "a20-2"]);
             }
 
             #[tokio::test]
             async fn claims_only_served_queues_and_due_tasks() {
-                let d = open(&["a", "b"]).await;
+                let Some(d) = open(&["a", "b"]).await else {
+                    return;
+                };
                 let (a, b, c, later) = (
                     new_task("a", 1, "{}"),
                     new_task("b", 2, "{}"),
@@ -93,17 +124,25 @@ macro_rules! driver_conformance {
                 d.task_insert_many(vec![a.clone(), b.clone(), c.clone(), later.clone()])
                     .await
                     .unwrap();
-                let claimed = d.task_claim(10, 100).await.unwrap();
+                let claimed = claim(&d, 10, 100).await;
                 let mut queues: Vec<_> = claimed.iter().map(|t| t.queue.clone()).collect();
                 queues.sort();
                 assert_eq!(queues, ["a", "b"]);
                 assert_eq!(d.task_status(c.id).await.unwrap(), TaskStatus::Pending);
                 assert_eq!(d.task_status(later.id).await.unwrap(), TaskStatus::Pending);
                 assert_eq!(d.task_status(a.id).await.unwrap(), TaskStatus::Running);
-                assert_eq!(d.task_next_due().await.unwrap(), Some(500));
-                assert_eq!(d.task_claim(10, 500).await.unwrap()[0].id, later.id);
                 assert_eq!(
-                    d.task_next_due().await.unwrap(),
+                    d.task_next_due(Some(100)).await.unwrap(),
+                    Some(Duration::from_millis(400))
+                );
+                assert_eq!(
+                    d.task_next_due(Some(600)).await.unwrap(),
+                    Some(Duration::ZERO),
+                    "a task past due waits for nothing"
+                );
+                assert_eq!(claim(&d, 10, 500).await[0].id, later.id);
+                assert_eq!(
+                    d.task_next_due(Some(500)).await.unwrap(),
                     None,
                     "queue c is not served"
                 );
@@ -111,31 +150,32 @@ macro_rules! driver_conformance {
 
             #[tokio::test]
             async fn a_batch_is_stored_whole_or_not_at_all() {
-                let d = open(&["a"]).await;
+                let Some(d) = open(&["a"]).await else { return };
                 let t = new_task("a", 1, "{}");
                 let duplicate = t.clone();
                 let err = d
                     .task_insert_many(vec![new_task("a", 1, "{}"), t, duplicate])
                     .await;
                 assert!(err.is_err());
-                assert!(d.task_claim(10, 100).await.unwrap().is_empty());
+                assert!(claim(&d, 10, 100).await.is_empty());
             }
 
             #[tokio::test]
             async fn success_deletes_and_retains_as_told() {
-                let d = open(&["a"]).await;
+                let Some(d) = open(&["a"]).await else { return };
                 let (kept, gone) = (new_task("a", 1, "{\"k\":1}"), new_task("a", 1, "{}"));
                 d.task_insert_many(vec![kept.clone(), gone.clone()])
                     .await
                     .unwrap();
-                d.task_claim(10, 100).await.unwrap();
+                let claimed = claim(&d, 10, 100).await;
+                let token = |id| claimed.iter().find(|c| c.id == id).unwrap().token;
                 let retain = Retain {
                     payload: true,
                     expires_at: Some(5_000),
                 };
                 d.task_complete_many(vec![
-                    done(kept.id, 100, None, Some(retain)),
-                    done(gone.id, 100, None, None),
+                    done(kept.id, token(kept.id), None, Some(retain)),
+                    done(gone.id, token(gone.id), None, None),
                 ])
                 .await
                 .unwrap();
@@ -153,25 +193,25 @@ macro_rules! driver_conformance {
 
             #[tokio::test]
             async fn retry_reschedules_and_counts_the_attempt() {
-                let d = open(&["a"]).await;
+                let Some(d) = open(&["a"]).await else { return };
                 let t = new_task("a", 1, "{}");
                 d.task_insert_many(vec![t.clone()]).await.unwrap();
-                d.task_claim(1, 100).await.unwrap();
+                let first = claim(&d, 1, 100).await;
                 let retry = Completion {
                     next: Next::Retry { run_at: 300 },
-                    ..done(t.id, 100, Some("boom"), None)
+                    ..done(t.id, first[0].token, Some("boom"), None)
                 };
                 d.task_complete_many(vec![retry]).await.unwrap();
                 assert_eq!(d.task_status(t.id).await.unwrap(), TaskStatus::Pending);
                 assert!(
-                    d.task_claim(1, 299).await.unwrap().is_empty(),
+                    claim(&d, 1, 299).await.is_empty(),
                     "retried before its backoff"
                 );
-                let again = d.task_claim(1, 300).await.unwrap();
+                let again = claim(&d, 1, 300).await;
                 assert_eq!(again[0].attempts, 1);
                 d.task_complete_many(vec![done(
                     t.id,
-                    300,
+                    again[0].token,
                     Some("boom"),
                     Some(Retain {
                         payload: false,
@@ -186,42 +226,79 @@ macro_rules! driver_conformance {
 
             #[tokio::test]
             async fn a_stale_claim_cannot_complete_the_task() {
-                let d = open(&["a"]).await;
+                let Some(d) = open(&["a"]).await else { return };
                 let t = new_task("a", 1, "{}");
                 d.task_insert_many(vec![t.clone()]).await.unwrap();
-                d.task_claim(1, 100).await.unwrap();
+                let first = claim(&d, 1, 100).await[0].token;
                 assert_eq!(
-                    d.task_release_stuck(99).await.unwrap(),
+                    d.task_release_stuck(Some(1_099)).await.unwrap(),
                     0,
-                    "released too early"
+                    "released before its lease ended"
                 );
-                assert_eq!(d.task_release_stuck(100).await.unwrap(), 1);
-                assert_eq!(d.task_claim(1, 200).await.unwrap().len(), 1);
-                // The first worker, taken for dead, reports late: its outcome is ignored.
-                d.task_complete_many(vec![done(t.id, 100, None, None)])
+                assert_eq!(d.task_release_stuck(Some(1_100)).await.unwrap(), 1);
+                let second = claim(&d, 1, 1_200).await[0].token;
+                assert_ne!(first, second, "a new claim has a new token");
+                // The first worker, taken for dead, reports late: its outcome is ignored,
+                // whether it succeeded, asks for a retry or hands the task back.
+                d.task_complete_many(vec![done(t.id, first, None, None)])
                     .await
                     .unwrap();
+                let late_retry = Completion {
+                    next: Next::Retry { run_at: 1 },
+                    ..done(t.id, first, Some("late"), None)
+                };
+                d.task_complete_many(vec![late_retry]).await.unwrap();
+                d.task_unclaim_many(vec![(t.id, first)]).await.unwrap();
                 assert_eq!(d.task_status(t.id).await.unwrap(), TaskStatus::Running);
-                d.task_complete_many(vec![done(t.id, 200, None, None)])
+                d.task_complete_many(vec![done(t.id, second, None, None)])
                     .await
                     .unwrap();
                 assert_eq!(d.task_status(t.id).await.unwrap(), TaskStatus::NotFound);
             }
 
             #[tokio::test]
+            async fn each_claim_keeps_the_lease_it_was_given() {
+                let Some(d) = open(&["a"]).await else { return };
+                let (short, long) = (new_task("a", 1, "short"), new_task("a", 2, "long"));
+                d.task_insert_many(vec![short.clone(), long.clone()])
+                    .await
+                    .unwrap();
+                // Two processes with different `release_after` claim one task each.
+                d.task_claim(1, Duration::from_millis(100), Some(10))
+                    .await
+                    .unwrap();
+                d.task_claim(1, Duration::from_millis(10_000), Some(10))
+                    .await
+                    .unwrap();
+                assert_eq!(d.task_release_stuck(Some(109)).await.unwrap(), 0);
+                assert_eq!(d.task_release_stuck(Some(110)).await.unwrap(), 1);
+                assert_eq!(d.task_status(short.id).await.unwrap(), TaskStatus::Pending);
+                assert_eq!(d.task_status(long.id).await.unwrap(), TaskStatus::Running);
+                assert_eq!(d.task_release_stuck(Some(10_009)).await.unwrap(), 0);
+                assert_eq!(d.task_release_stuck(Some(10_010)).await.unwrap(), 1);
+            }
+
+            #[tokio::test]
             async fn unclaimed_tasks_are_pending_again_with_attempts_untouched() {
-                let d = open(&["a"]).await;
+                let Some(d) = open(&["a"]).await else { return };
                 let t = new_task("a", 1, "{}");
                 d.task_insert_many(vec![t.clone()]).await.unwrap();
-                d.task_claim(1, 100).await.unwrap();
-                d.task_unclaim_many(vec![(t.id, 100)]).await.unwrap();
+                let token = claim(&d, 1, 100).await[0].token;
+                d.task_unclaim_many(vec![(t.id, token)]).await.unwrap();
                 assert_eq!(d.task_status(t.id).await.unwrap(), TaskStatus::Pending);
-                assert_eq!(d.task_claim(1, 100).await.unwrap()[0].attempts, 0);
+                let again = claim(&d, 1, 100).await;
+                assert_eq!(again[0].attempts, 0);
+                // A token from before the unclaim completes nothing.
+                d.task_complete_many(vec![done(t.id, token, None, None)])
+                    .await
+                    .unwrap();
+                assert_eq!(d.task_status(t.id).await.unwrap(), TaskStatus::Running);
+                let _ = ClaimToken(0);
             }
 
             #[tokio::test]
             async fn stats_count_each_state_per_queue() {
-                let d = open(&["a"]).await;
+                let Some(d) = open(&["a"]).await else { return };
                 d.task_insert_many(vec![
                     new_task("a", 1, "{}"),
                     new_task("a", 1, "{}"),
@@ -230,13 +307,49 @@ macro_rules! driver_conformance {
                 ])
                 .await
                 .unwrap();
-                d.task_claim(1, 100).await.unwrap();
+                claim(&d, 1, 100).await;
                 let stats = d.queue_stats(100).await.unwrap();
                 let a = stats.iter().find(|s| s.queue == "a").unwrap();
                 assert_eq!((a.pending, a.scheduled, a.running), (1, 1, 1));
                 let z = stats.iter().find(|s| s.queue == "z").unwrap();
                 assert_eq!(z.pending, 1);
-                let _ = Duration::ZERO;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn concurrent_claimers_never_share_a_task() {
+                let Some(d) = open(&["a"]).await else { return };
+                let d = std::sync::Arc::new(d);
+                let tasks: Vec<_> = (0..400).map(|i| new_task("a", 1, &i.to_string())).collect();
+                d.task_insert_many(tasks).await.unwrap();
+                let claimers: Vec<_> = (0..8)
+                    .map(|_| {
+                        let d = d.clone();
+                        tokio::spawn(async move {
+                            let mut mine = Vec::new();
+                            loop {
+                                let got = d.task_claim(7, LEASE, Some(100)).await.unwrap();
+                                if got.is_empty() {
+                                    // Empty may mean "held by the others": make sure.
+                                    let left = d.queue_stats(100).await.unwrap();
+                                    if left.iter().all(|s| s.pending == 0) {
+                                        return mine;
+                                    }
+                                    tokio::task::yield_now().await;
+                                }
+                                mine.extend(got.into_iter().map(|t| t.id));
+                            }
+                        })
+                    })
+                    .collect();
+                let mut all = Vec::new();
+                for claimer in claimers {
+                    all.extend(claimer.await.unwrap());
+                }
+                let count = all.len();
+                all.sort();
+                all.dedup();
+                assert_eq!(all.len(), count, "a task was claimed twice");
+                assert_eq!(count, 400);
             }
         }
     };

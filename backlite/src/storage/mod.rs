@@ -9,12 +9,14 @@ pub(crate) mod browse_conformance;
 pub(crate) mod conformance;
 #[cfg(test)]
 pub(crate) mod model;
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
 pub(crate) mod sqlite;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::BoxFuture;
 use crate::error::Result;
-use crate::processor::BoxFuture;
 use crate::task::{TaskId, TaskStatus};
 
 pub(crate) use browse::{CompletedRecord, PREVIEW_BYTES, Page, TaskRecord, TaskState};
@@ -47,8 +49,15 @@ pub(crate) struct NewTask {
     pub(crate) run_at: Millis,
 }
 
-/// A task claimed for execution. `claimed_at` is the claim's token: completing the task
-/// checks it, so a worker whose claim was released cannot overwrite the new owner's work.
+/// Names one claim of one task. Every write about a claimed task (completing it, handing it
+/// back) carries the token of the claim it speaks for, and the driver applies it only while
+/// that claim is the task's current one: a worker whose claim was released and taken again
+/// cannot overwrite the new owner's work. Only the driver that issued a token reads it; it
+/// grows with every claim of the task (a fencing number).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct ClaimToken(pub(crate) i64);
+
+/// A task claimed for execution.
 #[derive(Debug, Clone)]
 pub(crate) struct ClaimedTask {
     pub(crate) id: TaskId,
@@ -56,14 +65,14 @@ pub(crate) struct ClaimedTask {
     pub(crate) payload: Vec<u8>,
     /// Attempts that completed before this one (interrupted attempts do not count).
     pub(crate) attempts: u32,
-    pub(crate) claimed_at: Millis,
+    pub(crate) token: ClaimToken,
 }
 
 /// The end of one attempt.
 #[derive(Debug, Clone)]
 pub(crate) struct Completion {
     pub(crate) id: TaskId,
-    pub(crate) claimed_at: Millis,
+    pub(crate) token: ClaimToken,
     pub(crate) executed_at: Millis,
     pub(crate) duration: Duration,
     pub(crate) error: Option<String>,
@@ -105,24 +114,37 @@ pub struct QueueStats {
 
 /// The operations every storage backend provides. Futures are boxed so that the client holds
 /// a `dyn Driver` and a second backend needs no type parameter on `Client`.
+///
+/// Operations that depend on the time take `now: Option<Millis>`: `None` is the storage's own
+/// clock (the database server's, on a shared database, so that hosts whose clocks disagree
+/// still agree on when a lease ends), `Some` a given time, for tests.
 pub(crate) trait Driver: Send + Sync + 'static {
     /// Inserts all tasks or none.
     fn task_insert_many(&self, tasks: Vec<NewTask>) -> BoxFuture<Result<()>>;
 
-    /// Claims up to `limit` due, unclaimed tasks of the served queues, oldest due first.
-    fn task_claim(&self, limit: usize, now: Millis) -> BoxFuture<Result<Vec<ClaimedTask>>>;
+    /// Claims up to `limit` due, unclaimed tasks of the served queues, in claim order (due
+    /// time, then insertion), each under a lease of `lease`. A claim may return fewer tasks
+    /// than are due when other claimers hold some of them at that moment.
+    fn task_claim(
+        &self,
+        limit: usize,
+        lease: Duration,
+        now: Option<Millis>,
+    ) -> BoxFuture<Result<Vec<ClaimedTask>>>;
 
-    /// Records the end of attempts: retries, deletions and retained copies.
+    /// Records the end of attempts: retries, deletions and retained copies. A completion whose
+    /// token is not its task's current claim changes nothing.
     fn task_complete_many(&self, completions: Vec<Completion>) -> BoxFuture<Result<()>>;
 
     /// Returns claimed tasks to the pending state, as if they had not been claimed.
-    fn task_unclaim_many(&self, tasks: Vec<(TaskId, Millis)>) -> BoxFuture<Result<()>>;
+    fn task_unclaim_many(&self, tasks: Vec<(TaskId, ClaimToken)>) -> BoxFuture<Result<()>>;
 
-    /// Releases tasks claimed at or before `claimed_before`: their worker is taken for dead.
-    fn task_release_stuck(&self, claimed_before: Millis) -> BoxFuture<Result<u64>>;
+    /// Releases claimed tasks whose lease has ended by `now`: their worker is taken for dead.
+    fn task_release_stuck(&self, now: Option<Millis>) -> BoxFuture<Result<u64>>;
 
-    /// The earliest `run_at` among unclaimed tasks of the served queues.
-    fn task_next_due(&self) -> BoxFuture<Result<Option<Millis>>>;
+    /// How long until the earliest unclaimed task of the served queues is due (zero when one
+    /// is due already); `None` when there is none.
+    fn task_next_due(&self, now: Option<Millis>) -> BoxFuture<Result<Option<Duration>>>;
 
     /// Where a task is.
     fn task_status(&self, id: TaskId) -> BoxFuture<Result<TaskStatus>>;
@@ -160,4 +182,9 @@ pub(crate) trait Driver: Send + Sync + 'static {
     /// How many claims and next-due queries this driver has run.
     #[cfg(test)]
     fn table_reads(&self) -> u64;
+}
+
+/// The wait from `now` until `due`, both in milliseconds since the epoch.
+pub(crate) fn wait_until(due: Millis, now: Millis) -> Duration {
+    Duration::from_millis(u64::try_from(due.saturating_sub(now)).unwrap_or(0))
 }

@@ -140,7 +140,7 @@ async fn list_page<R, V>(
     Base(base): Base,
     query: RawQuery,
     list: List,
-    rows: impl FnOnce(Page) -> crate::processor::BoxFuture<crate::Result<Vec<R>>>,
+    rows: impl FnOnce(Page) -> crate::BoxFuture<crate::Result<Vec<R>>>,
     view: impl Fn(&str, R, &crate::Registry, Millis) -> V,
 ) -> Result<(Layout, Vec<V>, Pager), Response> {
     let (page, window) = page(query);

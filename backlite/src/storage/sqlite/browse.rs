@@ -247,10 +247,10 @@ mod tests {
 
 #[cfg(test)]
 crate::storage::browse_conformance::browse_conformance!(conformance_file, |queues| async move {
-    crate::storage::sqlite::open_for_test(false, queues)
+    Some(crate::storage::sqlite::open_for_test(false, queues))
 });
 
 #[cfg(test)]
 crate::storage::browse_conformance::browse_conformance!(conformance_memory, |queues| async move {
-    crate::storage::sqlite::open_for_test(true, queues)
+    Some(crate::storage::sqlite::open_for_test(true, queues))
 });

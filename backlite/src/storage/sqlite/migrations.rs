@@ -54,6 +54,16 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX backlite_tasks_completed_queue
         ON backlite_tasks_completed (queue, succeeded);
     "#,
+    // 3: leases and fencing. A claim records when its lease ends (processes with different
+    // `release_after` share a file, and each claim keeps its own), and numbers the claim: every
+    // write about a claimed task names the number, so a worker whose claim was released cannot
+    // overwrite the next one's. Tasks claimed under version 2 keep that version's default lease.
+    r#"
+    ALTER TABLE backlite_tasks ADD COLUMN lease_until INTEGER;
+    ALTER TABLE backlite_tasks ADD COLUMN fence INTEGER NOT NULL DEFAULT 0;
+    UPDATE backlite_tasks SET lease_until = claimed_at + 600000, fence = 1
+        WHERE claimed_at IS NOT NULL;
+    "#,
 ];
 
 /// The newest schema version this build knows.

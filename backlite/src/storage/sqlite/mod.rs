@@ -20,11 +20,11 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 use tokio::sync::{Notify, oneshot};
 
+use crate::BoxFuture;
 use crate::error::{Error, Result};
-use crate::processor::BoxFuture;
 use crate::storage::{
-    ClaimedTask, CompletedRecord, Completion, Driver, Millis, NewTask, Page, QueueStats,
-    TaskRecord, TaskState, now_millis,
+    ClaimToken, ClaimedTask, CompletedRecord, Completion, Driver, Millis, NewTask, Page,
+    QueueStats, TaskRecord, TaskState, now_millis,
 };
 use crate::task::{TaskId, TaskStatus};
 
@@ -121,7 +121,10 @@ impl SqliteDriver {
     /// Opens (creating if needed) and migrates the database, then starts the writer thread.
     /// `wake` is notified whenever new work may be due: after our own inserts, and when the
     /// database was changed by another connection or process.
-    pub(crate) fn open(options: Options, wake: Arc<Notify>) -> Result<SqliteDriver> {
+    pub(crate) fn open(
+        options: Options,
+        wake: Arc<Notify>,
+    ) -> Result<(SqliteDriver, SqliteTarget)> {
         let target = Target::new(&options.path);
         if !target.in_memory {
             check_parent_dir(&options.path)?;
@@ -140,8 +143,13 @@ impl SqliteDriver {
         let table_reads = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let mut conn = wal_hook::HookedConnection::new(conn);
         let checkpointer = checkpoint::start(&mut conn, &target, &options)?;
+        let save_in = SqliteTarget {
+            given: options.path.clone(),
+            file: conn.path().map(file_identity).unwrap_or_default(),
+            busy_timeout: options.busy_timeout,
+        };
         let writer = writer::spawn(conn, checkpointer, &options, wake, table_reads.clone())?;
-        Ok(SqliteDriver {
+        let driver = SqliteDriver {
             writer,
             table_reads,
             queues: options.queues.clone().into(),
@@ -151,7 +159,8 @@ impl SqliteDriver {
                 options,
                 idle: Mutex::new(Vec::new()),
             }),
-        })
+        };
+        Ok((driver, save_in))
     }
 
     fn send<T: Send + 'static>(
@@ -179,11 +188,48 @@ impl SqliteDriver {
                 .map_err(|e| Error::Storage(e.to_string().into()))?
         })
     }
+}
 
-    /// Inserts tasks inside the application's own transaction on the same file.
-    pub(crate) fn insert_in(conn: &Connection, tasks: &[NewTask], busy: Duration) -> Result<()> {
-        sql::task_insert_many(conn, tasks).map_err(|e| map_error(&e, busy))
+/// The database file of a client, for `save_in` to check a transaction against.
+#[derive(Debug)]
+pub(crate) struct SqliteTarget {
+    /// The path the builder was given.
+    given: String,
+    /// The file as SQLite names it, canonical: two paths to one file compare equal.
+    file: String,
+    busy_timeout: Duration,
+}
+
+impl std::fmt::Display for SqliteTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "`{}`", self.given)
     }
+}
+
+impl SqliteTarget {
+    /// Inserts tasks inside the application's own transaction, once it is known to be on the
+    /// client's file: on another file the tasks would wait where no client looks.
+    pub(crate) fn insert_in(&self, conn: &Connection, tasks: &[NewTask]) -> Result<()> {
+        let found = conn.path().map(file_identity).unwrap_or_default();
+        if found != self.file {
+            return Err(Error::WrongDatabase {
+                expected: self.to_string(),
+                found: match found.as_str() {
+                    "" => "a temporary or in-memory database".into(),
+                    file => format!("`{file}`"),
+                },
+            });
+        }
+        sql::task_insert_many(conn, tasks).map_err(|e| map_error(&e, self.busy_timeout))
+    }
+}
+
+/// A file's canonical path (symbolic links and `..` resolved); SQLite's name for it when that
+/// cannot be had (an in-memory database's name).
+fn file_identity(path: &str) -> String {
+    std::fs::canonicalize(path)
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| path.to_owned())
 }
 
 impl Driver for SqliteDriver {
@@ -191,27 +237,51 @@ impl Driver for SqliteDriver {
         self.send(|reply| Command::Insert(tasks, reply))
     }
 
-    fn task_claim(&self, limit: usize, now: Millis) -> BoxFuture<Result<Vec<ClaimedTask>>> {
-        self.send(|reply| Command::Claim { limit, now, reply })
+    fn task_claim(
+        &self,
+        limit: usize,
+        lease: Duration,
+        now: Option<Millis>,
+    ) -> BoxFuture<Result<Vec<ClaimedTask>>> {
+        self.send(|reply| Command::Claim {
+            limit,
+            lease,
+            now,
+            reply,
+        })
     }
 
     fn task_complete_many(&self, completions: Vec<Completion>) -> BoxFuture<Result<()>> {
         self.send(|reply| Command::Complete(completions, reply))
     }
 
-    fn task_unclaim_many(&self, tasks: Vec<(TaskId, Millis)>) -> BoxFuture<Result<()>> {
+    fn task_unclaim_many(&self, tasks: Vec<(TaskId, ClaimToken)>) -> BoxFuture<Result<()>> {
         self.send(|reply| Command::Unclaim(tasks, reply))
     }
 
-    fn task_release_stuck(&self, claimed_before: Millis) -> BoxFuture<Result<u64>> {
-        self.send(|reply| Command::Release(claimed_before, reply))
+    fn task_release_stuck(&self, now: Option<Millis>) -> BoxFuture<Result<u64>> {
+        self.send(|reply| Command::Release(now, reply))
     }
 
-    fn task_next_due(&self) -> BoxFuture<Result<Option<Millis>>> {
+    fn task_next_due(&self, now: Option<Millis>) -> BoxFuture<Result<Option<Duration>>> {
         self.table_reads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (sql, queues) = (self.next_due_sql.clone(), self.queues.clone());
-        self.read(move |conn| sql::task_next_due(conn, &sql, &queues))
+        self.read(move |conn| {
+            let due = sql::task_next_due(conn, &sql, &queues)?;
+            Ok(due.map(|due| match now {
+                Some(now) => crate::storage::wait_until(due, now),
+                // This machine's clock is the database's: measured to the microsecond, so
+                // that the dispatcher wakes neither early (its claim would find nothing due)
+                // nor a millisecond late.
+                None => {
+                    let due = std::time::UNIX_EPOCH
+                        + Duration::from_millis(u64::try_from(due).unwrap_or(0));
+                    due.duration_since(std::time::SystemTime::now())
+                        .unwrap_or_default()
+                }
+            }))
+        })
     }
 
     fn task_status(&self, id: TaskId) -> BoxFuture<Result<TaskStatus>> {
@@ -334,21 +404,23 @@ pub(crate) fn open_for_test(in_memory: bool, queues: Vec<&'static str>) -> Sqlit
         busy_timeout: Duration::from_secs(5),
         queues,
     };
-    SqliteDriver::open(options, Arc::new(Notify::new())).expect("open")
+    SqliteDriver::open(options, Arc::new(Notify::new()))
+        .expect("open")
+        .0
 }
 
 #[cfg(test)]
 crate::storage::conformance::driver_conformance!(conformance_file, |queues| async move {
-    crate::storage::sqlite::open_for_test(false, queues)
+    Some(crate::storage::sqlite::open_for_test(false, queues))
 });
 
 #[cfg(test)]
 crate::storage::conformance::driver_conformance!(conformance_memory, |queues| async move {
-    crate::storage::sqlite::open_for_test(true, queues)
+    Some(crate::storage::sqlite::open_for_test(true, queues))
 });
 
 // On `:memory:` only: the same SQL as on a file, without leaving a directory per case.
 #[cfg(test)]
 crate::storage::model::lifecycle_model!(lifecycle_memory, |queues| async move {
-    crate::storage::sqlite::open_for_test(true, queues)
+    Some(crate::storage::sqlite::open_for_test(true, queues))
 });

@@ -3,7 +3,7 @@
 
 use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
 
-use crate::storage::{ClaimedTask, Completion, Millis, NewTask, Next, QueueStats};
+use crate::storage::{ClaimToken, ClaimedTask, Completion, Millis, NewTask, Next, QueueStats};
 use crate::task::{TaskId, TaskStatus};
 
 pub(crate) fn task_insert_many(conn: &Connection, tasks: &[NewTask]) -> rusqlite::Result<()> {
@@ -29,7 +29,7 @@ pub(crate) fn task_insert_many(conn: &Connection, tasks: &[NewTask]) -> rusqlite
 pub(crate) fn claim_sql(queue_count: usize) -> String {
     let arm = |n: usize| {
         format!(
-            "SELECT * FROM (SELECT rowid AS rid, run_at, id, queue, task, attempts \
+            "SELECT * FROM (SELECT rowid AS rid, run_at, id, queue, task, attempts, fence \
              FROM backlite_tasks \
              WHERE claimed_at IS NULL AND queue = ?{} AND run_at <= ?1 \
              ORDER BY run_at, rowid LIMIT ?2)",
@@ -38,16 +38,19 @@ pub(crate) fn claim_sql(queue_count: usize) -> String {
     };
     let arms = (0..queue_count).map(arm).collect::<Vec<_>>();
     match queue_count {
-        1 => format!("SELECT rid, id, queue, task, attempts FROM ({})", arms[0]),
+        1 => format!(
+            "SELECT rid, id, queue, task, attempts, fence FROM ({})",
+            arms[0]
+        ),
         _ => format!(
-            "SELECT rid, id, queue, task, attempts FROM ({} ORDER BY run_at, rid LIMIT ?2)",
+            "SELECT rid, id, queue, task, attempts, fence FROM ({} ORDER BY run_at, rid LIMIT ?2)",
             arms.join(" UNION ALL ")
         ),
     }
 }
 
 /// Claims up to `limit` due tasks: reads them in due order, then marks each claimed by its
-/// rowid. The writer runs this inside its `BEGIN IMMEDIATE` transaction, which no other
+/// rowid, with its lease's end and the next fencing number. The writer runs this inside its `BEGIN IMMEDIATE` transaction, which no other
 /// connection can write during, so the read and the marks are one atomic claim; the
 /// `claimed_at IS NULL` guard keeps it so on any connection.
 ///
@@ -59,6 +62,7 @@ pub(crate) fn task_claim(
     sql: &str,
     queues: &[&'static str],
     limit: usize,
+    lease_until: Millis,
     now: Millis,
 ) -> rusqlite::Result<Vec<ClaimedTask>> {
     let mut picked = Vec::with_capacity(limit.min(2048));
@@ -72,6 +76,7 @@ pub(crate) fn task_claim(
         let mut rows = pick.raw_query();
         while let Some(row) = rows.next()? {
             let rowid: i64 = row.get(0)?;
+            let fence: i64 = row.get(5)?;
             picked.push((
                 rowid,
                 ClaimedTask {
@@ -79,17 +84,18 @@ pub(crate) fn task_claim(
                     queue: row.get(2)?,
                     payload: row.get(3)?,
                     attempts: row.get(4)?,
-                    claimed_at: now,
+                    token: ClaimToken(fence.wrapping_add(1)),
                 },
             ));
         }
     }
     let mut mark = conn.prepare_cached(
-        "UPDATE backlite_tasks SET claimed_at = ?1 WHERE rowid = ?2 AND claimed_at IS NULL",
+        "UPDATE backlite_tasks SET claimed_at = ?1, lease_until = ?2, fence = ?3 \
+         WHERE rowid = ?4 AND claimed_at IS NULL",
     )?;
     let mut claimed = Vec::with_capacity(picked.len());
     for (rowid, task) in picked {
-        if mark.execute(params![now, rowid])? == 1 {
+        if mark.execute(params![now, lease_until, task.token.0, rowid])? == 1 {
             claimed.push(task);
         }
     }
@@ -118,7 +124,7 @@ pub(crate) fn task_complete_many(
             Next::Retry { run_at } => {
                 cached(conn, &mut retry, RETRY)?.execute(params![
                     id,
-                    c.claimed_at,
+                    c.token.0,
                     run_at,
                     c.executed_at,
                     duration_us,
@@ -129,7 +135,7 @@ pub(crate) fn task_complete_many(
                 if let Some(retain) = retain {
                     cached(conn, &mut retain_copy, RETAIN)?.execute(params![
                         id,
-                        c.claimed_at,
+                        c.token.0,
                         retain.payload,
                         c.error.is_none(),
                         duration_us,
@@ -138,23 +144,25 @@ pub(crate) fn task_complete_many(
                         retain.expires_at,
                     ])?;
                 }
-                cached(conn, &mut delete, DELETE)?.execute(params![id, c.claimed_at])?;
+                cached(conn, &mut delete, DELETE)?.execute(params![id, c.token.0])?;
             }
         }
     }
     Ok(())
 }
 
-const RETRY: &str = "UPDATE backlite_tasks SET claimed_at = NULL, attempts = attempts + 1, \
-     run_at = ?3, last_executed_at = ?4, last_duration_us = ?5, last_error = ?6 \
-     WHERE id = ?1 AND claimed_at = ?2";
+/// Every write about a claimed task is guarded by its claim: still claimed, by that claim.
+const RETRY: &str = "UPDATE backlite_tasks SET claimed_at = NULL, lease_until = NULL, \
+     attempts = attempts + 1, run_at = ?3, last_executed_at = ?4, last_duration_us = ?5, \
+     last_error = ?6 WHERE id = ?1 AND fence = ?2 AND claimed_at IS NOT NULL";
 
 const RETAIN: &str = "INSERT OR REPLACE INTO backlite_tasks_completed (id, queue, task, \
      attempts, succeeded, last_duration_us, error, created_at, last_executed_at, expires_at) \
      SELECT id, queue, CASE WHEN ?3 THEN task END, attempts + 1, ?4, ?5, ?6, created_at, ?7, ?8 \
-     FROM backlite_tasks WHERE id = ?1 AND claimed_at = ?2";
+     FROM backlite_tasks WHERE id = ?1 AND fence = ?2 AND claimed_at IS NOT NULL";
 
-const DELETE: &str = "DELETE FROM backlite_tasks WHERE id = ?1 AND claimed_at = ?2";
+const DELETE: &str =
+    "DELETE FROM backlite_tasks WHERE id = ?1 AND fence = ?2 AND claimed_at IS NOT NULL";
 
 /// The statement in `slot`, taken from the connection's cache the first time.
 fn cached<'c, 's>(
@@ -170,24 +178,27 @@ fn cached<'c, 's>(
 
 pub(crate) fn task_unclaim_many(
     conn: &Connection,
-    tasks: &[(TaskId, Millis)],
+    tasks: &[(TaskId, ClaimToken)],
 ) -> rusqlite::Result<()> {
     let mut unclaim = conn.prepare_cached(
-        "UPDATE backlite_tasks SET claimed_at = NULL WHERE id = ?1 AND claimed_at = ?2",
+        "UPDATE backlite_tasks SET claimed_at = NULL, lease_until = NULL \
+         WHERE id = ?1 AND fence = ?2 AND claimed_at IS NOT NULL",
     )?;
-    for (id, claimed_at) in tasks {
-        unclaim.execute(params![&id.as_bytes()[..], claimed_at])?;
+    for (id, token) in tasks {
+        unclaim.execute(params![&id.as_bytes()[..], token.0])?;
     }
     Ok(())
 }
 
-pub(crate) fn task_release_stuck(
-    conn: &Connection,
-    claimed_before: Millis,
-) -> rusqlite::Result<u64> {
+/// Claimed rows are few (the workers and prefetch of each live process), and the claimed
+/// index holds only them, so checking each one's lease costs no scan of waiting tasks.
+pub(crate) fn task_release_stuck(conn: &Connection, now: Millis) -> rusqlite::Result<u64> {
     let released = conn
-        .prepare_cached("UPDATE backlite_tasks SET claimed_at = NULL WHERE claimed_at <= ?1")?
-        .execute([claimed_before])?;
+        .prepare_cached(
+            "UPDATE backlite_tasks SET claimed_at = NULL, lease_until = NULL \
+             WHERE claimed_at IS NOT NULL AND lease_until <= ?1",
+        )?
+        .execute([now])?;
     Ok(released as u64)
 }
 

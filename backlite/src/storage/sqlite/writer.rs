@@ -24,7 +24,9 @@ use super::checkpoint::Checkpointer;
 use super::wal_hook::HookedConnection;
 use super::{Options, map_error, sql};
 use crate::error::{Error, Result};
-use crate::storage::{ClaimedTask, Completion, Millis, NewTask};
+use crate::storage::{
+    ClaimToken, ClaimedTask, Completion, Millis, NewTask, duration_millis, now_millis,
+};
 use crate::task::TaskId;
 
 type Reply<T> = oneshot::Sender<Result<T>>;
@@ -36,12 +38,13 @@ pub(crate) enum Command {
     Insert(Vec<NewTask>, Reply<()>),
     Claim {
         limit: usize,
-        now: Millis,
+        lease: Duration,
+        now: Option<Millis>,
         reply: Reply<Vec<ClaimedTask>>,
     },
     Complete(Vec<Completion>, Reply<()>),
-    Unclaim(Vec<(TaskId, Millis)>, Reply<()>),
-    Release(Millis, Reply<u64>),
+    Unclaim(Vec<(TaskId, ClaimToken)>, Reply<()>),
+    Release(Option<Millis>, Reply<u64>),
     DeleteExpired(Millis, Reply<u64>),
 }
 
@@ -69,9 +72,13 @@ impl Command {
                 sql::task_insert_many(conn, tasks)?;
                 Output::Done
             }
-            Command::Claim { limit, now, .. } => Output::Claimed({
+            Command::Claim {
+                limit, lease, now, ..
+            } => Output::Claimed({
                 claim.count.fetch_add(1, Ordering::Relaxed);
-                sql::task_claim(conn, &claim.sql, &claim.queues, *limit, *now)?
+                let now = now.unwrap_or_else(now_millis);
+                let lease_until = now.saturating_add(duration_millis(*lease));
+                sql::task_claim(conn, &claim.sql, &claim.queues, *limit, lease_until, now)?
             }),
             Command::Complete(completions, _) => {
                 sql::task_complete_many(conn, completions)?;
@@ -81,7 +88,10 @@ impl Command {
                 sql::task_unclaim_many(conn, tasks)?;
                 Output::Done
             }
-            Command::Release(before, _) => Output::Count(sql::task_release_stuck(conn, *before)?),
+            Command::Release(now, _) => Output::Count(sql::task_release_stuck(
+                conn,
+                now.unwrap_or_else(now_millis),
+            )?),
             Command::DeleteExpired(now, _) => {
                 Output::Count(sql::completed_delete_expired(conn, *now)?)
             }

@@ -1,0 +1,81 @@
+//! Adding tasks inside the application's own transaction: `AddTasks::save_in` takes any
+//! transaction type that implements the sealed [`SaveIn`], so that one method name serves
+//! every database library backlite supports, each with the calling convention its library has
+//! (a plain `Result` for rusqlite, a future for async clients).
+
+use crate::client::Client;
+use crate::error::Result;
+use crate::storage::NewTask;
+use crate::task::TaskId;
+
+/// A transaction that [`AddTasks::save_in`](crate::AddTasks::save_in) can add tasks in: the
+/// tasks exist if and only if that transaction commits.
+///
+/// Implemented for:
+/// - `&rusqlite::Transaction` on the client's SQLite file; `save_in` returns
+///   `Result<Vec<TaskId>>`.
+/// - `&tokio_postgres::Transaction` (feature `postgres`; a deadpool-postgres transaction
+///   reaches it with `&*tx`) on the client's PostgreSQL database and schema; `save_in`
+///   returns a future of `Result<Vec<TaskId>>`. The transaction also sends the NOTIFY that
+///   wakes every client when it commits.
+///
+/// Sealed: the set of accepted transaction types is backlite's to extend.
+pub trait SaveIn: sealed::SaveInto {}
+
+impl<T: sealed::SaveInto> SaveIn for T {}
+
+#[allow(
+    private_interfaces,
+    reason = "sealed: only backlite implements or calls it, so its types stay private"
+)]
+pub(crate) mod sealed {
+    use super::{Client, NewTask, Result};
+
+    /// What each transaction type does; not nameable outside the crate.
+    pub trait SaveInto {
+        /// `Result<Vec<TaskId>>` for a synchronous library, a future of it for an async one.
+        type Output;
+
+        /// Checks that the transaction is on `client`'s database, then inserts `tasks` in it
+        /// (or returns the error that preparing them met).
+        fn save_into(self, client: &Client, tasks: Result<Vec<NewTask>>) -> Self::Output;
+    }
+}
+
+/// The ids of `tasks`, in order.
+pub(crate) fn ids(tasks: &[NewTask]) -> Vec<TaskId> {
+    tasks.iter().map(|t| t.id).collect()
+}
+
+#[allow(private_interfaces, reason = "see `sealed`")]
+impl sealed::SaveInto for &rusqlite::Transaction<'_> {
+    type Output = Result<Vec<TaskId>>;
+
+    fn save_into(self, client: &Client, tasks: Result<Vec<NewTask>>) -> Self::Output {
+        let tasks = tasks?;
+        client.sqlite_target()?.insert_in(self, &tasks)?;
+        Ok(ids(&tasks))
+    }
+}
+
+/// A future that borrows the application's transaction.
+#[cfg(feature = "postgres")]
+pub type SaveInFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<TaskId>>> + Send + 'a>>;
+
+#[cfg(feature = "postgres")]
+#[allow(private_interfaces, reason = "see `sealed`")]
+impl<'a> sealed::SaveInto for &'a tokio_postgres::Transaction<'_> {
+    type Output = SaveInFuture<'a>;
+
+    fn save_into(self, client: &Client, tasks: Result<Vec<NewTask>>) -> Self::Output {
+        let target = client.postgres_target().map(|t| t.save_in_parts());
+        Box::pin(async move {
+            let tasks = tasks?;
+            let (statements, instance, shown) = target?;
+            let ids = ids(&tasks);
+            crate::storage::postgres::insert_in(self, &statements, instance, &shown, tasks).await?;
+            Ok(ids)
+        })
+    }
+}

@@ -1,0 +1,129 @@
+//! Versioned schema migrations of the PostgreSQL driver.
+//!
+//! They run in one transaction under a transaction-level advisory lock keyed by the schema, so
+//! that ten hosts starting at once migrate once: the first takes the lock and migrates, the
+//! others wait for it and then find nothing left to do. Every statement names backlite's
+//! schema, which `{schema}` stands for, and is created there if missing.
+
+use tokio_postgres::Client;
+
+use crate::error::{Error, Result};
+
+/// Migration `n` (1-based) is `MIGRATIONS[n - 1]`. Append only; never edit a released one.
+const MIGRATIONS: &[&str] = &[
+    // 1: tasks waiting or running, tasks retained after completion, and the identity that
+    // `save_in` checks a transaction against. Times are milliseconds since the Unix epoch, as
+    // on SQLite, so that both drivers hand the same records up; `seq` orders ties, which
+    // SQLite's rowid does there.
+    r#"
+    CREATE TABLE {schema}.backlite_tasks (
+        id               uuid PRIMARY KEY,
+        seq              bigint GENERATED ALWAYS AS IDENTITY,
+        queue            text NOT NULL,
+        task             bytea NOT NULL,
+        attempts         integer NOT NULL DEFAULT 0,
+        run_at           bigint NOT NULL,
+        created_at       bigint NOT NULL,
+        claimed_at       bigint,
+        lease_until      bigint,
+        fence            bigint NOT NULL DEFAULT 0,
+        last_executed_at bigint,
+        last_duration_us bigint,
+        last_error       text
+    );
+    -- Claims read this index in order, per queue; claimed rows leave it.
+    CREATE INDEX backlite_tasks_due
+        ON {schema}.backlite_tasks (queue, run_at, seq) WHERE claimed_at IS NULL;
+    -- Releases, the running list and the running counts read claimed rows only.
+    CREATE INDEX backlite_tasks_claimed
+        ON {schema}.backlite_tasks (claimed_at, seq) INCLUDE (queue, lease_until)
+        WHERE claimed_at IS NOT NULL;
+
+    CREATE TABLE {schema}.backlite_tasks_completed (
+        id               uuid PRIMARY KEY,
+        seq              bigint GENERATED ALWAYS AS IDENTITY,
+        queue            text NOT NULL,
+        task             bytea,
+        attempts         integer NOT NULL,
+        succeeded        boolean NOT NULL,
+        last_duration_us bigint NOT NULL,
+        error            text,
+        created_at       bigint NOT NULL,
+        last_executed_at bigint NOT NULL,
+        expires_at       bigint
+    );
+    CREATE INDEX backlite_tasks_completed_expires
+        ON {schema}.backlite_tasks_completed (expires_at) WHERE expires_at IS NOT NULL;
+    CREATE INDEX backlite_tasks_completed_outcome
+        ON {schema}.backlite_tasks_completed (succeeded, last_executed_at, seq);
+    CREATE INDEX backlite_tasks_completed_queue
+        ON {schema}.backlite_tasks_completed (queue, succeeded);
+
+    CREATE TABLE {schema}.backlite_instance (
+        id uuid PRIMARY KEY,
+        one boolean NOT NULL DEFAULT true UNIQUE CHECK (one)
+    );
+    INSERT INTO {schema}.backlite_instance (id) VALUES (gen_random_uuid());
+    "#,
+];
+
+/// The newest schema version this build knows.
+pub(crate) const LATEST: i32 = MIGRATIONS.len() as i32;
+
+/// Brings `schema` to [`LATEST`], or refuses a schema written by a newer version. Returns the
+/// database's identity.
+pub(crate) async fn migrate(client: &mut Client, schema: &str) -> Result<uuid::Uuid> {
+    let map = super::map_error;
+    let tx = client.transaction().await.map_err(map)?;
+    // Keyed by the schema: migrations of other schemas on the same server do not wait.
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('backlite migrations ' || $1::text))",
+        &[&schema],
+    )
+    .await
+    .map_err(map)?;
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema};
+         CREATE TABLE IF NOT EXISTS {schema}.backlite_schema (
+             version    integer PRIMARY KEY,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         );"
+    ))
+    .await
+    .map_err(map)?;
+    let current: i32 = tx
+        .query_one(
+            &format!("SELECT COALESCE(MAX(version), 0) FROM {schema}.backlite_schema"),
+            &[],
+        )
+        .await
+        .map_err(map)?
+        .try_get(0)
+        .map_err(map)?;
+    if current > LATEST {
+        return Err(Error::SchemaTooNew {
+            found: i64::from(current),
+            supported: i64::from(LATEST),
+        });
+    }
+    for (version, sql) in (current + 1..).zip(&MIGRATIONS[current as usize..]) {
+        tx.batch_execute(&sql.replace("{schema}", schema))
+            .await
+            .map_err(map)?;
+        tx.execute(
+            &format!("INSERT INTO {schema}.backlite_schema (version) VALUES ($1)"),
+            &[&version],
+        )
+        .await
+        .map_err(map)?;
+        tracing::info!(version, schema, "backlite schema migrated");
+    }
+    let instance: uuid::Uuid = tx
+        .query_one(&format!("SELECT id FROM {schema}.backlite_instance"), &[])
+        .await
+        .map_err(map)?
+        .try_get(0)
+        .map_err(map)?;
+    tx.commit().await.map_err(map)?;
+    Ok(instance)
+}

@@ -1,0 +1,830 @@
+//! The PostgreSQL driver.
+//!
+//! Connections come from a pool (deadpool-postgres over tokio-postgres). Claims are one
+//! `FOR UPDATE SKIP LOCKED` statement, so claimers on many hosts never wait for each other;
+//! outcomes are one statement per kind and batch (`unnest` arrays); saves that arrive together
+//! share one transaction and one NOTIFY (see [`writer`]). The server's clock decides claims,
+//! leases and due times. One connection per client LISTENs for the commits of every host (see
+//! [`listener`]).
+
+mod browse;
+mod listener;
+mod migrations;
+mod sql;
+mod writer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio::sync::Notify;
+use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
+use tokio_util::sync::CancellationToken;
+
+use crate::BoxFuture;
+use crate::database::redact;
+use crate::error::{Error, Result};
+use crate::storage::{
+    ClaimToken, ClaimedTask, CompletedRecord, Completion, Driver, Millis, NewTask, Next, Page,
+    QueueStats, TaskRecord, TaskState, duration_millis,
+};
+use crate::task::{TaskId, TaskStatus};
+
+pub(crate) use sql::Statements;
+
+/// What the driver needs to open a database.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    pub(crate) url: String,
+    pub(crate) schema: String,
+    pub(crate) pool_size: usize,
+    /// `Some`: look for work at this interval instead of LISTENing.
+    pub(crate) poll_interval: Option<Duration>,
+    /// The queues this process serves: the claim and the next-due query look at these only.
+    pub(crate) queues: Vec<&'static str>,
+}
+
+/// Where a client's PostgreSQL database is, for `save_in` to write into a transaction there.
+pub(crate) struct PgTarget {
+    pub(crate) statements: Arc<Statements>,
+    /// The identity stored in the schema at its creation: `save_in` inserts only where it is.
+    pub(crate) instance: uuid::Uuid,
+    shown: String,
+}
+
+impl PgTarget {
+    /// What `save_in` needs, owned, so that its future borrows only the transaction.
+    pub(crate) fn save_in_parts(&self) -> (Arc<Statements>, uuid::Uuid, String) {
+        (self.statements.clone(), self.instance, self.shown.clone())
+    }
+}
+
+/// Inserts tasks inside the application's own transaction, with the NOTIFY that wakes every
+/// client once it commits. The insert applies only where the schema's identity is the
+/// client's: on another database (or schema) it stores nothing and is refused.
+pub(crate) async fn insert_in(
+    tx: &tokio_postgres::Transaction<'_>,
+    statements: &Statements,
+    instance: uuid::Uuid,
+    shown: &str,
+    tasks: Vec<NewTask>,
+) -> Result<()> {
+    let columns = InsertColumns::new(tasks);
+    let wrong = |found: String| Error::WrongDatabase {
+        expected: shown.to_owned(),
+        found,
+    };
+    let [ids, queues, payloads, run_at, created_at] = columns.params();
+    let inserted = match tx
+        .execute(
+            &statements.insert_checked,
+            &[ids, queues, payloads, run_at, created_at, &instance],
+        )
+        .await
+    {
+        Ok(inserted) => inserted,
+        Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => {
+            return Err(wrong(
+                "a database without backlite's tables in that schema".into(),
+            ));
+        }
+        Err(e) => return Err(map_error(e)),
+    };
+    if inserted as usize != columns.len() {
+        return Err(wrong("another backlite database".into()));
+    }
+    tx.execute(&statements.notify, &[&statements.channel])
+        .await
+        .map_err(map_error)?;
+    Ok(())
+}
+
+impl std::fmt::Display for PgTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+impl std::fmt::Debug for PgTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.shown)
+    }
+}
+
+pub(crate) struct PgDriver {
+    pool: Pool,
+    statements: Arc<Statements>,
+    queues: Arc<Vec<String>>,
+    writer: writer::Writer,
+    wake: Arc<Notify>,
+    /// Ends the listener (or the poll timer) when the driver is dropped.
+    background: CancellationToken,
+    table_reads: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Drop for PgDriver {
+    fn drop(&mut self) {
+        self.background.cancel();
+    }
+}
+
+/// A schema name as an SQL identifier, quoted.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+impl PgDriver {
+    /// Connects, migrates the schema, and starts the listener (or the poll timer). `wake` is
+    /// notified whenever new work may be due, on this host or another.
+    pub(crate) async fn open(options: Options, wake: Arc<Notify>) -> Result<(PgDriver, PgTarget)> {
+        let shown = redact(&options.url);
+        if options.schema.is_empty() || options.schema.len() > 63 {
+            return Err(Error::Config(format!(
+                "schema `{}` must be 1 to 63 bytes long",
+                options.schema
+            )));
+        }
+        let config: tokio_postgres::Config = options.url.parse().map_err(|e| Error::Open {
+            path: shown.clone(),
+            source: Box::new(e),
+        })?;
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            // A pool with every connection busy for this long is reported, not waited on
+            // forever: the caller gets a transient error to retry.
+            .wait_timeout(Some(Duration::from_secs(5)))
+            .create_timeout(Some(Duration::from_secs(10)))
+            .build()
+            .map_err(|e| Error::Config(format!("PostgreSQL pool: {e}")))?;
+        let schema = quote_ident(&options.schema);
+        let statements = Arc::new(Statements::new(&schema, &options.schema));
+        let instance = {
+            let mut conn = pool.get().await.map_err(|e| open_error(&shown, e))?;
+            migrations::migrate(&mut conn, &schema).await?
+        };
+        let background = CancellationToken::new();
+        match options.poll_interval {
+            None => {
+                tokio::spawn(listener::run(
+                    config,
+                    statements.channel.clone(),
+                    shown.clone(),
+                    wake.clone(),
+                    background.clone(),
+                ));
+            }
+            Some(interval) => {
+                let (wake, stop) = (wake.clone(), background.clone());
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(interval);
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    loop {
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            _ = tick.tick() => wake.notify_one(),
+                        }
+                    }
+                });
+            }
+        }
+        let writer = writer::Writer::start(pool.clone(), statements.clone(), wake.clone());
+        let target = PgTarget {
+            statements: statements.clone(),
+            instance,
+            shown,
+        };
+        let driver = PgDriver {
+            pool,
+            statements,
+            queues: Arc::new(options.queues.iter().map(|q| q.to_string()).collect()),
+            writer,
+            wake,
+            background,
+            table_reads: Arc::default(),
+        };
+        Ok((driver, target))
+    }
+
+    /// Runs `f` on a pooled connection.
+    fn with<T, F>(&self, f: F) -> BoxFuture<Result<T>>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(
+                &'c deadpool_postgres::Client,
+                &'c Statements,
+            ) -> BoxFutureRef<'c, Result<T, tokio_postgres::Error>>
+            + Send
+            + 'static,
+    {
+        let (pool, statements) = (self.pool.clone(), self.statements.clone());
+        Box::pin(async move {
+            let conn = pool.get().await.map_err(pool_error)?;
+            f(&conn, &statements).await.map_err(map_error)
+        })
+    }
+}
+
+/// A boxed future that borrows a connection.
+type BoxFutureRef<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+fn uuid(id: &TaskId) -> uuid::Uuid {
+    uuid::Uuid::from_bytes(*id.as_bytes())
+}
+
+fn task_id(id: uuid::Uuid) -> TaskId {
+    TaskId::from_bytes(id.into_bytes())
+}
+
+/// The columns of a batch of tasks, as the insert statements take them.
+pub(crate) struct InsertColumns {
+    ids: Vec<uuid::Uuid>,
+    queues: Vec<&'static str>,
+    payloads: Vec<Vec<u8>>,
+    run_at: Vec<i64>,
+    created_at: Vec<i64>,
+}
+
+impl InsertColumns {
+    pub(crate) fn new(tasks: Vec<NewTask>) -> InsertColumns {
+        let mut columns = InsertColumns {
+            ids: Vec::with_capacity(tasks.len()),
+            queues: Vec::with_capacity(tasks.len()),
+            payloads: Vec::with_capacity(tasks.len()),
+            run_at: Vec::with_capacity(tasks.len()),
+            created_at: Vec::with_capacity(tasks.len()),
+        };
+        for task in tasks {
+            columns.ids.push(uuid(&task.id));
+            columns.queues.push(task.queue);
+            columns.payloads.push(task.payload);
+            columns.run_at.push(task.run_at);
+            columns.created_at.push(task.created_at);
+        }
+        columns
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub(crate) fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 5] {
+        [
+            &self.ids,
+            &self.queues,
+            &self.payloads,
+            &self.run_at,
+            &self.created_at,
+        ]
+    }
+}
+
+impl Driver for PgDriver {
+    fn task_insert_many(&self, tasks: Vec<NewTask>) -> BoxFuture<Result<()>> {
+        self.writer.insert(tasks)
+    }
+
+    fn task_claim(
+        &self,
+        limit: usize,
+        lease: Duration,
+        now: Option<Millis>,
+    ) -> BoxFuture<Result<Vec<ClaimedTask>>> {
+        self.table_reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let queues = self.queues.clone();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let lease = duration_millis(lease);
+        self.with(move |conn, sql| {
+            Box::pin(async move {
+                let statement = conn.prepare_cached(&sql.claim).await?;
+                let rows = conn
+                    .query(&statement, &[&*queues, &limit, &now, &lease])
+                    .await?;
+                let mut claimed = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let key: (i64, i64) = (row.try_get(5)?, row.try_get(6)?);
+                    let attempts: i32 = row.try_get(3)?;
+                    claimed.push((
+                        key,
+                        ClaimedTask {
+                            id: task_id(row.try_get(0)?),
+                            queue: row.try_get(1)?,
+                            payload: row.try_get(2)?,
+                            attempts: u32::try_from(attempts).unwrap_or(0),
+                            token: ClaimToken(row.try_get(4)?),
+                        },
+                    ));
+                }
+                claimed.sort_unstable_by_key(|(key, _)| *key);
+                Ok(claimed.into_iter().map(|(_, task)| task).collect())
+            })
+        })
+    }
+
+    fn task_complete_many(&self, completions: Vec<Completion>) -> BoxFuture<Result<()>> {
+        let (pool, statements, wake) = (
+            self.pool.clone(),
+            self.statements.clone(),
+            self.wake.clone(),
+        );
+        Box::pin(async move {
+            let mut conn = pool.get().await.map_err(pool_error)?;
+            let retried = complete(&mut conn, &statements, completions)
+                .await
+                .map_err(map_error)?;
+            if retried {
+                wake.notify_one();
+            }
+            Ok(())
+        })
+    }
+
+    fn task_unclaim_many(&self, tasks: Vec<(TaskId, ClaimToken)>) -> BoxFuture<Result<()>> {
+        let (pool, statements, wake) = (
+            self.pool.clone(),
+            self.statements.clone(),
+            self.wake.clone(),
+        );
+        Box::pin(async move {
+            let ids: Vec<uuid::Uuid> = tasks.iter().map(|(id, _)| uuid(id)).collect();
+            let fences: Vec<i64> = tasks.iter().map(|(_, token)| token.0).collect();
+            let mut conn = pool.get().await.map_err(pool_error)?;
+            let tx = conn.transaction().await.map_err(map_error)?;
+            let unclaimed = tx
+                .execute(&statements.unclaim, &[&ids, &fences])
+                .await
+                .map_err(map_error)?;
+            if unclaimed > 0 {
+                tx.execute(&statements.notify, &[&statements.channel])
+                    .await
+                    .map_err(map_error)?;
+            }
+            tx.commit().await.map_err(map_error)?;
+            wake.notify_one();
+            Ok(())
+        })
+    }
+
+    fn task_release_stuck(&self, now: Option<Millis>) -> BoxFuture<Result<u64>> {
+        let (pool, statements) = (self.pool.clone(), self.statements.clone());
+        Box::pin(async move {
+            let mut conn = pool.get().await.map_err(pool_error)?;
+            let tx = conn.transaction().await.map_err(map_error)?;
+            let released = tx
+                .execute(&statements.release, &[&now])
+                .await
+                .map_err(map_error)?;
+            if released > 0 {
+                tx.execute(&statements.notify, &[&statements.channel])
+                    .await
+                    .map_err(map_error)?;
+            }
+            tx.commit().await.map_err(map_error)?;
+            Ok(released)
+        })
+    }
+
+    fn task_next_due(&self, now: Option<Millis>) -> BoxFuture<Result<Option<Duration>>> {
+        self.table_reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let queues = self.queues.clone();
+        self.with(move |conn, sql| {
+            Box::pin(async move {
+                let statement = conn.prepare_cached(&sql.next_due).await?;
+                let row = conn.query_one(&statement, &[&*queues, &now]).await?;
+                let wait: Option<i64> = row.try_get(0)?;
+                Ok(wait.map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0))))
+            })
+        })
+    }
+
+    fn task_status(&self, id: TaskId) -> BoxFuture<Result<TaskStatus>> {
+        self.with(move |conn, sql| {
+            Box::pin(async move {
+                let statement = conn.prepare_cached(&sql.status).await?;
+                let row = conn.query_opt(&statement, &[&uuid(&id)]).await?;
+                let state: Option<i32> = row.map(|r| r.try_get(0)).transpose()?;
+                Ok(match state {
+                    Some(0) => TaskStatus::Pending,
+                    Some(1) => TaskStatus::Running,
+                    Some(2) => TaskStatus::Succeeded,
+                    Some(_) => TaskStatus::Failed,
+                    None => TaskStatus::NotFound,
+                })
+            })
+        })
+    }
+
+    fn completed_delete_expired(&self, now: Millis) -> BoxFuture<Result<u64>> {
+        self.with(move |conn, sql| {
+            Box::pin(async move {
+                let statement = conn.prepare_cached(&sql.delete_expired).await?;
+                conn.execute(&statement, &[&now]).await
+            })
+        })
+    }
+
+    fn queue_stats(&self, now: Millis) -> BoxFuture<Result<Vec<QueueStats>>> {
+        self.with(move |conn, sql| {
+            Box::pin(async move {
+                let statement = conn.prepare_cached(&sql.queue_stats).await?;
+                let mut stats: std::collections::BTreeMap<String, QueueStats> = Default::default();
+                for row in conn.query(&statement, &[&now]).await? {
+                    let queue: String = row.try_get(0)?;
+                    let count = |i| -> Result<u64, tokio_postgres::Error> {
+                        Ok(u64::try_from(row.try_get::<_, i64>(i)?).unwrap_or(0))
+                    };
+                    let entry = stats.entry(queue.clone()).or_default();
+                    entry.queue = queue;
+                    match row.try_get::<_, i32>(1)? {
+                        0 => (entry.pending, entry.scheduled) = (count(2)?, count(3)?),
+                        1 => entry.running = count(2)?,
+                        _ => (entry.succeeded, entry.failed) = (count(2)?, count(3)?),
+                    }
+                }
+                Ok(stats.into_values().collect())
+            })
+        })
+    }
+
+    fn task_list(&self, state: TaskState, page: Page) -> BoxFuture<Result<Vec<TaskRecord>>> {
+        self.with(move |conn, sql| Box::pin(browse::task_list(conn, sql, state, page)))
+    }
+
+    fn task_get(&self, id: TaskId) -> BoxFuture<Result<Option<TaskRecord>>> {
+        self.with(move |conn, sql| Box::pin(browse::task_get(conn, sql, id)))
+    }
+
+    fn completed_list(
+        &self,
+        succeeded: bool,
+        page: Page,
+    ) -> BoxFuture<Result<Vec<CompletedRecord>>> {
+        self.with(move |conn, sql| Box::pin(browse::completed_list(conn, sql, succeeded, page)))
+    }
+
+    fn completed_get(&self, id: TaskId) -> BoxFuture<Result<Option<CompletedRecord>>> {
+        self.with(move |conn, sql| Box::pin(browse::completed_get(conn, sql, id)))
+    }
+
+    #[cfg(test)]
+    fn table_reads(&self) -> u64 {
+        self.table_reads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Records a batch of outcomes in one transaction: one statement for the retries, one for the
+/// finished tasks, and a NOTIFY when a retry may be due. Returns whether any task was retried.
+async fn complete(
+    conn: &mut deadpool_postgres::Client,
+    sql: &Statements,
+    completions: Vec<Completion>,
+) -> Result<bool, tokio_postgres::Error> {
+    let mut retry = RetryColumns::default();
+    let mut finish = FinishColumns::default();
+    for c in &completions {
+        let duration_us = i64::try_from(c.duration.as_micros()).unwrap_or(i64::MAX);
+        match c.next {
+            Next::Retry { run_at } => {
+                retry.ids.push(uuid(&c.id));
+                retry.fences.push(c.token.0);
+                retry.run_at.push(run_at);
+                retry.executed_at.push(c.executed_at);
+                retry.duration_us.push(duration_us);
+                retry.errors.push(c.error.clone());
+            }
+            Next::Done { retain } => {
+                finish.ids.push(uuid(&c.id));
+                finish.fences.push(c.token.0);
+                finish.retain.push(retain.is_some());
+                finish.keep_payload.push(retain.is_some_and(|r| r.payload));
+                finish.succeeded.push(c.error.is_none());
+                finish.duration_us.push(duration_us);
+                finish.errors.push(c.error.clone());
+                finish.executed_at.push(c.executed_at);
+                finish.expires_at.push(retain.and_then(|r| r.expires_at));
+            }
+        }
+    }
+    let tx = conn.transaction().await?;
+    let mut retried = false;
+    if !retry.ids.is_empty() {
+        let statement = tx.prepare_cached(&sql.retry).await?;
+        let updated = tx
+            .execute(
+                &statement,
+                &[
+                    &retry.ids,
+                    &retry.fences,
+                    &retry.run_at,
+                    &retry.executed_at,
+                    &retry.duration_us,
+                    &retry.errors,
+                ],
+            )
+            .await?;
+        retried = updated > 0;
+    }
+    if !finish.ids.is_empty() {
+        let statement = tx.prepare_cached(&sql.finish).await?;
+        tx.execute(
+            &statement,
+            &[
+                &finish.ids,
+                &finish.fences,
+                &finish.retain,
+                &finish.keep_payload,
+                &finish.succeeded,
+                &finish.duration_us,
+                &finish.errors,
+                &finish.executed_at,
+                &finish.expires_at,
+            ],
+        )
+        .await?;
+    }
+    if retried {
+        tx.execute(&sql.notify, &[&sql.channel]).await?;
+    }
+    tx.commit().await?;
+    Ok(retried)
+}
+
+#[derive(Default)]
+struct RetryColumns {
+    ids: Vec<uuid::Uuid>,
+    fences: Vec<i64>,
+    run_at: Vec<i64>,
+    executed_at: Vec<i64>,
+    duration_us: Vec<i64>,
+    errors: Vec<Option<String>>,
+}
+
+#[derive(Default)]
+struct FinishColumns {
+    ids: Vec<uuid::Uuid>,
+    fences: Vec<i64>,
+    retain: Vec<bool>,
+    keep_payload: Vec<bool>,
+    succeeded: Vec<bool>,
+    duration_us: Vec<i64>,
+    errors: Vec<Option<String>>,
+    executed_at: Vec<i64>,
+    expires_at: Vec<Option<i64>>,
+}
+
+/// Maps a PostgreSQL error to the kinds the application can act on, keeping it as the source
+/// (`source().downcast_ref::<tokio_postgres::Error>()` then gives the SQLSTATE).
+pub(crate) fn map_error(error: tokio_postgres::Error) -> Error {
+    let Some(code) = error.code() else {
+        // No SQLSTATE: the connection failed or closed under the statement.
+        return if error.is_closed() || std::error::Error::source(&error).is_some() {
+            Error::Connection(Box::new(error))
+        } else {
+            Error::Storage(Box::new(error))
+        };
+    };
+    if code == &SqlState::T_R_SERIALIZATION_FAILURE || code == &SqlState::T_R_DEADLOCK_DETECTED {
+        return Error::Conflict(Box::new(error));
+    }
+    if code == &SqlState::DISK_FULL {
+        return Error::Full;
+    }
+    if code == &SqlState::READ_ONLY_SQL_TRANSACTION {
+        return Error::ReadOnly;
+    }
+    let transient = code.code().starts_with("08") // connection exception
+        || code == &SqlState::ADMIN_SHUTDOWN
+        || code == &SqlState::CRASH_SHUTDOWN
+        || code == &SqlState::CANNOT_CONNECT_NOW
+        || code == &SqlState::TOO_MANY_CONNECTIONS;
+    if transient {
+        Error::Connection(Box::new(error))
+    } else {
+        Error::Storage(Box::new(error))
+    }
+}
+
+/// A pool that cannot hand out a connection: the server is unreachable or every connection
+/// stayed busy past the wait timeout. Both pass.
+fn pool_error(error: deadpool_postgres::PoolError) -> Error {
+    match error {
+        deadpool_postgres::PoolError::Backend(error) => map_error(error),
+        other => Error::Connection(Box::new(other)),
+    }
+}
+
+/// Errors of the first connection, which know the URL: a server that cannot be reached at
+/// all, or refuses the login, is reported with where it was looked for.
+fn open_error(shown: &str, error: deadpool_postgres::PoolError) -> Error {
+    match pool_error(error) {
+        Error::Connection(source) | Error::Storage(source) => Error::Open {
+            path: shown.to_owned(),
+            source,
+        },
+        other => other,
+    }
+}
+
+/// A driver on a fresh schema of the test server for the conformance suites, or `None` (with
+/// a printed line) when no server is configured outside CI. In CI a missing server fails.
+#[cfg(test)]
+pub(crate) async fn open_for_test(queues: Vec<&'static str>) -> Option<PgDriver> {
+    let url = test_url()?;
+    drop_old_test_schemas(&url).await;
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let schema = format!("backlite_test_{secs}_{}", uuid::Uuid::now_v7().simple());
+    let options = Options {
+        url,
+        schema,
+        pool_size: 4,
+        poll_interval: None,
+        queues,
+    };
+    Some(
+        PgDriver::open(options, Arc::new(Notify::new()))
+            .await
+            .expect("open PostgreSQL")
+            .0,
+    )
+}
+
+/// Each test leaves its schema behind (a test cannot run code after it ends); the first test
+/// of each process drops those of runs that ended over an hour ago.
+#[cfg(test)]
+async fn drop_old_test_schemas(url: &str) {
+    static ONCE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    ONCE.get_or_init(|| async {
+        let Ok((client, connection)) = tokio_postgres::connect(url, NoTls).await else {
+            return;
+        };
+        tokio::spawn(connection);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let Ok(rows) = client
+            .query(
+                "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'backlite_test_%'",
+                &[],
+            )
+            .await
+        else {
+            return;
+        };
+        for row in rows {
+            let name: String = row.get(0);
+            let secs = name
+                .trim_start_matches("backlite_test_")
+                .split('_')
+                .next()
+                .and_then(|s| s.parse::<u64>().ok());
+            if secs.is_none_or(|secs| secs + 3600 < now) {
+                let _ = client
+                    .batch_execute(&format!(
+                        "DROP SCHEMA IF EXISTS {} CASCADE",
+                        quote_ident(&name)
+                    ))
+                    .await;
+            }
+        }
+    })
+    .await;
+}
+
+/// `BACKLITE_TEST_POSTGRES_URL`; without it, `None` outside CI and a failure in CI.
+#[cfg(test)]
+pub(crate) fn test_url() -> Option<String> {
+    match std::env::var("BACKLITE_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("CI is set but BACKLITE_TEST_POSTGRES_URL is not: PostgreSQL tests must run")
+        }
+        _ => {
+            eprintln!("skipped: BACKLITE_TEST_POSTGRES_URL is not set");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+crate::storage::conformance::driver_conformance!(conformance, |queues| async move {
+    crate::storage::postgres::open_for_test(queues).await
+});
+
+#[cfg(test)]
+crate::storage::browse_conformance::browse_conformance!(browse_conformance, |queues| async move {
+    crate::storage::postgres::open_for_test(queues).await
+});
+
+#[cfg(test)]
+crate::storage::model::lifecycle_model!(lifecycle, |queues| async move {
+    crate::storage::postgres::open_for_test(queues).await
+});
+
+#[cfg(test)]
+mod plans {
+    use std::time::Duration;
+
+    use crate::storage::conformance::{LEASE, done, new_task};
+    use crate::storage::{Driver, Retain};
+
+    /// The plan of `sql` with its parameters, as one text.
+    async fn plan(
+        conn: &deadpool_postgres::Client,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> String {
+        let statement = conn
+            .prepare(&format!("EXPLAIN {sql}"))
+            .await
+            .expect("prepare");
+        let rows = conn.query(&statement, params).await.expect("explain");
+        rows.iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The UI's lists and counts, and the dispatcher's claim and next-due query, read indexes:
+    /// no page, count or claim costs a pass over a table, whatever its size.
+    #[tokio::test]
+    async fn lists_counts_and_claims_read_indexes_not_tables() {
+        let Some(d) = super::open_for_test(vec!["a", "b"]).await else {
+            return;
+        };
+        // Payloads of a realistic size: the tables' rows are then far wider than the indexes'.
+        let payload = format!("{{\"body\":\"{}\"}}", "x".repeat(300));
+        for queue in ["a", "b", "c"] {
+            let tasks: Vec<_> = (0..4_000).map(|i| new_task(queue, i, &payload)).collect();
+            d.task_insert_many(tasks).await.unwrap();
+        }
+        let claimed = d.task_claim(500, LEASE, Some(10_000)).await.unwrap();
+        let retain = Some(Retain {
+            payload: true,
+            expires_at: Some(1_000_000),
+        });
+        let finished = claimed
+            .iter()
+            .take(400)
+            .map(|c| done(c.id, c.token, None, retain))
+            .collect();
+        d.task_complete_many(finished).await.unwrap();
+        let conn = d.pool.get().await.unwrap();
+        // What autovacuum does on a live database: statistics, and the visibility map that
+        // lets a scan answer from an index alone.
+        for table in ["backlite_tasks", "backlite_tasks_completed"] {
+            let schema = &d.statements.schema;
+            conn.batch_execute(&format!("VACUUM ANALYZE {schema}.{table}"))
+                .await
+                .unwrap();
+        }
+        let sql = &d.statements;
+        let queues = vec!["a".to_owned(), "b".to_owned()];
+        let (limit, offset, preview, now) = (25i64, 50i64, 256i32, Some(100i64));
+        let lease = 1_000i64;
+        let cases: Vec<(&str, String)> = vec![
+            (
+                "running",
+                plan(&conn, &sql.running, &[&limit, &offset, &preview]).await,
+            ),
+            (
+                "upcoming",
+                plan(&conn, &sql.upcoming, &[&limit, &offset, &preview]).await,
+            ),
+            (
+                "completed",
+                plan(
+                    &conn,
+                    &sql.completed_list,
+                    &[&limit, &offset, &preview, &true],
+                )
+                .await,
+            ),
+            ("counts", plan(&conn, &sql.queue_stats, &[&100i64]).await),
+            (
+                "claim",
+                plan(&conn, &sql.claim, &[&queues, &limit, &now, &lease]).await,
+            ),
+            (
+                "next due",
+                plan(&conn, &sql.next_due, &[&queues, &now]).await,
+            ),
+            ("release", plan(&conn, &sql.release, &[&now]).await),
+        ];
+        for (name, plan) in cases {
+            assert!(!plan.contains("Seq Scan"), "{name} scans a table:\n{plan}");
+        }
+        let _ = Duration::ZERO;
+    }
+}

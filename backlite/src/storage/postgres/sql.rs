@@ -1,0 +1,239 @@
+//! Every statement of the PostgreSQL driver, written once per client with its schema in place.
+//!
+//! Times are milliseconds since the epoch. A statement that depends on the time takes it as a
+//! nullable parameter and falls back on the server's clock (`NOW_MS`), so that every host
+//! measures leases and due times on one clock, and tests can still give a time.
+
+/// The server's clock, in milliseconds since the epoch.
+const NOW_MS: &str = "(extract(epoch from now()) * 1000)::int8";
+
+/// `$n` when given, else the server's clock.
+fn now_or(param: &str) -> String {
+    format!("COALESCE({param}::int8, {NOW_MS})")
+}
+
+pub(crate) struct Statements {
+    /// The schema, quoted.
+    #[cfg_attr(not(test), allow(dead_code, reason = "tests name the tables"))]
+    pub(crate) schema: String,
+    /// The channel NOTIFY and LISTEN use: one per schema, so that clients of other schemas on
+    /// the same server are not woken for work they cannot see.
+    pub(crate) channel: String,
+    pub(crate) insert: String,
+    /// `insert`, for `save_in`: it inserts only into the database whose identity is `$6`.
+    pub(crate) insert_checked: String,
+    pub(crate) notify: String,
+    pub(crate) claim: String,
+    pub(crate) retry: String,
+    pub(crate) finish: String,
+    pub(crate) unclaim: String,
+    pub(crate) release: String,
+    pub(crate) next_due: String,
+    pub(crate) status: String,
+    pub(crate) delete_expired: String,
+    pub(crate) queue_stats: String,
+    pub(crate) running: String,
+    pub(crate) upcoming: String,
+    pub(crate) task_get: String,
+    pub(crate) completed_list: String,
+    pub(crate) completed_get: String,
+}
+
+/// The NOTIFY channel of a schema. Channel names are identifiers of at most 63 bytes: a
+/// longer schema name is cut, and a hash of the whole name keeps channels of schemas that
+/// share the cut part apart. The hash is FNV-1a, the same on every host and build.
+fn channel(schema_name: &str) -> String {
+    let channel = format!("backlite {schema_name}");
+    if channel.len() <= 63 {
+        return channel;
+    }
+    let hash = schema_name
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        });
+    let mut cut = 36;
+    while !schema_name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("backlite {}#{hash:016x}", &schema_name[..cut])
+}
+
+/// The columns of a `TaskRecord`, with `payload` the expression that reads the payload.
+fn task_columns(payload: &str) -> String {
+    format!(
+        "t.id, t.queue, {payload}, octet_length(t.task)::int8, t.attempts, t.run_at, \
+         t.created_at, t.claimed_at, t.last_executed_at, t.last_duration_us, t.last_error"
+    )
+}
+
+fn completed_columns(payload: &str) -> String {
+    format!(
+        "t.id, t.queue, {payload}, COALESCE(octet_length(t.task), 0)::int8, t.attempts, \
+         t.succeeded, t.last_duration_us, t.error, t.created_at, t.last_executed_at, t.expires_at"
+    )
+}
+
+/// Lists read a payload's first `$3` bytes only.
+const PREVIEW: &str = "substring(t.task from 1 for $3::int4)";
+
+impl Statements {
+    /// `schema` is already a quoted identifier; `schema_name` the plain name, for the channel.
+    pub(crate) fn new(schema: &str, schema_name: &str) -> Statements {
+        let tasks = format!("{schema}.backlite_tasks");
+        let completed = format!("{schema}.backlite_tasks_completed");
+        let insert_rows = "SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], \
+                           $4::int8[], $5::int8[])";
+        Statements {
+            schema: schema.to_owned(),
+            channel: channel(schema_name),
+            insert: format!(
+                "INSERT INTO {tasks} (id, queue, task, run_at, created_at) {insert_rows}"
+            ),
+            insert_checked: format!(
+                "INSERT INTO {tasks} (id, queue, task, run_at, created_at) {insert_rows} \
+                 WHERE EXISTS (SELECT 1 FROM {schema}.backlite_instance WHERE id = $6)"
+            ),
+            notify: "SELECT pg_notify($1, '')".into(),
+            // One index-ordered arm per served queue, so that a backlog in a queue nobody here
+            // serves costs nothing; rows another claimer holds are skipped, not waited for.
+            // RETURNING has no order: the caller sorts by (run_at, seq).
+            claim: format!(
+                "WITH clock AS (SELECT {now} AS now), \
+                 picked AS ( \
+                     SELECT p.id FROM unnest($1::text[]) AS q(name) \
+                     CROSS JOIN LATERAL ( \
+                         SELECT id, run_at, seq FROM {tasks} \
+                         WHERE claimed_at IS NULL AND queue = q.name \
+                           AND run_at <= (SELECT now FROM clock) \
+                         ORDER BY run_at, seq LIMIT $2 \
+                         FOR UPDATE SKIP LOCKED) AS p \
+                     ORDER BY p.run_at, p.seq LIMIT $2) \
+                 UPDATE {tasks} AS t SET claimed_at = clock.now, \
+                     lease_until = clock.now + $4::int8, fence = t.fence + 1 \
+                 FROM picked, clock WHERE t.id = picked.id \
+                 RETURNING t.id, t.queue, t.task, t.attempts, t.fence, t.run_at, t.seq",
+                now = now_or("$3")
+            ),
+            retry: format!(
+                "UPDATE {tasks} AS t SET claimed_at = NULL, lease_until = NULL, \
+                     attempts = t.attempts + 1, run_at = u.run_at, \
+                     last_executed_at = u.executed_at, last_duration_us = u.duration_us, \
+                     last_error = u.error \
+                 FROM unnest($1::uuid[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], \
+                     $6::text[]) AS u(id, fence, run_at, executed_at, duration_us, error) \
+                 WHERE t.id = u.id AND t.fence = u.fence AND t.claimed_at IS NOT NULL"
+            ),
+            // Deletes the finished tasks and keeps a copy of those to retain, in one statement.
+            finish: format!(
+                "WITH u AS ( \
+                     SELECT * FROM unnest($1::uuid[], $2::int8[], $3::bool[], $4::bool[], \
+                         $5::bool[], $6::int8[], $7::text[], $8::int8[], $9::int8[]) \
+                     AS u(id, fence, retain, keep_payload, succeeded, duration_us, error, \
+                         executed_at, expires_at)), \
+                 gone AS ( \
+                     DELETE FROM {tasks} AS t USING u \
+                     WHERE t.id = u.id AND t.fence = u.fence AND t.claimed_at IS NOT NULL \
+                     RETURNING t.id, t.queue, t.task, t.attempts, t.created_at) \
+                 INSERT INTO {completed} (id, queue, task, attempts, succeeded, \
+                     last_duration_us, error, created_at, last_executed_at, expires_at) \
+                 SELECT g.id, g.queue, CASE WHEN u.keep_payload THEN g.task END, \
+                     g.attempts + 1, u.succeeded, u.duration_us, u.error, g.created_at, \
+                     u.executed_at, u.expires_at \
+                 FROM gone AS g JOIN u ON u.id = g.id WHERE u.retain \
+                 ON CONFLICT (id) DO UPDATE SET queue = excluded.queue, task = excluded.task, \
+                     attempts = excluded.attempts, succeeded = excluded.succeeded, \
+                     last_duration_us = excluded.last_duration_us, error = excluded.error, \
+                     created_at = excluded.created_at, \
+                     last_executed_at = excluded.last_executed_at, \
+                     expires_at = excluded.expires_at"
+            ),
+            unclaim: format!(
+                "UPDATE {tasks} AS t SET claimed_at = NULL, lease_until = NULL \
+                 FROM unnest($1::uuid[], $2::int8[]) AS u(id, fence) \
+                 WHERE t.id = u.id AND t.fence = u.fence AND t.claimed_at IS NOT NULL"
+            ),
+            release: format!(
+                "UPDATE {tasks} SET claimed_at = NULL, lease_until = NULL \
+                 WHERE claimed_at IS NOT NULL AND lease_until <= {now}",
+                now = now_or("$1")
+            ),
+            // The top of the due index per served queue, as a wait from now.
+            next_due: format!(
+                "SELECT MIN(GREATEST(d.run_at - {now}, 0)) FROM unnest($1::text[]) AS q(name) \
+                 CROSS JOIN LATERAL ( \
+                     SELECT run_at FROM {tasks} WHERE claimed_at IS NULL AND queue = q.name \
+                     ORDER BY run_at LIMIT 1) AS d",
+                now = now_or("$2")
+            ),
+            status: format!(
+                "SELECT CASE WHEN claimed_at IS NULL THEN 0 ELSE 1 END FROM {tasks} WHERE id = $1 \
+                 UNION ALL \
+                 SELECT CASE WHEN succeeded THEN 2 ELSE 3 END FROM {completed} WHERE id = $1 \
+                 LIMIT 1"
+            ),
+            delete_expired: format!("DELETE FROM {completed} WHERE expires_at <= $1"),
+            // One statement, one snapshot; each arm is answered from an index.
+            queue_stats: format!(
+                "SELECT queue, 0, count(*) FILTER (WHERE run_at <= $1), \
+                     count(*) FILTER (WHERE run_at > $1) \
+                     FROM {tasks} WHERE claimed_at IS NULL GROUP BY queue \
+                 UNION ALL \
+                 SELECT queue, 1, count(*), 0 \
+                     FROM {tasks} WHERE claimed_at IS NOT NULL GROUP BY queue \
+                 UNION ALL \
+                 SELECT queue, 2, count(*) FILTER (WHERE succeeded), \
+                     count(*) FILTER (WHERE NOT succeeded) \
+                     FROM {completed} GROUP BY queue"
+            ),
+            running: format!(
+                "SELECT {} FROM {tasks} AS t WHERE t.claimed_at IS NOT NULL \
+                 ORDER BY t.claimed_at, t.seq LIMIT $1 OFFSET $2",
+                task_columns(PREVIEW)
+            ),
+            // Each queue's first `offset + limit` waiting tasks straight from the due index,
+            // merged: the queue names come from a walk of that index, one seek per queue.
+            upcoming: format!(
+                "WITH RECURSIVE queues(name) AS ( \
+                     (SELECT queue FROM {tasks} WHERE claimed_at IS NULL ORDER BY queue LIMIT 1) \
+                     UNION ALL \
+                     SELECT (SELECT queue FROM {tasks} \
+                             WHERE claimed_at IS NULL AND queue > queues.name \
+                             ORDER BY queue LIMIT 1) \
+                     FROM queues WHERE queues.name IS NOT NULL) \
+                 SELECT {} FROM queues CROSS JOIN LATERAL ( \
+                     SELECT * FROM {tasks} WHERE claimed_at IS NULL AND queue = queues.name \
+                     ORDER BY run_at, seq LIMIT $1::int8 + $2::int8) AS t \
+                 ORDER BY t.run_at, t.seq LIMIT $1 OFFSET $2",
+                task_columns(PREVIEW)
+            ),
+            task_get: format!(
+                "SELECT {} FROM {tasks} AS t WHERE t.id = $1",
+                task_columns("t.task")
+            ),
+            completed_list: format!(
+                "SELECT {} FROM {completed} AS t WHERE t.succeeded = $4 \
+                 ORDER BY t.last_executed_at DESC, t.seq DESC LIMIT $1 OFFSET $2",
+                completed_columns(PREVIEW)
+            ),
+            completed_get: format!(
+                "SELECT {} FROM {completed} AS t WHERE t.id = $1",
+                completed_columns("t.task")
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::channel;
+
+    #[test]
+    fn channels_fit_an_identifier_and_keep_long_schemas_apart() {
+        assert_eq!(channel("public"), "backlite public");
+        let (a, b) = ("s".repeat(60) + "a", "s".repeat(60) + "b");
+        assert!(channel(&a).len() <= 63);
+        assert_ne!(channel(&a), channel(&b));
+        assert!(channel(&"é".repeat(40)).len() <= 63);
+    }
+}
