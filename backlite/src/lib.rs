@@ -36,6 +36,10 @@ pub use task::{
 /// `cargo update -p rusqlite@0.43.0 --precise 0.42.0` to have one.
 pub use rusqlite;
 
+/// The sqlx backlite uses, for [`AddTasks::save_in`] with the same version.
+#[cfg(feature = "sqlx-sqlite")]
+pub use sqlx;
+
 /// The PostgreSQL client backlite uses, for [`AddTasks::save_in`] with the same version.
 #[cfg(feature = "postgres")]
 pub use tokio_postgres;
