@@ -299,11 +299,10 @@ async fn a_read_only_file_is_refused_at_build_and_keeps_its_tasks() {
         .processors(processors![run_job])
         .build()
         .await;
-    assert!(
-        matches!(result, Err(Error::ReadOnly)),
-        "{:?}",
-        result.map(|_| ())
-    );
+    match result {
+        Err(Error::ReadOnly { path }) => assert_eq!(path, db.path.to_string_lossy()),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
     assert_eq!(
         std::fs::read(&db.path).unwrap(),
         bytes,

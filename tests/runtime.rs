@@ -1055,12 +1055,13 @@ async fn a_task_claimed_by_a_dead_worker_runs_again_after_release_after_and_only
     let db = temp_db();
     let adder = Client::builder().database(&db.path).build().await.unwrap();
     let ids = adder.add(plain("released")).save().await.unwrap();
-    // A worker of some process claimed it just now, then died.
+    // A worker of some process claimed it just now under a lease of 600 ms, then died.
     let claimed_at = backlite_now_ms();
     let bytes = common::uuid_bytes(&ids[0]);
     db.conn()
         .execute(
-            "UPDATE backlite_tasks SET claimed_at = ?2 WHERE id = ?1",
+            "UPDATE backlite_tasks SET claimed_at = ?2, lease_until = ?2 + 600, fence = 1 \
+             WHERE id = ?1",
             (&bytes[..], claimed_at),
         )
         .unwrap();

@@ -63,9 +63,14 @@ pub fn derive_task(input: TokenStream) -> TokenStream {
 ///
 /// #[processor]
 /// async fn resize(task: ResizeImage) -> anyhow::Result<()> { .. }
+///
+/// #[processor]
+/// async fn receipt(task: Receipt, State(db): State<Db>, ctx: Context) -> Result<(), DbError> { .. }
 /// ```
 ///
-/// The function takes the task, optionally preceded by a `backlite::Context`, and returns
+/// The function takes the task and, in any order around it, `backlite::Context` and
+/// `backlite::State<T>` arguments. These are told apart from the task by the last name of
+/// their type's path (an alias of either would be taken for the task). It returns
 /// `Result<(), E>` for any `E: Into<backlite::BoxError>`; its future must be `Send`. It stays
 /// as written, callable directly (in unit tests, say). Next to it the macro adds a hidden type
 /// of the same name (a braced struct lives only in the type namespace, so the two do not
@@ -79,7 +84,9 @@ pub fn processor(args: TokenStream, input: TokenStream) -> TokenStream {
 /// jobs::resize]`.
 ///
 /// Each entry is the path of a `#[processor]` function. Two processors of the same queue stop
-/// the compilation with an error naming the queue.
+/// the compilation with an error naming both and the queue. A function without
+/// `#[processor]` is refused by the compiler itself, as error E0747 "constant provided when a
+/// type was expected": only the attribute gives the function's name a type to list.
 #[proc_macro]
 pub fn processors(input: TokenStream) -> TokenStream {
     registry::expand(input.into())

@@ -18,13 +18,31 @@ pub fn expand(input: TokenStream) -> syn::Result<TokenStream> {
             ::backlite::__private::entry::<#path>()
         }
     });
+    // Each path as written, for the message about two processors of one queue.
+    let written = paths.iter().map(|path| {
+        let segments: Vec<String> = path.segments.iter().map(|s| s.ident.to_string()).collect();
+        let colon = if path.leading_colon.is_some() {
+            "::"
+        } else {
+            ""
+        };
+        format!("{colon}{}", segments.join("::"))
+    });
     Ok(quote! {
         {
             const __BACKLITE_ENTRIES: [::backlite::__private::RegistryEntry; #len] = [#(#entries),*];
-            // Two processors for one queue stop the compilation, naming the queue.
-            const _: () = ::backlite::__private::assert_distinct_queues(
-                &::backlite::__private::queue_names(&__BACKLITE_ENTRIES),
-            );
+            // Two processors for one queue stop the compilation, naming both and the queue.
+            // The panic is here rather than in a `const fn` of backlite's, so that the error
+            // shows only the user's code.
+            const _: () = {
+                let check = ::backlite::__private::check_queues(
+                    &::backlite::__private::queue_names(&__BACKLITE_ENTRIES),
+                    &[#(#written),*],
+                );
+                if let ::core::option::Option::Some(message) = check.message() {
+                    ::core::panic!("{}", message);
+                }
+            };
             ::backlite::__private::registry(__BACKLITE_ENTRIES)
         }
     })

@@ -1,21 +1,34 @@
 //! The client: builder, adding tasks, start and stop.
 
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::Notify;
 
+use crate::clock::Clock;
 use crate::database::Database;
 use crate::dispatcher::{self, Running};
 use crate::error::{Error, Result};
+use crate::events::{Hooks, TaskEvent};
 use crate::processor::Registry;
 use crate::save_in::SaveIn;
+use crate::state::StateMap;
 use crate::storage::sqlite::{self, SqliteDriver, SqliteTarget, Synchronous};
-use crate::storage::{Driver, NewTask, QueueStats, duration_millis, now_millis, to_millis};
+use crate::storage::{Driver, Millis, NewTask, QueueStats, duration_millis, to_millis};
 use crate::task::{Task, TaskId, TaskStatus};
 
 /// A handle on a backlite database and its worker pool. Cheap to clone; every clone is the
 /// same client.
+///
+/// Dropping the last handle the application holds stops a started client as a
+/// [`stop`](Client::stop) that gives up at once: no task is claimed any more, and the running
+/// ones see their [`Context`](crate::Context) cancelled, are dropped and are handed back to
+/// the pending state, attempt not counted. The drop does not wait for this; call `stop` to
+/// wait, or to give running tasks time to finish. The client a processor reaches through
+/// [`Context::client`](crate::Context::client) (and its clones) is not one of the
+/// application's handles: it does not keep the client running.
 ///
 /// ```no_run
 /// # use backlite::{Client, Context, Task, processor, processors};
@@ -41,6 +54,19 @@ use crate::task::{Task, TaskId, TaskStatus};
 #[derive(Clone)]
 pub struct Client {
     pub(crate) inner: Arc<Inner>,
+    /// Shared by the application's handles only; the dispatcher, the workers and every
+    /// `Context` hold handles without it, so that they do not keep a dropped client running.
+    #[allow(dead_code, reason = "held for its `Drop`")]
+    handle: Option<Arc<UserHandle>>,
+}
+
+/// Stops the client when the application's last handle drops.
+struct UserHandle(Arc<Inner>);
+
+impl Drop for UserHandle {
+    fn drop(&mut self) {
+        self.0.last_handle_dropped();
+    }
 }
 
 pub(crate) struct Inner {
@@ -48,11 +74,84 @@ pub(crate) struct Inner {
     /// Where the database is, for `save_in` to check a transaction against.
     pub(crate) target: Target,
     pub(crate) registry: Registry,
+    pub(crate) states: StateMap,
     pub(crate) settings: Settings,
     /// Notified when new work may be due: local inserts, external commits, retries.
     pub(crate) wake: Arc<Notify>,
+    /// Where task timing reads "now": the wall clock, or a test's clock.
+    clock: Clock,
+    pub(crate) hooks: Hooks,
     runtime: tokio::runtime::Handle,
-    running: Mutex<Option<Running>>,
+    pub(crate) running: Mutex<Option<Running>>,
+    /// Whether `start` was ever called.
+    started: AtomicBool,
+    /// Whether a save for a served queue before `start` has been warned about.
+    warned_unstarted: AtomicBool,
+    /// Queues this client saved to without serving them, each warned about once.
+    warned_unserved: Mutex<HashSet<&'static str>>,
+}
+
+impl Inner {
+    fn last_handle_dropped(&self) {
+        let running = self.running.lock().ok().and_then(|mut r| r.take());
+        match running {
+            Some(running) => {
+                tracing::info!(
+                    "the last backlite Client handle was dropped; stopping its dispatcher and \
+                     handing running tasks back"
+                );
+                running.stop_detached(&self.runtime);
+            }
+            None if !self.started.load(Ordering::Relaxed) && !self.registry.is_empty() => {
+                tracing::warn!(
+                    queues = ?self.registry,
+                    "a backlite client with processors was dropped without ever being \
+                     started: it ran no task; call `client.start()` to run them"
+                );
+            }
+            None => {}
+        }
+    }
+
+    /// Warns about tasks that this client's processors will not run: its own queues' tasks
+    /// while it is not started, and (once per queue) tasks of queues it does not serve. A
+    /// client without processors only produces, for processes that serve the queues, so it
+    /// says nothing.
+    fn check_saved(&self, tasks: &[NewTask]) {
+        if self.registry.is_empty() {
+            return;
+        }
+        let mut previous = None;
+        for task in tasks {
+            if previous == Some(task.queue) {
+                continue;
+            }
+            previous = Some(task.queue);
+            let queue = task.queue;
+            if self.registry.entry(queue).is_some() {
+                if !self.started.load(Ordering::Relaxed)
+                    && !self.warned_unstarted.swap(true, Ordering::Relaxed)
+                {
+                    tracing::warn!(
+                        queue,
+                        "tasks were saved for a queue this client serves, but the client is \
+                         not started: they wait until `client.start()` is called"
+                    );
+                }
+            } else if self
+                .warned_unserved
+                .lock()
+                .is_ok_and(|mut warned| warned.insert(queue))
+            {
+                tracing::warn!(
+                    queue,
+                    served = ?self.registry,
+                    "tasks were saved for a queue this client does not serve: they wait for \
+                     a client whose processors include one for this queue"
+                );
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -87,7 +186,7 @@ impl Client {
 
     /// Task counts per queue, for every queue in the database.
     pub async fn stats(&self) -> Result<Vec<QueueStats>> {
-        self.inner.driver.queue_stats(now_millis()).await
+        self.inner.driver.queue_stats(self.now()).await
     }
 
     /// Starts the dispatcher and the worker pool on the tokio runtime that built the client.
@@ -100,8 +199,9 @@ impl Client {
             tracing::debug!("backlite client already started");
             return;
         }
+        self.inner.started.store(true, Ordering::Relaxed);
         let _enter = self.inner.runtime.enter();
-        *running = Some(dispatcher::start(self.clone()));
+        *running = Some(dispatcher::start(self.internal()));
     }
 
     /// Stops gracefully: no new task starts, and running tasks get up to `timeout` to finish.
@@ -109,15 +209,41 @@ impl Client {
     ///
     /// Tasks that were still running at the timeout are dropped at their next `.await` and
     /// returned to the pending state, attempt not counted, so the next client to start runs
-    /// them again. Tasks that had not started stay pending. Dropping a started client without
-    /// calling `stop` (or a crash) leaves its running tasks claimed until `release_after`
-    /// has passed; then another client runs them again.
+    /// them again. Tasks that had not started stay pending. Dropping the application's last
+    /// handle on a started client stops it as `stop(Duration::ZERO)` would, without waiting
+    /// (see [`Client`]). A crash, or a runtime shut down before that stop ends, leaves its
+    /// running tasks claimed until `release_after` has passed; then another client runs them
+    /// again.
     pub async fn stop(&self, timeout: Duration) -> bool {
         let running = self.inner.running.lock().ok().and_then(|mut r| r.take());
         match running {
             Some(running) => running.stop(timeout).await,
             None => true,
         }
+    }
+
+    /// A handle for the client's own tasks (dispatcher, workers, contexts): the same client,
+    /// but it does not keep it running once the application has dropped its handles.
+    pub(crate) fn internal(&self) -> Client {
+        Client {
+            inner: self.inner.clone(),
+            handle: None,
+        }
+    }
+
+    /// "Now" for task timing, from the client's clock.
+    pub(crate) fn now(&self) -> Millis {
+        self.inner.clock.now()
+    }
+
+    /// The time to give the driver: `None`, the storage's own clock, unless a test controls
+    /// this client's clock.
+    pub(crate) fn test_now(&self) -> Option<Millis> {
+        self.clock().is_controlled().then(|| self.now())
+    }
+
+    pub(crate) fn clock(&self) -> &Clock {
+        &self.inner.clock
     }
 
     pub(crate) fn driver(&self) -> &dyn Driver {
@@ -185,12 +311,19 @@ pub struct ClientBuilder {
     pool_size: usize,
     schema: Option<String>,
     poll_interval: Option<Duration>,
+    #[cfg(feature = "postgres")]
+    save_in_wakeup: crate::SaveInWakeup,
     workers: usize,
     release_after: Duration,
     cleanup_interval: Duration,
     busy_timeout: Duration,
     synchronous: Synchronous,
     registry: Registry,
+    states: StateMap,
+    /// The type of a second `state(..)` value of one type, reported by `build()`.
+    duplicate_state: Option<&'static str>,
+    clock: Clock,
+    hooks: Hooks,
 }
 
 impl Default for ClientBuilder {
@@ -200,12 +333,18 @@ impl Default for ClientBuilder {
             pool_size: 10,
             schema: None,
             poll_interval: None,
+            #[cfg(feature = "postgres")]
+            save_in_wakeup: crate::SaveInWakeup::default(),
             workers: 10,
             release_after: Duration::from_secs(600),
             cleanup_interval: Duration::from_secs(3600),
             busy_timeout: Duration::from_secs(5),
             synchronous: Synchronous::Normal,
             registry: Registry::default(),
+            states: StateMap::default(),
+            duplicate_state: None,
+            clock: Clock::default(),
+            hooks: Hooks::default(),
         }
     }
 }
@@ -254,6 +393,14 @@ impl ClientBuilder {
         self
     }
 
+    /// PostgreSQL: how tasks added with `save_in` wake the workers once the application's
+    /// transaction commits (default [`SaveInWakeup::InTransaction`](crate::SaveInWakeup)).
+    #[cfg(feature = "postgres")]
+    pub fn save_in_wakeup(mut self, wakeup: crate::SaveInWakeup) -> Self {
+        self.save_in_wakeup = wakeup;
+        self
+    }
+
     /// How many tasks run at once (at least 1; default 10).
     pub fn workers(mut self, workers: usize) -> Self {
         self.workers = workers;
@@ -294,12 +441,71 @@ impl ClientBuilder {
         self
     }
 
+    /// Application state for the processors: a database pool, an HTTP client, settings.
+    /// Processors take it as a [`State<T>`](crate::State) argument, which clones it for each
+    /// attempt, or read it with [`Context::state`](crate::Context::state). Call once per type,
+    /// for any number of types; values are found by type, so a second value of one type is an
+    /// error from [`build`](Self::build) (wrap each in a type of its own instead).
+    ///
+    /// ```no_run
+    /// # use backlite::{Client, processors};
+    /// # async fn run() -> backlite::Result<()> {
+    /// #[derive(Clone)]
+    /// struct Settings { sender: String }
+    ///
+    /// let client = Client::builder()
+    ///     .database("data.db")
+    ///     .state(Settings { sender: "shop@example.com".into() })
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn state<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        if let Err(name) = self.states.insert(value) {
+            self.duplicate_state.get_or_insert(name);
+        }
+        self
+    }
+
+    /// Calls `hook` with every [`TaskEvent`]: each attempt's start and outcome, and stuck
+    /// tasks released. It runs on the worker, before the outcome is recorded, so keep it
+    /// quick (hand slow work to a channel); a panic in it is logged and ignored. Hooks given
+    /// by several calls all run, in that order.
+    pub fn on_event(mut self, hook: impl Fn(&TaskEvent<'_>) + Send + Sync + 'static) -> Self {
+        self.hooks.push(Arc::new(hook));
+        self
+    }
+
+    /// Reads the time for task timing from `clock` instead of the wall clock: tasks
+    /// scheduled for later, and retries after a backoff, become due when the test advances
+    /// it. See [`testing`](crate::testing).
+    #[cfg(feature = "testing")]
+    pub fn test_clock(mut self, clock: crate::testing::TestClock) -> Self {
+        self.clock = Clock::controlled(clock);
+        self
+    }
+
     /// Checks the settings, opens (or creates) the database and applies its migrations.
+    /// Fails with [`Error::Config`] when a processor takes a [`State<T>`](crate::State) that
+    /// [`state`](Self::state) did not receive.
     pub async fn build(self) -> Result<Client> {
-        let database = self
-            .database
-            .clone()
-            .ok_or_else(|| Error::Config("no database path: call `.database(..)`".into()))?;
+        let database = match self.database.clone() {
+            None => {
+                return Err(Error::Config(
+                    "no database path: call `.database(..)`".into(),
+                ));
+            }
+            // An unset environment variable, most often; SQLite would open a temporary
+            // database that vanishes with the client, taking every saved task with it.
+            Some(Database::Sqlite(path)) if path.is_empty() => {
+                return Err(Error::Config(
+                    "the database path is empty; use `\":memory:\"` for a database that lives \
+                     only as long as the client"
+                        .into(),
+                ));
+            }
+            Some(database) => database,
+        };
         self.validate()?;
         let runtime = tokio::runtime::Handle::current();
         let wake = Arc::new(Notify::new());
@@ -331,6 +537,7 @@ impl ClientBuilder {
                     pool_size: self.pool_size,
                     poll_interval: self.poll_interval,
                     queues: self.registry.queues().collect(),
+                    save_in_wakeup: self.save_in_wakeup,
                 };
                 let (driver, target) =
                     crate::storage::postgres::PgDriver::open(options, wake.clone()).await?;
@@ -344,20 +551,30 @@ impl ClientBuilder {
                 )));
             }
         };
+        self.clock.attach(&wake);
+        crate::metrics::describe();
+        let inner = Arc::new(Inner {
+            driver,
+            target,
+            registry: self.registry,
+            states: self.states,
+            settings: Settings {
+                workers: self.workers,
+                release_after: self.release_after,
+                cleanup_interval: self.cleanup_interval,
+            },
+            wake,
+            clock: self.clock,
+            hooks: self.hooks,
+            runtime,
+            running: Mutex::new(None),
+            started: AtomicBool::new(false),
+            warned_unstarted: AtomicBool::new(false),
+            warned_unserved: Mutex::new(HashSet::new()),
+        });
         Ok(Client {
-            inner: Arc::new(Inner {
-                driver,
-                target,
-                registry: self.registry,
-                settings: Settings {
-                    workers: self.workers,
-                    release_after: self.release_after,
-                    cleanup_interval: self.cleanup_interval,
-                },
-                wake,
-                runtime,
-                running: Mutex::new(None),
-            }),
+            handle: Some(Arc::new(UserHandle(inner.clone()))),
+            inner,
         })
     }
 
@@ -382,6 +599,23 @@ impl ClientBuilder {
             }
         }
         self.registry.validate().map_err(Error::Config)?;
+        if let Some(name) = self.duplicate_state {
+            return Err(Error::Config(format!(
+                "`state(..)` received two values of type `{name}`; state is found by type, so \
+                 wrap each value in a type of its own"
+            )));
+        }
+        let missing = self
+            .registry
+            .states()
+            .find(|(_, _, ty)| !self.states.contains(ty));
+        if let Some((processor, queue, ty)) = missing {
+            return Err(Error::Config(format!(
+                "processor `{processor}` (queue `{queue}`) takes `State<{}>`, but the builder \
+                 received no `{0}`: call `.state(..)` with one",
+                ty.name()
+            )));
+        }
         for queue in self.registry.queues() {
             let timeout = self.registry.config(queue).and_then(|c| c.timeout());
             if let Some(timeout) = timeout.filter(|t| *t >= self.release_after) {
@@ -449,7 +683,7 @@ impl AddTasks<'_> {
 
     /// Runs the batch's tasks no earlier than `wait` after saving.
     pub fn wait(mut self, wait: Duration) -> Self {
-        self.run_at = Some(SystemTime::now() + wait);
+        self.run_at = Some(self.client.clock().system_now() + wait);
         self
     }
 
@@ -457,12 +691,13 @@ impl AddTasks<'_> {
         if let Some(error) = self.error {
             return Err(error);
         }
-        let now = now_millis();
+        let now = self.client.now();
         let run_at = self.run_at.map_or(now, to_millis);
         for task in &mut self.tasks {
             task.created_at = now;
             task.run_at = run_at;
         }
+        self.client.inner.check_saved(&self.tasks);
         Ok(self.tasks)
     }
 
@@ -471,7 +706,9 @@ impl AddTasks<'_> {
         let driver = self.client.inner.driver.clone();
         let tasks = self.prepare()?;
         let ids = tasks.iter().map(|t| t.id).collect();
+        let added = crate::metrics::Added::count(&tasks);
         driver.task_insert_many(tasks).await?;
+        added.record();
         Ok(ids)
     }
 

@@ -51,13 +51,29 @@ pub enum Error {
     #[error("the database or the disk is full")]
     Full,
 
-    /// The database file or its directory cannot be written.
-    #[error("the database is read-only")]
-    ReadOnly,
+    /// The database cannot be written: on SQLite, an existing file that is read-only, or a
+    /// new file in a directory where it cannot be created; on PostgreSQL, a server that
+    /// refuses writes (a standby, or `default_transaction_read_only`).
+    #[error("the database `{path}` is read-only")]
+    ReadOnly {
+        /// Where the database is: the path given to the builder, or the file SQLite reports
+        /// for a connection that is already open; on PostgreSQL, the server.
+        path: String,
+    },
 
     /// The task could not be serialized to JSON.
     #[error("cannot serialize a task of queue `{queue}`: {source}")]
     Serialize {
+        /// The task's queue.
+        queue: &'static str,
+        /// What serde_json reported.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// A stored task could not be read back as a value of its task type.
+    #[error("cannot read a stored task of queue `{queue}` as its task type: {source}")]
+    Deserialize {
         /// The task's queue.
         queue: &'static str,
         /// What serde_json reported.

@@ -1,26 +1,41 @@
 #![doc = include_str!("../../README.md")]
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod client;
+mod clock;
 mod database;
 mod dispatcher;
 mod error;
+mod events;
 mod maintenance;
+pub mod metrics;
 mod processor;
-pub mod rules;
+// Shared with `backlite-macros`, which compiles the same file; only the queue-name rule is
+// used here, to check hand-written `Task` impls again.
+#[allow(dead_code, reason = "the duration parser serves the macros only")]
+mod rules;
 mod save_in;
+mod state;
 mod storage;
 mod task;
+#[cfg(feature = "testing")]
+pub mod testing;
 #[cfg(feature = "ui")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ui")))]
 pub mod ui;
 
 pub use backlite_macros::{Task, processor, processors};
 pub use client::{AddTasks, Client, ClientBuilder};
 pub use error::{Error, Result};
+pub use events::TaskEvent;
 pub use processor::{BoxError, Context, Processor, Registry};
 pub use save_in::SaveIn;
+pub use state::{State, StateType};
 pub use storage::QueueStats;
+#[cfg(feature = "postgres")]
+pub use storage::postgres::SaveInWakeup;
 pub use storage::sqlite::Synchronous;
 pub use task::{
     Backoff, ParseTaskIdError, QueueConfig, QueueConfigBuilder, RetainData, Retention, Task,

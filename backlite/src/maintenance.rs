@@ -6,7 +6,51 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::Client;
-use crate::storage::now_millis;
+use crate::events::TaskEvent;
+use crate::metrics;
+use crate::storage::{Page, TaskState, duration_millis};
+
+/// Says, at start, how many tasks other processes hold claimed. Those of a process that was
+/// killed look like running tasks until `release_after` has passed since their claim, and
+/// nothing else would explain why they do not run.
+pub(crate) async fn report_claimed(client: &Client) {
+    let now = client.now();
+    let driver = client.driver();
+    let oldest = Page {
+        offset: 0,
+        limit: 1,
+    };
+    let (stats, oldest) = tokio::join!(
+        driver.queue_stats(now),
+        driver.task_list(TaskState::Running, oldest)
+    );
+    let claimed: u64 = match stats {
+        Ok(stats) => stats.iter().map(|q| q.running).sum(),
+        Err(e) => {
+            tracing::debug!(error = %e, "could not count the tasks claimed before this start");
+            return;
+        }
+    };
+    if claimed == 0 {
+        return;
+    }
+    let release_after = client.inner.settings.release_after;
+    let first_release_in = oldest
+        .ok()
+        .and_then(|rows| rows.first().and_then(|t| t.claimed_at))
+        .map(|at| {
+            let left = at.saturating_add(duration_millis(release_after)) - now;
+            Duration::from_millis(u64::try_from(left).unwrap_or(0))
+        });
+    tracing::warn!(
+        claimed,
+        ?release_after,
+        ?first_release_in,
+        "tasks are claimed by other processes; those of a process that died show as running, \
+         and run again once `release_after` has passed since their claim (the first in \
+         `first_release_in`)"
+    );
+}
 
 pub(crate) async fn run(client: Client, stop: CancellationToken) {
     let settings = &client.inner.settings;
@@ -18,6 +62,10 @@ pub(crate) async fn run(client: Client, stop: CancellationToken) {
         (settings.release_after / 10).clamp(Duration::from_millis(10), Duration::from_secs(60));
     let mut release = tokio::time::interval(release_every);
     let mut cleanup = tokio::time::interval(settings.cleanup_interval);
+    // Only with the `metrics` feature: the counts behind the queue depth gauges.
+    let mut depth = tokio::time::interval(metrics::DEPTH_INTERVAL);
+    let mut gauges = metrics::DepthGauges::default();
+    depth.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     release.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     cleanup.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -25,17 +73,27 @@ pub(crate) async fn run(client: Client, stop: CancellationToken) {
             biased;
             _ = stop.cancelled() => return,
             _ = release.tick() => {
-                match client.driver().task_release_stuck(None).await {
+                match client.driver().task_release_stuck(client.test_now()).await {
                     Ok(0) => {}
-                    Ok(released) => tracing::warn!(released, "released tasks whose worker stopped responding"),
+                    Ok(released) => {
+                        tracing::warn!(released, "released tasks whose worker stopped responding");
+                        metrics::tasks_released(released);
+                        client.inner.hooks.emit(&TaskEvent::Released { count: released });
+                    }
                     Err(e) => tracing::warn!(error = %e, "release of stuck tasks failed; will retry"),
                 }
             }
             _ = cleanup.tick() => {
-                match client.driver().completed_delete_expired(now_millis()).await {
+                match client.driver().completed_delete_expired(client.now()).await {
                     Ok(0) => {}
                     Ok(deleted) => tracing::debug!(deleted, "deleted expired retained tasks"),
                     Err(e) => tracing::warn!(error = %e, "cleanup of retained tasks failed; will retry"),
+                }
+            }
+            _ = depth.tick(), if metrics::ENABLED => {
+                match client.stats().await {
+                    Ok(stats) => gauges.update(&stats),
+                    Err(e) => tracing::debug!(error = %e, "could not read the queue counts for the depth gauges"),
                 }
             }
         }

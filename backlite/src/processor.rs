@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::BoxFuture;
 use crate::client::Client;
+use crate::state::StateType;
 use crate::task::{QueueConfig, Task, TaskId};
 
 /// The error a processor returns, boxed so that any error type (and `anyhow::Error`) works.
@@ -42,6 +43,14 @@ pub trait Processor: 'static {
         ctx: Context,
         task: Self::Task,
     ) -> impl Future<Output = Result<(), BoxError>> + Send + 'static;
+
+    /// The application state types this processor reads (see [`State`](crate::State)):
+    /// [`ClientBuilder::build`](crate::ClientBuilder::build) fails unless the builder received
+    /// a value of each. `#[processor]` lists its `State<T>` arguments; the default is none.
+    /// A processor written by hand that calls [`Context::state`] lists the types it needs.
+    fn states() -> Vec<StateType> {
+        Vec::new()
+    }
 }
 
 /// One attempt's future, or the reason its payload could not be decoded.
@@ -52,6 +61,9 @@ pub(crate) type Attempt = Result<BoxFuture<Result<(), BoxError>>, serde_json::Er
 pub(crate) struct Entry {
     pub(crate) config: QueueConfig,
     pub(crate) start: fn(Context, &[u8]) -> Attempt,
+    /// The processor's path (`std::any::type_name`), for configuration errors.
+    pub(crate) name: fn() -> &'static str,
+    pub(crate) states: fn() -> Vec<StateType>,
 }
 
 fn start<P: Processor>(ctx: Context, payload: &[u8]) -> Attempt {
@@ -113,6 +125,14 @@ impl Registry {
         }
         self.entries.iter().try_for_each(|e| e.config.validate())
     }
+
+    /// Each state type a processor needs: `(processor path, queue, state type)`.
+    pub(crate) fn states(&self) -> impl Iterator<Item = (&'static str, &'static str, StateType)> {
+        self.entries.iter().flat_map(|e| {
+            let (name, queue) = ((e.name)(), e.config.name());
+            (e.states)().into_iter().map(move |ty| (name, queue, ty))
+        })
+    }
 }
 
 impl std::fmt::Debug for Registry {
@@ -132,7 +152,9 @@ pub struct Context {
 }
 
 impl Context {
-    /// The client that runs this task, for adding further tasks.
+    /// The client that runs this task, for adding further tasks. It (and any clone of it)
+    /// does not keep the client running: once the application has dropped its own handles,
+    /// the client stops (see [`Client`]).
     pub fn client(&self) -> &Client {
         &self.client
     }
@@ -163,6 +185,34 @@ impl Context {
     pub async fn cancelled(&self) {
         self.cancel.cancelled().await
     }
+
+    /// The client's state value of type `T`, given to
+    /// [`ClientBuilder::state`](crate::ClientBuilder::state); `None` when the builder did not
+    /// receive one. For code that holds only a `Context`: a processor declares what it needs
+    /// with [`State<T>`](crate::State) arguments instead, which `build()` checks.
+    ///
+    /// ```
+    /// # use backlite::{Context, Task, processor};
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Serialize, Deserialize, Task)]
+    /// # #[queue(name = "report")]
+    /// # struct Report;
+    /// #[derive(Clone)]
+    /// struct Settings { bucket: String }
+    ///
+    /// fn bucket(ctx: &Context) -> Option<&str> {
+    ///     ctx.state::<Settings>().map(|s| s.bucket.as_str())
+    /// }
+    ///
+    /// #[processor]
+    /// async fn report(ctx: Context, _task: Report) -> Result<(), std::io::Error> {
+    ///     let bucket = bucket(&ctx).unwrap_or("default");
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn state<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.client.inner.states.get::<T>()
+    }
 }
 
 impl std::fmt::Debug for Context {
@@ -184,6 +234,7 @@ pub mod __private {
     use std::future::Future;
 
     use super::{BoxError, Context, Entry, Processor, Registry};
+    use crate::state::{State, StateType};
 
     /// The registry entry of processor `P`.
     #[derive(Clone, Copy)]
@@ -196,10 +247,12 @@ pub mod __private {
         RegistryEntry(Entry {
             config: <P::Task as crate::Task>::CONFIG,
             start: super::start::<P>,
+            name: std::any::type_name::<P>,
+            states: P::states,
         })
     }
 
-    /// The queue of each entry, for `assert_distinct_queues`.
+    /// The queue of each entry, for `check_queues`.
     pub const fn queue_names<const N: usize>(entries: &[RegistryEntry; N]) -> [&'static str; N] {
         let mut names = [""; N];
         let mut i = 0;
@@ -210,7 +263,7 @@ pub mod __private {
         names
     }
 
-    /// Builds the registry; queues were checked to be distinct by `assert_distinct_queues`.
+    /// Builds the registry; queues were checked to be distinct by `check_queues`.
     pub fn registry<const N: usize>(entries: [RegistryEntry; N]) -> Registry {
         let mut entries: Vec<Entry> = entries.into_iter().map(|e| e.0).collect();
         entries.sort_by(|a, b| a.config.name().cmp(b.config.name()));
@@ -219,22 +272,62 @@ pub mod __private {
         }
     }
 
-    /// What `#[processor]` passes the first of two arguments through: implemented only for
-    /// [`Context`], so any other type is reported at the argument, in these words.
+    /// What `#[processor]` passes its arguments other than the task through: implemented
+    /// for [`Context`] and [`State<T>`], so a type that only looks like them (the application's
+    /// own `Context`, say) is reported at the argument, in these words.
     #[diagnostic::on_unimplemented(
-        message = "the first argument of a processor must be `backlite::Context`, not `{Self}`",
-        label = "expected `backlite::Context`",
-        note = "a processor takes `(task: T)` or `(ctx: backlite::Context, task: T)`"
+        message = "`{Self}` is not an argument a processor can take",
+        label = "expected `backlite::Context` or `backlite::State<T>`",
+        note = "a processor takes its task and, in any order around it, any of \
+                `backlite::Context` and `backlite::State<T>`"
     )]
-    pub trait ContextArg {
-        fn from_context(ctx: Context) -> Self;
+    pub trait ProcessorArg: Sized {
+        /// The argument's value for one attempt.
+        fn from_context(ctx: &Context) -> Result<Self, BoxError>;
+
+        /// The state type this argument reads, for `Processor::states`.
+        fn state() -> Option<StateType>;
     }
 
-    impl ContextArg for Context {
-        fn from_context(ctx: Context) -> Self {
-            ctx
+    impl ProcessorArg for Context {
+        fn from_context(ctx: &Context) -> Result<Self, BoxError> {
+            Ok(ctx.clone())
+        }
+
+        fn state() -> Option<StateType> {
+            None
         }
     }
+
+    impl<T: Clone + Send + Sync + 'static> ProcessorArg for State<T> {
+        fn from_context(ctx: &Context) -> Result<Self, BoxError> {
+            // `build()` checked that the client has every state its processors take, so this
+            // fails only for a processor run outside of its client's registry.
+            match ctx.state::<T>() {
+                Some(value) => Ok(State(value.clone())),
+                None => Err(format!(
+                    "the client has no state of type `{}`: give it to `ClientBuilder::state`",
+                    std::any::type_name::<T>()
+                )
+                .into()),
+            }
+        }
+
+        fn state() -> Option<StateType> {
+            Some(StateType::of::<T>())
+        }
+    }
+
+    /// The task of the stub processor that `#[processor]` emits beside its errors, so that
+    /// `processors![..]` still accepts the function and reports nothing more.
+    #[derive(serde::Serialize, serde::Deserialize)]
+    pub struct InvalidProcessor;
+
+    impl crate::Task for InvalidProcessor {
+        const CONFIG: crate::QueueConfig = crate::QueueConfig::builder(INVALID_QUEUE).build();
+    }
+
+    const INVALID_QUEUE: &str = "backlite_invalid_processor";
 
     /// What `#[processor]` passes the function's result through: implemented only for
     /// `Result<(), E>` with an error the dispatcher can record, so any other return type is
@@ -278,48 +371,119 @@ pub mod __private {
         true
     }
 
-    /// Stops compilation when two processors of one `processors![..]` serve the same queue,
-    /// naming the queue.
-    pub const fn assert_distinct_queues(names: &[&str]) {
+    /// The outcome of [`check_queues`]: the error message, if two processors share a queue.
+    pub struct QueueCheck {
+        message: [u8; 512],
+        len: usize,
+    }
+
+    impl QueueCheck {
+        /// The message that `processors![..]` stops the compilation with, if any.
+        pub const fn message(&self) -> Option<&str> {
+            if self.len == 0 {
+                return None;
+            }
+            let (message, _) = self.message.split_at(self.len);
+            match core::str::from_utf8(message) {
+                Ok(message) => Some(message),
+                // Cut inside a non-ASCII name: the message without the names.
+                Err(_) => Some("two processors are registered for the same queue"),
+            }
+        }
+
+        const fn push(mut self, part: &str) -> Self {
+            let part = part.as_bytes();
+            let mut k = 0;
+            while k < part.len() && self.len < self.message.len() {
+                self.message[self.len] = part[k];
+                self.len += 1;
+                k += 1;
+            }
+            self
+        }
+    }
+
+    /// Checks that the processors of one `processors![..]` serve distinct queues. `queues[i]`
+    /// is the queue of the processor written `paths[i]`; the message names the first two
+    /// processors of a shared queue, and the queue. Processors that `#[processor]` refused
+    /// are skipped: their error is already reported.
+    pub const fn check_queues(queues: &[&str], paths: &[&str]) -> QueueCheck {
         let mut i = 0;
-        while i < names.len() {
+        while i < queues.len() {
             let mut j = i + 1;
-            while j < names.len() {
-                if str_eq(names[i], names[j]) {
-                    duplicate_queue(names[i]);
+            while j < queues.len() && !str_eq(queues[i], INVALID_QUEUE) {
+                if str_eq(queues[i], queues[j]) {
+                    let check = QueueCheck {
+                        message: [0; 512],
+                        len: 0,
+                    };
+                    return check
+                        .push("`")
+                        .push(paths[i])
+                        .push("` and `")
+                        .push(paths[j])
+                        .push("` both process queue `")
+                        .push(queues[i])
+                        .push("`: each queue takes exactly one processor");
                 }
                 j += 1;
             }
             i += 1;
         }
+        QueueCheck {
+            message: [0; 512],
+            len: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_util::sync::CancellationToken;
+
+    use super::__private::ProcessorArg;
+    use super::Context;
+    use crate::{Client, State, TaskId};
+
+    fn context(client: Client) -> Context {
+        Context {
+            client,
+            task_id: TaskId::new(),
+            queue: "q",
+            attempt: 1,
+            cancel: CancellationToken::new(),
+        }
     }
 
-    const fn duplicate_queue(name: &str) -> ! {
-        const HEAD: &[u8] = b"two processors are registered for queue `";
-        const TAIL: &[u8] = b"`; each queue takes exactly one processor";
-        // Queue names are at most 100 ASCII bytes, so the message fits; a name that does not
-        // is reported without the name.
-        let mut buf = [0u8; 256];
-        let name = name.as_bytes();
-        if HEAD.len() + name.len() + TAIL.len() > buf.len() {
-            panic!("two processors are registered for the same queue");
-        }
-        let mut len = 0;
-        let parts: [&[u8]; 3] = [HEAD, name, TAIL];
-        let mut p = 0;
-        while p < parts.len() {
-            let mut k = 0;
-            while k < parts[p].len() {
-                buf[len] = parts[p][k];
-                len += 1;
-                k += 1;
-            }
-            p += 1;
-        }
-        let (message, _) = buf.split_at(len);
-        match core::str::from_utf8(message) {
-            Ok(message) => panic!("{}", message),
-            Err(_) => panic!("two processors are registered for the same queue"),
-        }
+    #[derive(Clone, Debug, PartialEq)]
+    struct Db(u32);
+
+    #[tokio::test]
+    async fn state_arguments_clone_the_clients_value_or_fail_the_attempt() {
+        let with = Client::builder()
+            .database(":memory:")
+            .state(Db(7))
+            .build()
+            .await
+            .unwrap();
+        let ctx = context(with);
+        assert_eq!(ctx.state::<Db>(), Some(&Db(7)));
+        let State(db) = State::<Db>::from_context(&ctx).unwrap();
+        assert_eq!(db, Db(7));
+
+        // A context whose client lacks the state (a processor run outside of the registry
+        // that `build()` checked): the attempt fails, naming the type, instead of panicking.
+        let without = Client::builder()
+            .database(":memory:")
+            .build()
+            .await
+            .unwrap();
+        let ctx = context(without);
+        assert_eq!(ctx.state::<Db>(), None);
+        let error = State::<Db>::from_context(&ctx).err().unwrap();
+        assert!(
+            error.to_string().contains("processor::tests::Db"),
+            "{error}"
+        );
     }
 }

@@ -16,8 +16,9 @@ use crate::task::TaskId;
 ///   `Result<Vec<TaskId>>`.
 /// - `&tokio_postgres::Transaction` (feature `postgres`; a deadpool-postgres transaction
 ///   reaches it with `&*tx`) on the client's PostgreSQL database and schema; `save_in`
-///   returns a future of `Result<Vec<TaskId>>`. The transaction also sends the NOTIFY that
-///   wakes every client when it commits.
+///   returns a future of `Result<Vec<TaskId>>`. Once the transaction commits, every client
+///   is woken: by a NOTIFY in the transaction, or just after its commit (see
+///   `SaveInWakeup`).
 /// - `&mut sqlx::SqliteConnection` (feature `sqlx-sqlite`, sqlx 0.8; an sqlx transaction
 ///   reaches it with `&mut *tx`) on the client's SQLite file; `save_in` returns a future of
 ///   `Result<Vec<TaskId>>`.
@@ -57,6 +58,8 @@ impl sealed::SaveInto for &rusqlite::Transaction<'_> {
     fn save_into(self, client: &Client, tasks: Result<Vec<NewTask>>) -> Self::Output {
         let tasks = tasks?;
         client.sqlite_target()?.insert_in(self, &tasks)?;
+        // Counted when written: the application's transaction may still roll back.
+        crate::metrics::Added::count(&tasks).record();
         Ok(ids(&tasks))
     }
 }
@@ -72,12 +75,14 @@ impl<'a> sealed::SaveInto for &'a tokio_postgres::Transaction<'_> {
     type Output = SaveInFuture<'a>;
 
     fn save_into(self, client: &Client, tasks: Result<Vec<NewTask>>) -> Self::Output {
-        let target = client.postgres_target().map(|t| t.save_in_parts());
+        let target = client.postgres_target().cloned();
         Box::pin(async move {
             let tasks = tasks?;
-            let (statements, instance, shown) = target?;
             let ids = ids(&tasks);
-            crate::storage::postgres::insert_in(self, &statements, instance, &shown, tasks).await?;
+            // Counted when written: the application's transaction may still roll back.
+            let added = crate::metrics::Added::count(&tasks);
+            target?.insert_in(self, tasks).await?;
+            added.record();
             Ok(ids)
         })
     }

@@ -94,7 +94,9 @@ impl QueueConfig {
         self.backoff
     }
 
-    /// How long one attempt may run before it is stopped and counted as failed.
+    /// How long one attempt may run before it is dropped (at its next `.await`) and counted
+    /// as failed. A processor that blocks its thread cannot be dropped: when it returns after
+    /// its timeout, the attempt still counts as timed out.
     pub const fn timeout(&self) -> Option<Duration> {
         self.timeout
     }
@@ -199,7 +201,9 @@ pub enum Backoff {
         /// The longest wait.
         cap: Duration,
         /// Spread retries over the second half of each wait, so that tasks which failed
-        /// together (say, when a service went down) do not all retry at the same moment.
+        /// together (say, when a service went down) do not all retry at the same moment. The
+        /// point in that half is drawn at random for every retry: two runs of the same task
+        /// and attempt wait different times.
         jitter: bool,
     },
 }
@@ -208,9 +212,10 @@ impl Backoff {
     /// Retry at once.
     pub const NONE: Backoff = Backoff::Fixed(Duration::ZERO);
 
-    /// The wait after failed attempt number `attempt` (1-based). `entropy` picks the jitter, so
-    /// that the result is reproducible for a given task and attempt.
-    pub fn delay(&self, attempt: u32, entropy: u64) -> Duration {
+    /// The wait after failed attempt number `attempt` (1-based). With jitter, `entropy` picks
+    /// where in the second half of the wait it ends; the dispatcher passes a fresh random
+    /// number each time.
+    pub(crate) fn delay(&self, attempt: u32, entropy: u64) -> Duration {
         match *self {
             Backoff::Fixed(wait) => wait,
             Backoff::Exponential { base, cap, jitter } => {

@@ -100,7 +100,7 @@ async fn store(client: &Client, shutdown: &CancellationToken, completions: Vec<C
 /// held by another connection, a lost connection or a server restarting, a conflict with a
 /// concurrent transaction, a full disk, a file made read-only.
 fn passes(error: &Error) -> bool {
-    error.is_transient() || matches!(error, Error::Full | Error::ReadOnly)
+    error.is_transient() || matches!(error, Error::Full | Error::ReadOnly { .. })
 }
 
 /// Stores `completions` in one request, retrying while [`passes`] says the error will pass;

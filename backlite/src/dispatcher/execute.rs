@@ -12,12 +12,16 @@ use std::task::{Poll, ready};
 use std::time::{Duration, Instant};
 
 use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::Shared;
 use crate::BoxFuture;
-use crate::client::retention_expiry;
+use crate::client::{Client, retention_expiry};
+use crate::events::TaskEvent;
+use crate::metrics::{self, Outcome};
 use crate::processor::{BoxError, Context};
-use crate::storage::{ClaimedTask, Completion, Next, Retain, duration_millis, now_millis};
+use crate::storage::{ClaimedTask, Completion, Next, Retain, duration_millis};
 
 /// Why an attempt failed.
 enum Failure {
@@ -73,12 +77,65 @@ pub(super) fn spawn(shared: &Arc<Shared>, task: ClaimedTask, slot: OwnedSemaphor
 }
 
 async fn run(shared: Arc<Shared>, task: ClaimedTask, slot: OwnedSemaphorePermit) {
-    let client = &shared.client;
-    let entry = client.inner.registry.entry(&task.queue).copied();
+    let id = task.id;
+    let completion = attempt(&shared.client, task, shared.shutdown.child_token()).await;
+    if let Ok(mut running) = shared.running.lock() {
+        running.remove(&id);
+    }
+    drop(slot);
+    shared.finished.fetch_add(1, Ordering::Relaxed);
+    // Stored by the completer, with the outcomes of the tasks that finish meanwhile.
+    if shared.completions.send(completion).is_err() {
+        tracing::error!(task_id = %id, "could not record the task's outcome: the client has stopped; it runs again after release_after");
+    }
+}
+
+/// Runs one attempt of a claimed task and decides what follows it. `cancel` is what the
+/// processor's `Context` reports.
+///
+/// The attempt runs in a span with the attributes of OpenTelemetry's messaging conventions,
+/// so that the processor's own events nest in it and a tracing-to-OpenTelemetry layer
+/// exports it as a consumer span named `process <queue>`.
+pub(crate) async fn attempt(
+    client: &Client,
+    task: ClaimedTask,
+    cancel: CancellationToken,
+) -> Completion {
     let attempt = task.attempts.saturating_add(1);
+    let span = tracing::info_span!(
+        "backlite.process",
+        otel.name = %format_args!("process {}", task.queue),
+        otel.kind = "consumer",
+        messaging.system = "backlite",
+        messaging.operation = "process",
+        messaging.operation.type = "process",
+        messaging.destination.name = %task.queue,
+        messaging.message.id = %task.id,
+        attempt,
+    );
+    run_attempt(client, task, attempt, cancel)
+        .instrument(span)
+        .await
+}
+
+async fn run_attempt(
+    client: &Client,
+    task: ClaimedTask,
+    attempt: u32,
+    cancel: CancellationToken,
+) -> Completion {
+    let entry = client.inner.registry.entry(&task.queue).copied();
     let queue: &str = entry.map_or(task.queue.as_str(), |e| e.config.name());
     let started = Instant::now();
-    let executed_at = now_millis();
+    let executed_at = client.now();
+    let pickup = Duration::from_millis(u64::try_from(executed_at - task.run_at).unwrap_or(0));
+    metrics::attempt_started(queue, pickup);
+    let hooks = &client.inner.hooks;
+    hooks.emit(&TaskEvent::Started {
+        task_id: task.id,
+        queue,
+        attempt,
+    });
 
     let outcome = match entry {
         None => Err(Failure::NoProcessor),
@@ -88,15 +145,35 @@ async fn run(shared: Arc<Shared>, task: ClaimedTask, slot: OwnedSemaphorePermit)
                 task_id: task.id,
                 queue: entry.config.name(),
                 attempt,
-                cancel: shared.shutdown.child_token(),
+                cancel,
             };
             let cancel = ctx.cancel.clone();
             match (entry.start)(ctx, &task.payload) {
                 Err(e) => Err(Failure::Decode(e)),
                 Ok(attempt_future) => {
-                    let guarded = CatchUnwind(attempt_future);
+                    let mut guarded = CatchUnwind {
+                        attempt: attempt_future,
+                        busy: Duration::ZERO,
+                    };
                     let result = match entry.config.timeout() {
-                        Some(limit) => match tokio::time::timeout(limit, guarded).await {
+                        Some(limit) => match tokio::time::timeout(limit, &mut guarded).await {
+                            // A processor that blocks its thread cannot be dropped at an
+                            // `.await` it never reaches, but its late success is no success.
+                            Ok(Ok(Ok(()))) if started.elapsed() > limit => {
+                                tracing::warn!(
+                                    task_id = %task.id,
+                                    queue,
+                                    attempt,
+                                    duration = ?started.elapsed(),
+                                    blocked = ?guarded.busy,
+                                    timeout = ?limit,
+                                    "the processor returned after its timeout: it blocked its \
+                                     thread, which a timeout cannot interrupt, so the attempt \
+                                     counts as timed out; run blocking code with \
+                                     `tokio::task::spawn_blocking`"
+                                );
+                                Err(Failure::TimedOut(limit))
+                            }
                             Ok(result) => result,
                             Err(_) => {
                                 // The future is dropped here; the token tells anything the
@@ -113,19 +190,21 @@ async fn run(shared: Arc<Shared>, task: ClaimedTask, slot: OwnedSemaphorePermit)
         }
     };
     let duration = started.elapsed();
-    if let Ok(mut running) = shared.running.lock() {
-        running.remove(&task.id);
-    }
-    drop(slot);
-    shared.finished.fetch_add(1, Ordering::Relaxed);
 
     let config = entry.map(|e| e.config);
     let max_attempts = config.map_or(1, |c| c.max_attempts());
     let retention = config.and_then(|c| c.retention());
-    let now = now_millis();
+    let now = client.now();
     let (next, error) = match &outcome {
         Ok(()) => {
             tracing::debug!(task_id = %task.id, queue, attempt, ?duration, "task succeeded");
+            metrics::attempt_finished(queue, Outcome::Succeeded, duration);
+            hooks.emit(&TaskEvent::Succeeded {
+                task_id: task.id,
+                queue,
+                attempt,
+                duration,
+            });
             let retain = retention.and_then(|r| {
                 r.keeps(true).map(|payload| Retain {
                     payload,
@@ -141,6 +220,15 @@ async fn run(shared: Arc<Shared>, task: ClaimedTask, slot: OwnedSemaphorePermit)
                 std::collections::hash_map::RandomState::new().hash_one((task.id, attempt));
             let wait = backoff.delay(attempt, entropy);
             tracing::warn!(task_id = %task.id, queue, attempt, ?duration, error = %text, retry_in = ?wait, "task failed; will retry");
+            metrics::attempt_finished(queue, Outcome::Retried, duration);
+            hooks.emit(&TaskEvent::Retried {
+                task_id: task.id,
+                queue,
+                attempt,
+                duration,
+                error: &text,
+                retry_in: wait,
+            });
             (
                 Next::Retry {
                     run_at: now.saturating_add(duration_millis(wait)),
@@ -151,6 +239,14 @@ async fn run(shared: Arc<Shared>, task: ClaimedTask, slot: OwnedSemaphorePermit)
         Err(failure) => {
             let text = failure.text(queue);
             tracing::error!(task_id = %task.id, queue, attempt, ?duration, error = %text, "task failed");
+            metrics::attempt_finished(queue, Outcome::Failed, duration);
+            hooks.emit(&TaskEvent::Failed {
+                task_id: task.id,
+                queue,
+                attempt,
+                duration,
+                error: &text,
+            });
             let retain = match failure {
                 // A payload nothing can read is kept whatever the retention: deleting it
                 // would lose the only copy of the data.
@@ -168,29 +264,32 @@ async fn run(shared: Arc<Shared>, task: ClaimedTask, slot: OwnedSemaphorePermit)
             (Next::Done { retain }, Some(text))
         }
     };
-    let completion = Completion {
+    Completion {
         id: task.id,
         token: task.token,
         executed_at,
         duration,
         error,
         next,
-    };
-    // Stored by the completer, with the outcomes of the tasks that finish meanwhile.
-    if shared.completions.send(completion).is_err() {
-        tracing::error!(task_id = %task.id, queue, "could not record the task's outcome: the client has stopped; it runs again after release_after");
     }
 }
 
 /// Turns a panic while polling the attempt into a failure of that attempt, so the worker
 /// (and the dispatcher) carry on.
-struct CatchUnwind(BoxFuture<Result<(), BoxError>>);
+struct CatchUnwind {
+    attempt: BoxFuture<Result<(), BoxError>>,
+    /// Time spent inside the processor's `poll`, where nothing can interrupt it: what a
+    /// processor that blocks its thread spends there shows in the warning about it.
+    busy: Duration,
+}
 
 impl Future for CatchUnwind {
     type Output = Result<Result<(), BoxError>, Failure>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
-        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| self.0.as_mut().poll(cx)));
+        let start = Instant::now();
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| self.attempt.as_mut().poll(cx)));
+        self.busy += start.elapsed();
         Poll::Ready(match polled {
             Ok(poll) => Ok(ready!(poll)),
             Err(payload) => Err(Failure::Panic(panic_message(payload))),

@@ -7,6 +7,12 @@
 mod complete;
 mod execute;
 
+#[cfg_attr(
+    not(feature = "testing"),
+    allow(unused_imports, reason = "`drain` runs attempts too")
+)]
+pub(crate) use execute::attempt;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -78,6 +84,15 @@ pub(crate) fn start(client: Client) -> Running {
 }
 
 impl Running {
+    /// The stop of a client whose last handle was dropped: claims end now, and a task of the
+    /// client's runtime does the rest of `stop(Duration::ZERO)`, since a drop cannot wait.
+    pub(crate) fn stop_detached(self, runtime: &tokio::runtime::Handle) {
+        self.stop.cancel();
+        runtime.spawn(async move {
+            self.stop(Duration::ZERO).await;
+        });
+    }
+
     pub(crate) async fn stop(self, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         self.stop.cancel();
@@ -131,7 +146,6 @@ impl Running {
 /// claims about half a horizon of tasks at once; below ~10 ms of work per claim, the claim's
 /// fixed cost and its commit show in the writer's time per task.
 const PREFETCH_HORIZON: Duration = Duration::from_millis(20);
-const PREFETCH_MAX: usize = 2000;
 /// Finished tasks enough to estimate the pool's pace before a whole horizon has passed.
 const PACE_SAMPLE: u64 = 32;
 
@@ -151,10 +165,13 @@ async fn dispatch(shared: Arc<Shared>, stop: CancellationToken) -> Arc<Shared> {
     let mut next_due: Option<Option<tokio::time::Instant>> = None;
     let mut held_pause = Duration::ZERO;
     let lease = client.inner.settings.release_after;
+    let prefetch_max = client.driver().prefetch_max();
     let mut error_pause = Duration::ZERO;
     let mut prefetch = 0usize;
     let mut window = (Instant::now(), 0u64);
 
+    // Before the first claim, so that only other processes' claims are counted.
+    maintenance::report_claimed(&client).await;
     if client.inner.registry.is_empty() {
         stop.cancelled().await;
     }
@@ -176,7 +193,7 @@ async fn dispatch(shared: Arc<Shared>, stop: CancellationToken) -> Arc<Shared> {
         if elapsed >= PREFETCH_HORIZON || finished - window.1 >= PACE_SAMPLE {
             let per_horizon = (finished - window.1) as f64 * PREFETCH_HORIZON.as_secs_f64()
                 / elapsed.as_secs_f64();
-            prefetch = (per_horizon as usize).min(PREFETCH_MAX);
+            prefetch = (per_horizon as usize).min(prefetch_max);
             window = (Instant::now(), finished);
         }
 
@@ -186,7 +203,11 @@ async fn dispatch(shared: Arc<Shared>, stop: CancellationToken) -> Arc<Shared> {
         // same for 5 tasks as for 500, so claiming again each time a worker frees would make
         // the claims, not the tasks, set the pool's pace.
         if want > 0 && buffer.len() <= prefetch / 2 && !drained {
-            match client.driver().task_claim(want, lease, None).await {
+            match client
+                .driver()
+                .task_claim(want, lease, client.test_now())
+                .await
+            {
                 Ok(tasks) => {
                     error_pause = Duration::ZERO;
                     if !tasks.is_empty() {
@@ -212,7 +233,11 @@ async fn dispatch(shared: Arc<Shared>, stop: CancellationToken) -> Arc<Shared> {
         }
 
         if drained && buffer.is_empty() && next_due.is_none() {
-            let wait = match client.driver().task_next_due(None).await {
+            let wait = match client.driver().task_next_due(client.test_now()).await {
+                // A controlled clock makes tasks due only when a test advances it, and that
+                // wakes the dispatcher: a timer would fire early, or spin under a paused
+                // runtime.
+                Ok(Some(wait)) if !wait.is_zero() && client.clock().is_controlled() => None,
                 Ok(Some(wait)) if wait.is_zero() => {
                     // Due now, yet the claim came back short: held by other claimers.
                     held_pause =
@@ -295,6 +320,33 @@ mod tests {
             .build()
             .await
             .expect("build");
+        stays_idle_and_wakes(client).await;
+    }
+
+    /// On PostgreSQL the listener, not a poll, wakes it.
+    #[cfg(feature = "postgres")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_idle_postgres_client_does_not_query_the_tasks_table() {
+        let Some(url) = crate::storage::postgres::test_url() else {
+            return;
+        };
+        let registry = crate::__private::registry([crate::__private::entry::<RunIdle>()]);
+        let client = Client::builder()
+            .database(url)
+            .schema(format!(
+                "backlite_test_{}_idle",
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs())
+            ))
+            .processors(registry)
+            .build()
+            .await
+            .expect("build");
+        stays_idle_and_wakes(client).await;
+    }
+
+    async fn stays_idle_and_wakes(client: Client) {
         client.start();
         client.add(Idle).save().await.expect("save");
         // Let it run the task and settle.

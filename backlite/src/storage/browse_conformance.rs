@@ -57,6 +57,36 @@ macro_rules! browse_conformance {
             }
 
             #[tokio::test]
+            async fn waiting_lists_one_queue_whole_in_claim_order() {
+                let Some(d) = open(&["a", "b"]).await else {
+                    return;
+                };
+                let long = "x".repeat(PREVIEW_BYTES * 2);
+                let tasks = vec![
+                    new_task("a", 30, "a30"),
+                    new_task("b", 5, "b5"),
+                    new_task("a", 10, &long),
+                    new_task("a", 20, "a20"),
+                ];
+                d.task_insert_many(tasks.clone()).await.unwrap();
+                let a = d.task_list_waiting("a").await.unwrap();
+                let ids: Vec<_> = a.iter().map(|t| t.id).collect();
+                assert_eq!(ids, [tasks[2].id, tasks[3].id, tasks[0].id]);
+                assert_eq!(a[0].payload, long.as_bytes(), "payload cut");
+                assert_eq!(
+                    (a[2].payload.as_slice(), a[2].run_at, a[2].attempts),
+                    (&b"a30"[..], 30, 0)
+                );
+                // The two earliest due, `b5` then `a10`, are claimed: running is not waiting.
+                d.task_claim(2, LEASE, Some(15)).await.unwrap();
+                assert!(d.task_list_waiting("b").await.unwrap().is_empty());
+                let a = d.task_list_waiting("a").await.unwrap();
+                let ids: Vec<_> = a.iter().map(|t| t.id).collect();
+                assert_eq!(ids, [tasks[3].id, tasks[0].id]);
+                assert!(d.task_list_waiting("c").await.unwrap().is_empty());
+            }
+
+            #[tokio::test]
             async fn running_lists_claimed_tasks_longest_claimed_first() {
                 let Some(d) = open(&["a"]).await else { return };
                 let (t1, t2, t3) = (

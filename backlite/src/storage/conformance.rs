@@ -82,6 +82,11 @@ macro_rules! driver_conformance {
                     claimed.iter().find(|c| c.id == t2.id).unwrap().payload,
                     b"2"
                 );
+                let due: Vec<_> = [t2.id, t3.id]
+                    .iter()
+                    .map(|id| claimed.iter().find(|c| c.id == *id).unwrap().run_at)
+                    .collect();
+                assert_eq!(due, [10, 20], "a claim carries each task's due time");
                 let rest = claim(&d, 10, 100).await;
                 assert_eq!(rest.len(), 1);
                 assert_eq!(rest[0].id, t1.id);
@@ -128,6 +133,9 @@ macro_rules! driver_conformance {
                 let mut queues: Vec<_> = claimed.iter().map(|t| t.queue.clone()).collect();
                 queues.sort();
                 assert_eq!(queues, ["a", "b"]);
+                let mut due: Vec<_> = claimed.iter().map(|t| t.run_at).collect();
+                due.sort();
+                assert_eq!(due, [1, 2]);
                 assert_eq!(d.task_status(c.id).await.unwrap(), TaskStatus::Pending);
                 assert_eq!(d.task_status(later.id).await.unwrap(), TaskStatus::Pending);
                 assert_eq!(d.task_status(a.id).await.unwrap(), TaskStatus::Running);

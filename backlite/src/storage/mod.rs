@@ -66,6 +66,8 @@ pub(crate) struct ClaimedTask {
     /// Attempts that completed before this one (interrupted attempts do not count).
     pub(crate) attempts: u32,
     pub(crate) token: ClaimToken,
+    /// When it was due: the start of its pickup latency.
+    pub(crate) run_at: Millis,
 }
 
 /// The end of one attempt.
@@ -119,6 +121,11 @@ pub struct QueueStats {
 /// clock (the database server's, on a shared database, so that hosts whose clocks disagree
 /// still agree on when a lease ends), `Some` a given time, for tests.
 pub(crate) trait Driver: Send + Sync + 'static {
+    /// The most tasks a dispatcher may hold claimed beyond its free workers. Tasks held
+    /// ahead wait for this process while another could run them: where many hosts share the
+    /// queue that costs more than the claims it saves.
+    fn prefetch_max(&self) -> usize;
+
     /// Inserts all tasks or none.
     fn task_insert_many(&self, tasks: Vec<NewTask>) -> BoxFuture<Result<()>>;
 
@@ -178,6 +185,14 @@ pub(crate) trait Driver: Send + Sync + 'static {
     /// A retained completed task, with its whole payload when that was retained.
     #[cfg_attr(not(feature = "ui"), allow(dead_code, reason = "only the UI browses"))]
     fn completed_get(&self, id: TaskId) -> BoxFuture<Result<Option<CompletedRecord>>>;
+
+    /// Every waiting (unclaimed) task of one queue, payloads whole, in claim order: what a
+    /// test lists with `Client::enqueued`. It reads the whole queue, so it is for tests.
+    #[cfg_attr(
+        not(feature = "testing"),
+        allow(dead_code, reason = "only the testing helpers list a queue whole")
+    )]
+    fn task_list_waiting(&self, queue: &'static str) -> BoxFuture<Result<Vec<TaskRecord>>>;
 
     /// How many claims and next-due queries this driver has run.
     #[cfg(test)]

@@ -63,7 +63,21 @@ const MAX_PAGE: u64 = 1_000_000;
 ///
 /// Lists take `?page=N` (25 rows a page). A task that completes while someone looks at it
 /// moves: `/task/{id}` then redirects to `/completed/{id}` when the task was retained.
-pub fn router(client: &Client) -> Router {
+///
+/// The router carries its own state, so it nests into an application router of any state
+/// type `S`:
+///
+/// ```no_run
+/// # async fn run(client: backlite::Client) {
+/// #[derive(Clone)]
+/// struct AppState { name: &'static str }
+///
+/// let app: axum::Router = axum::Router::new()
+///     .nest("/admin/tasks", backlite::ui::router(&client))
+///     .with_state(AppState { name: "shop" });
+/// # }
+/// ```
+pub fn router<S: Clone + Send + Sync + 'static>(client: &Client) -> Router<S> {
     Router::new()
         .route("/", get(running))
         .route("/upcoming", get(upcoming))
@@ -101,7 +115,11 @@ async fn task_list(client: &Client, base: Base, query: RawQuery, list: List) -> 
     };
     let driver = client.driver();
     let rows = |window| driver.task_list(state, window);
-    match list_page(client, base, query, list, rows, TaskView::new).await {
+    let release_after = client.inner.settings.release_after;
+    let view = |base: &str, row, registry: &crate::Registry, now| {
+        TaskView::new(base, row, registry, now, release_after)
+    };
+    match list_page(client, base, query, list, rows, view).await {
         Ok((layout, rows, pager)) => html(
             StatusCode::OK,
             &TasksPage {
@@ -177,7 +195,8 @@ async fn task(client: State<Client>, Base(base): Base, Path(id): Path<String>) -
     let stats = stats.ok();
     match found {
         Ok(Some(task)) => {
-            let task = TaskView::new(&base, task, client.registry(), now);
+            let release_after = client.inner.settings.release_after;
+            let task = TaskView::new(&base, task, client.registry(), now, release_after);
             let title = format!("Task {}", task.id);
             let list = match task.status {
                 "running" => List::Running,

@@ -1,11 +1,13 @@
 //! The pages: one askama template per page and the values it shows, built from storage
 //! records. Templates escape every value they print; nothing here is marked safe.
 
+use std::time::Duration;
+
 use askama::Template;
 
 use super::format::{self, Time};
 use crate::processor::Registry;
-use crate::storage::{CompletedRecord, Millis, QueueStats, TaskRecord};
+use crate::storage::{CompletedRecord, Millis, QueueStats, TaskRecord, duration_millis};
 
 /// Characters of a payload or an error shown in a list row.
 const PREVIEW_CHARS: usize = 96;
@@ -240,6 +242,9 @@ pub(crate) struct TaskView {
     pub(crate) created: Time,
     pub(crate) run_at: Time,
     pub(crate) claimed: Option<Time>,
+    /// Why a running task is shown as stale: it was claimed longer ago than the client's
+    /// `release_after`, so its worker most likely died and it waits to be released.
+    pub(crate) stale: Option<String>,
     pub(crate) last_executed: Option<Time>,
     pub(crate) last_duration: Option<String>,
     pub(crate) last_error: Option<String>,
@@ -252,7 +257,13 @@ pub(crate) struct TaskView {
 }
 
 impl TaskView {
-    pub(crate) fn new(base: &str, t: TaskRecord, registry: &Registry, now: Millis) -> TaskView {
+    pub(crate) fn new(
+        base: &str,
+        t: TaskRecord,
+        registry: &Registry,
+        now: Millis,
+        release_after: Duration,
+    ) -> TaskView {
         let max = registry.config(&t.queue).map(|c| c.max_attempts());
         let status = match (t.claimed_at, t.attempts) {
             (Some(_), _) => "running",
@@ -279,6 +290,16 @@ impl TaskView {
             created: Time::new(t.created_at, now),
             run_at: Time::new(t.run_at, now),
             claimed: t.claimed_at.map(|at| Time::new(at, now)),
+            stale: t
+                .claimed_at
+                .filter(|at| now.saturating_sub(*at) > duration_millis(release_after))
+                .map(|_| {
+                    format!(
+                        "Claimed more than {} ago (release_after): its worker has probably \
+                         died. A started client runs it again once it releases it.",
+                        format::duration(release_after)
+                    )
+                }),
             last_executed: t.last_executed_at.map(|at| Time::new(at, now)),
             last_duration: t.last_duration.map(format::duration),
             error_preview: t

@@ -1,6 +1,6 @@
 // The signatures `#[processor]` accepts. Each function also stays callable as written.
 
-use backlite::{Context, Processor, Task, processor};
+use backlite::{Context, Processor, State, StateType, Task, processor};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize, Task)]
@@ -65,6 +65,32 @@ async fn task(task: Resize) -> Result<(), std::fmt::Error> {
     Ok(())
 }
 
+/// The task before the context.
+#[processor]
+async fn task_first(task: Email, ctx: Context) -> Result<(), MailError> {
+    let _ = (task.to, ctx.attempt());
+    Ok(())
+}
+
+#[derive(Clone)]
+pub struct Pool;
+
+#[derive(Clone)]
+pub struct Settings;
+
+/// State before and after the task, around the context, qualified or not.
+#[processor]
+async fn with_state(
+    State(_pool): State<Pool>,
+    ctx: Context,
+    task: Email,
+    settings: backlite::State<Settings>,
+) -> Result<(), MailError> {
+    let State(Settings) = settings;
+    let _ = (ctx, task);
+    Ok(())
+}
+
 mod jobs {
     use super::*;
 
@@ -89,6 +115,15 @@ fn main() {
     assert_eq!(processes::<boxed_error>(), "email");
     assert_eq!(processes::<task>(), "resize");
     assert_eq!(processes::<jobs::ctx>(), "email");
+    assert_eq!(processes::<task_first>(), "email");
+    assert_eq!(processes::<with_state>(), "email");
+
+    // The state types a processor takes, in argument order; none without `State` arguments.
+    assert_eq!(
+        <with_state as Processor>::states(),
+        [StateType::of::<Pool>(), StateType::of::<Settings>()]
+    );
+    assert!(<task_first as Processor>::states().is_empty());
 
     // The functions are plain async functions, callable directly.
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();

@@ -45,6 +45,16 @@ pub(super) async fn task_list(
     rows.iter().map(task_record).collect()
 }
 
+pub(super) async fn task_list_waiting(
+    conn: &Client,
+    sql: &Statements,
+    queue: &str,
+) -> PgResult<Vec<TaskRecord>> {
+    let statement = conn.prepare_cached(&sql.waiting).await?;
+    let rows = conn.query(&statement, &[&queue]).await?;
+    rows.iter().map(task_record).collect()
+}
+
 pub(super) async fn task_get(
     conn: &Client,
     sql: &Statements,

@@ -8,6 +8,7 @@
 //! [`listener`]).
 
 mod browse;
+mod commit_watch;
 mod listener;
 mod migrations;
 mod sql;
@@ -43,61 +44,96 @@ pub(crate) struct Options {
     pub(crate) poll_interval: Option<Duration>,
     /// The queues this process serves: the claim and the next-due query look at these only.
     pub(crate) queues: Vec<&'static str>,
+    pub(crate) save_in_wakeup: SaveInWakeup,
+}
+
+/// How tasks added with `save_in` on PostgreSQL wake the workers once the application's
+/// transaction commits.
+///
+/// A NOTIFY makes PostgreSQL commit notifying transactions one at a time, so a NOTIFY inside
+/// the application's transaction costs its commits their concurrency with each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SaveInWakeup {
+    /// NOTIFY inside the application's transaction: workers on every host wake the moment it
+    /// commits, and the application's notifying commits serialize.
+    #[default]
+    InTransaction,
+    /// No NOTIFY in the application's transaction: the client asks the server (every few
+    /// milliseconds, only while such transactions are open) whether they committed, and then
+    /// sends one NOTIFY for all of them. The application's commits stay concurrent; workers
+    /// wake a few milliseconds later, and `save_in` costs one more round trip
+    /// (`txid_current()`).
+    AfterCommit,
 }
 
 /// Where a client's PostgreSQL database is, for `save_in` to write into a transaction there.
+#[derive(Clone)]
 pub(crate) struct PgTarget {
-    pub(crate) statements: Arc<Statements>,
+    statements: Arc<Statements>,
     /// The identity stored in the schema at its creation: `save_in` inserts only where it is.
-    pub(crate) instance: uuid::Uuid,
-    shown: String,
+    instance: uuid::Uuid,
+    shown: Arc<str>,
+    /// With `SaveInWakeup::AfterCommit`: where `save_in` hands the application's transaction
+    /// id to the commit watcher.
+    commit_watch: Option<tokio::sync::mpsc::UnboundedSender<i64>>,
 }
 
 impl PgTarget {
-    /// What `save_in` needs, owned, so that its future borrows only the transaction.
-    pub(crate) fn save_in_parts(&self) -> (Arc<Statements>, uuid::Uuid, String) {
-        (self.statements.clone(), self.instance, self.shown.clone())
-    }
-}
-
-/// Inserts tasks inside the application's own transaction, with the NOTIFY that wakes every
-/// client once it commits. The insert applies only where the schema's identity is the
-/// client's: on another database (or schema) it stores nothing and is refused.
-pub(crate) async fn insert_in(
-    tx: &tokio_postgres::Transaction<'_>,
-    statements: &Statements,
-    instance: uuid::Uuid,
-    shown: &str,
-    tasks: Vec<NewTask>,
-) -> Result<()> {
-    let columns = InsertColumns::new(tasks);
-    let wrong = |found: String| Error::WrongDatabase {
-        expected: shown.to_owned(),
-        found,
-    };
-    let [ids, queues, payloads, run_at, created_at] = columns.params();
-    let inserted = match tx
-        .execute(
-            &statements.insert_checked,
-            &[ids, queues, payloads, run_at, created_at, &instance],
-        )
-        .await
-    {
-        Ok(inserted) => inserted,
-        Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => {
-            return Err(wrong(
-                "a database without backlite's tables in that schema".into(),
-            ));
+    /// Inserts tasks inside the application's own transaction, and arranges the wake-up of
+    /// every client once it commits. The insert applies only where the schema's identity is
+    /// the client's: on another database (or schema) it stores nothing and is refused.
+    pub(crate) async fn insert_in(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        tasks: Vec<NewTask>,
+    ) -> Result<()> {
+        let statements = &self.statements;
+        let columns = InsertColumns::new(tasks);
+        let wrong = |found: String| Error::WrongDatabase {
+            expected: self.shown.to_string(),
+            found,
+        };
+        let instance = self.instance;
+        let [ids, queues, payloads, run_at, created_at] = columns.params();
+        let inserted = match tx
+            .execute(
+                &statements.insert_checked,
+                &[ids, queues, payloads, run_at, created_at, &instance],
+            )
+            .await
+        {
+            Ok(inserted) => inserted,
+            Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => {
+                return Err(wrong(
+                    "a database without backlite's tables in that schema".into(),
+                ));
+            }
+            Err(e) => return Err(map_error(e)),
+        };
+        if inserted as usize != columns.len() {
+            return Err(wrong("another backlite database".into()));
         }
-        Err(e) => return Err(map_error(e)),
-    };
-    if inserted as usize != columns.len() {
-        return Err(wrong("another backlite database".into()));
+        match &self.commit_watch {
+            None => {
+                tx.execute(&statements.notify, &[&statements.channel])
+                    .await
+                    .map_err(map_error)?;
+            }
+            Some(watch) => {
+                let xid: i64 = tx
+                    .query_one("SELECT txid_current()", &[])
+                    .await
+                    .map_err(map_error)?
+                    .try_get(0)
+                    .map_err(map_error)?;
+                // The watcher lives as long as the client; a closed one means the client,
+                // and its workers, are gone.
+                let _ = watch.send(xid);
+            }
+        }
+        Ok(())
     }
-    tx.execute(&statements.notify, &[&statements.channel])
-        .await
-        .map_err(map_error)?;
-    Ok(())
 }
 
 impl std::fmt::Display for PgTarget {
@@ -197,10 +233,13 @@ impl PgDriver {
             }
         }
         let writer = writer::Writer::start(pool.clone(), statements.clone(), wake.clone());
+        let commit_watch = (options.save_in_wakeup == SaveInWakeup::AfterCommit)
+            .then(|| commit_watch::start(pool.clone(), statements.clone(), background.clone()));
         let target = PgTarget {
             statements: statements.clone(),
             instance,
-            shown,
+            shown: shown.into(),
+            commit_watch,
         };
         let driver = PgDriver {
             pool,
@@ -288,6 +327,11 @@ impl InsertColumns {
 }
 
 impl Driver for PgDriver {
+    /// Other hosts claim from the same queue: hold a few claims' worth, no more.
+    fn prefetch_max(&self) -> usize {
+        250
+    }
+
     fn task_insert_many(&self, tasks: Vec<NewTask>) -> BoxFuture<Result<()>> {
         self.writer.insert(tasks)
     }
@@ -321,6 +365,7 @@ impl Driver for PgDriver {
                             payload: row.try_get(2)?,
                             attempts: u32::try_from(attempts).unwrap_or(0),
                             token: ClaimToken(row.try_get(4)?),
+                            run_at: key.0,
                         },
                     ));
                 }
@@ -464,6 +509,10 @@ impl Driver for PgDriver {
         self.with(move |conn, sql| Box::pin(browse::task_get(conn, sql, id)))
     }
 
+    fn task_list_waiting(&self, queue: &'static str) -> BoxFuture<Result<Vec<TaskRecord>>> {
+        self.with(move |conn, sql| Box::pin(browse::task_list_waiting(conn, sql, queue)))
+    }
+
     fn completed_list(
         &self,
         succeeded: bool,
@@ -600,7 +649,10 @@ pub(crate) fn map_error(error: tokio_postgres::Error) -> Error {
         return Error::Full;
     }
     if code == &SqlState::READ_ONLY_SQL_TRANSACTION {
-        return Error::ReadOnly;
+        // A standby, or `default_transaction_read_only`: the server refuses every write.
+        return Error::ReadOnly {
+            path: "the PostgreSQL server".into(),
+        };
     }
     let transient = code.code().starts_with("08") // connection exception
         || code == &SqlState::ADMIN_SHUTDOWN
@@ -651,6 +703,7 @@ pub(crate) async fn open_for_test(queues: Vec<&'static str>) -> Option<PgDriver>
         pool_size: 4,
         poll_interval: None,
         queues,
+        save_in_wakeup: SaveInWakeup::InTransaction,
     };
     Some(
         PgDriver::open(options, Arc::new(Notify::new()))
@@ -826,5 +879,62 @@ mod plans {
             assert!(!plan.contains("Seq Scan"), "{name} scans a table:\n{plan}");
         }
         let _ = Duration::ZERO;
+    }
+}
+
+#[cfg(test)]
+mod errors {
+    use tokio_postgres::NoTls;
+
+    use super::{map_error, test_url};
+    use crate::error::Error;
+
+    /// Each SQLSTATE class lands in the kind the application acts on, from a real server's
+    /// error, and the tokio-postgres error stays the source with its SQLSTATE.
+    #[tokio::test]
+    async fn sqlstates_map_to_kinds_and_stay_readable() {
+        let Some(url) = test_url() else { return };
+        let (client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+        tokio::spawn(connection);
+        let raise = |code: &str| {
+            format!("DO $$ BEGIN RAISE EXCEPTION 'raised' USING ERRCODE = '{code}'; END $$")
+        };
+        type IsKind = fn(&Error) -> bool;
+        let cases: [(&str, IsKind, bool); 8] = [
+            ("40001", |e| matches!(e, Error::Conflict(_)), true),
+            ("40P01", |e| matches!(e, Error::Conflict(_)), true),
+            ("57P01", |e| matches!(e, Error::Connection(_)), true),
+            ("53300", |e| matches!(e, Error::Connection(_)), true),
+            ("08006", |e| matches!(e, Error::Connection(_)), true),
+            ("53100", |e| matches!(e, Error::Full), false),
+            ("25006", |e| matches!(e, Error::ReadOnly { .. }), false),
+            ("23505", |e| matches!(e, Error::Storage(_)), false),
+        ];
+        for (code, kind, transient) in cases {
+            let error = map_error(client.batch_execute(&raise(code)).await.unwrap_err());
+            assert!(kind(&error), "{code}: {error:?}");
+            assert_eq!(error.is_transient(), transient, "{code}");
+            if let Some(source) = std::error::Error::source(&error) {
+                let pg = source.downcast_ref::<tokio_postgres::Error>().unwrap();
+                assert_eq!(pg.code().unwrap().code(), code);
+            }
+        }
+
+        // A connection the server ends: transient.
+        let (doomed, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+        tokio::spawn(connection);
+        let pid: i32 = doomed
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        client
+            .execute("SELECT pg_terminate_backend($1)", &[&pid])
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let error = map_error(doomed.batch_execute("SELECT 1").await.unwrap_err());
+        assert!(matches!(error, Error::Connection(_)), "{error:?}");
+        assert!(error.is_transient());
     }
 }

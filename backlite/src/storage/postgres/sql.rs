@@ -35,6 +35,7 @@ pub(crate) struct Statements {
     pub(crate) running: String,
     pub(crate) upcoming: String,
     pub(crate) task_get: String,
+    pub(crate) waiting: String,
     pub(crate) completed_list: String,
     pub(crate) completed_get: String,
 }
@@ -206,6 +207,11 @@ impl Statements {
                      ORDER BY run_at, seq LIMIT $1::int8 + $2::int8) AS t \
                  ORDER BY t.run_at, t.seq LIMIT $1 OFFSET $2",
                 task_columns(PREVIEW)
+            ),
+            waiting: format!(
+                "SELECT {} FROM {tasks} AS t WHERE t.claimed_at IS NULL AND t.queue = $1 \
+                 ORDER BY t.run_at, t.seq",
+                task_columns("t.task")
             ),
             task_get: format!(
                 "SELECT {} FROM {tasks} AS t WHERE t.id = $1",

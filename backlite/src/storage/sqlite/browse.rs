@@ -85,6 +85,24 @@ pub(crate) fn task_get(conn: &Connection, id: TaskId) -> rusqlite::Result<Option
         .optional()
 }
 
+/// The waiting tasks of one queue, whole, in claim order: a range of the due index.
+fn waiting_sql() -> String {
+    format!(
+        "SELECT {} FROM backlite_tasks t WHERE t.claimed_at IS NULL AND t.queue = ?1 \
+         ORDER BY t.run_at, t.rowid",
+        task_columns("t.task")
+    )
+}
+
+pub(crate) fn task_list_waiting(
+    conn: &Connection,
+    queue: &str,
+) -> rusqlite::Result<Vec<TaskRecord>> {
+    let mut list = conn.prepare_cached(&waiting_sql())?;
+    let rows = list.query_map([queue], task_record)?;
+    rows.collect()
+}
+
 fn task_record(row: &Row<'_>) -> rusqlite::Result<TaskRecord> {
     Ok(TaskRecord {
         id: task_id(row.get_ref(0)?.as_blob()?)?,
@@ -212,6 +230,10 @@ mod tests {
         );
         let table_scan = |step: &str| step == "SCAN t" || step.starts_with("SCAN backlite_tasks");
         assert!(!upcoming.lines().any(table_scan), "{upcoming}");
+
+        let waiting = plan(&conn, &waiting_sql());
+        assert!(waiting.contains("backlite_tasks_due"), "{waiting}");
+        assert!(!waiting.contains("TEMP B-TREE"), "{waiting}");
 
         let completed = plan(&conn, &completed_sql());
         assert!(

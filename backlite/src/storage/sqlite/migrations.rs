@@ -102,3 +102,68 @@ pub(crate) fn migrate(conn: &mut Connection, now: i64) -> rusqlite::Result<Resul
     tx.commit()?;
     Ok(Ok(()))
 }
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    use super::{LATEST, MIGRATIONS, migrate};
+
+    /// A database as version `version` of backlite left it: its migrations applied, one task
+    /// waiting and one claimed at 1,000.
+    fn database_at(version: usize) -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE backlite_schema (
+                 version    INTEGER PRIMARY KEY NOT NULL,
+                 applied_at INTEGER NOT NULL
+             )",
+        )
+        .unwrap();
+        for (n, sql) in MIGRATIONS[..version].iter().enumerate() {
+            conn.execute_batch(sql).unwrap();
+            conn.execute("INSERT INTO backlite_schema VALUES (?1, 0)", [n as i64 + 1])
+                .unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO backlite_tasks (id, queue, task, run_at, created_at)
+                 VALUES (x'01', 'a', x'7b7d', 5, 1);
+             INSERT INTO backlite_tasks (id, queue, task, run_at, created_at, claimed_at)
+                 VALUES (x'02', 'a', x'7b7d', 5, 1, 1000);",
+        )
+        .unwrap();
+        conn
+    }
+
+    /// Every earlier version migrates to the latest, keeping its tasks: a task claimed under
+    /// an earlier version gets that version's lease (10 minutes) and a first fencing number.
+    #[test]
+    fn every_earlier_version_migrates_with_its_tasks() {
+        for version in 1..LATEST as usize {
+            let mut conn = database_at(version);
+            migrate(&mut conn, 0).unwrap().unwrap();
+            let latest: i64 = conn
+                .query_row("SELECT MAX(version) FROM backlite_schema", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(latest, LATEST, "from version {version}");
+            type Row = (Vec<u8>, Option<i64>, Option<i64>, i64);
+            let rows: Vec<Row> = conn
+                .prepare(
+                    "SELECT id, claimed_at, lease_until, fence FROM backlite_tasks ORDER BY id",
+                )
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(
+                rows,
+                [
+                    (vec![1], None, None, 0),
+                    (vec![2], Some(1000), Some(601_000), 1),
+                ],
+                "from version {version}"
+            );
+        }
+    }
+}

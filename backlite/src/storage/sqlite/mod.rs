@@ -109,7 +109,8 @@ impl Readers {
             Some(conn) => conn,
             None => open_connection(&self.target, &self.options)?,
         };
-        let result = f(&conn).map_err(|e| map_error(&e, self.options.busy_timeout));
+        let result =
+            f(&conn).map_err(|e| map_error(&e, self.options.busy_timeout, &self.options.path));
         if let Ok(mut idle) = self.idle.lock() {
             if idle.len() < IDLE_READERS {
                 idle.push(conn);
@@ -138,7 +139,9 @@ impl SqliteDriver {
             .is_readonly(rusqlite::MAIN_DB)
             .map_err(|e| open_error(&options.path, &e, options.busy_timeout))?;
         if read_only {
-            return Err(Error::ReadOnly);
+            return Err(Error::ReadOnly {
+                path: options.path.clone(),
+            });
         }
         migrations::migrate(&mut conn, now_millis())
             .map_err(|e| open_error(&options.path, &e, options.busy_timeout))??;
@@ -213,7 +216,8 @@ impl SqliteTarget {
     /// client's file: on another file the tasks would wait where no client looks.
     pub(crate) fn insert_in(&self, conn: &Connection, tasks: &[NewTask]) -> Result<()> {
         self.check_file(conn.path().unwrap_or_default())?;
-        sql::task_insert_many(conn, tasks).map_err(|e| map_error(&e, self.busy_timeout))
+        sql::task_insert_many(conn, tasks)
+            .map_err(|e| map_error(&e, self.busy_timeout, conn.path().unwrap_or_default()))
     }
 
     /// Refuses a connection whose main database SQLite names `file` (empty for a temporary or
@@ -242,6 +246,12 @@ fn file_identity(path: &str) -> String {
 }
 
 impl Driver for SqliteDriver {
+    /// One machine: a claim costs the writer a transaction, and the processes that could take
+    /// the tasks instead share this machine's cores.
+    fn prefetch_max(&self) -> usize {
+        2000
+    }
+
     fn task_insert_many(&self, tasks: Vec<NewTask>) -> BoxFuture<Result<()>> {
         self.send(|reply| Command::Insert(tasks, reply))
     }
@@ -325,6 +335,10 @@ impl Driver for SqliteDriver {
         self.read(move |conn| browse::completed_get(conn, id))
     }
 
+    fn task_list_waiting(&self, queue: &'static str) -> BoxFuture<Result<Vec<TaskRecord>>> {
+        self.read(move |conn| browse::task_list_waiting(conn, queue))
+    }
+
     #[cfg(test)]
     fn table_reads(&self) -> u64 {
         self.table_reads.load(std::sync::atomic::Ordering::Relaxed)
@@ -379,20 +393,33 @@ fn open_error(path: &str, error: &rusqlite::Error, busy: Duration) -> Error {
         Some(ErrorCode::NotADatabase) => Error::NotADatabase {
             path: path.to_owned(),
         },
+        // The file is missing and its directory exists, so SQLite could not create it there.
+        Some(ErrorCode::CannotOpen) if !Path::new(path).exists() && parent_dir_exists(path) => {
+            Error::ReadOnly {
+                path: path.to_owned(),
+            }
+        }
         Some(ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => Error::Open {
             path: path.to_owned(),
             source: error.to_string().into(),
         },
-        _ => map_error(error, busy),
+        _ => map_error(error, busy, path),
     }
 }
 
-/// Maps an SQLite error to the kinds the application can act on.
-pub(crate) fn map_error(error: &rusqlite::Error, busy: Duration) -> Error {
+fn parent_dir_exists(path: &str) -> bool {
+    let parent = Path::new(path).parent();
+    parent.is_none_or(|p| p.as_os_str().is_empty() || p.is_dir())
+}
+
+/// Maps an SQLite error on the database at `path` to the kinds the application can act on.
+pub(crate) fn map_error(error: &rusqlite::Error, busy: Duration, path: &str) -> Error {
     match error.sqlite_error_code() {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Error::Busy(busy),
         Some(ErrorCode::DiskFull) => Error::Full,
-        Some(ErrorCode::ReadOnly) => Error::ReadOnly,
+        Some(ErrorCode::ReadOnly) => Error::ReadOnly {
+            path: path.to_owned(),
+        },
         _ => Error::Storage(error.to_string().into()),
     }
 }

@@ -44,11 +44,11 @@ pub(crate) fn claim_sql(queue_count: usize) -> String {
     let arms = (0..queue_count).map(arm).collect::<Vec<_>>();
     match queue_count {
         1 => format!(
-            "SELECT rid, id, queue, task, attempts, fence FROM ({})",
+            "SELECT rid, id, queue, task, attempts, fence, run_at FROM ({})",
             arms[0]
         ),
         _ => format!(
-            "SELECT rid, id, queue, task, attempts, fence FROM ({} ORDER BY run_at, rid LIMIT ?2)",
+            "SELECT rid, id, queue, task, attempts, fence, run_at FROM ({} ORDER BY run_at, rid LIMIT ?2)",
             arms.join(" UNION ALL ")
         ),
     }
@@ -90,6 +90,7 @@ pub(crate) fn task_claim(
                     payload: row.get(3)?,
                     attempts: row.get(4)?,
                     token: ClaimToken(fence.wrapping_add(1)),
+                    run_at: row.get(6)?,
                 },
             ));
         }

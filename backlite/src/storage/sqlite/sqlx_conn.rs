@@ -21,7 +21,7 @@ impl SqliteTarget {
         let file: String = sqlx::query_scalar(sql::MAIN_FILE)
             .fetch_one(&mut *conn)
             .await
-            .map_err(|e| map_sqlx_error(e, busy))?;
+            .map_err(|e| map_sqlx_error(e, busy, &self.given))?;
         self.check_file(&file)?;
         for task in tasks {
             sqlx::query(sql::TASK_INSERT)
@@ -32,14 +32,14 @@ impl SqliteTarget {
                 .bind(task.created_at)
                 .execute(&mut *conn)
                 .await
-                .map_err(|e| map_sqlx_error(e, busy))?;
+                .map_err(|e| map_sqlx_error(e, busy, &file))?;
         }
         Ok(())
     }
 }
 
 /// As [`super::map_error`], for the codes sqlx reports: SQLite's extended result codes.
-fn map_sqlx_error(error: sqlx::Error, busy: Duration) -> Error {
+fn map_sqlx_error(error: sqlx::Error, busy: Duration, path: &str) -> Error {
     let code = match &error {
         sqlx::Error::Database(e) => e.code().and_then(|code| code.parse::<i32>().ok()),
         _ => None,
@@ -48,7 +48,9 @@ fn map_sqlx_error(error: sqlx::Error, busy: Duration) -> Error {
     match code.map(|code| code & 0xff) {
         Some(ffi::SQLITE_BUSY | ffi::SQLITE_LOCKED) => Error::Busy(busy),
         Some(ffi::SQLITE_FULL) => Error::Full,
-        Some(ffi::SQLITE_READONLY) => Error::ReadOnly,
+        Some(ffi::SQLITE_READONLY) => Error::ReadOnly {
+            path: path.to_owned(),
+        },
         _ => Error::Storage(Box::new(error)),
     }
 }

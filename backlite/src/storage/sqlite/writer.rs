@@ -228,7 +228,7 @@ pub(super) fn spawn(
     // plain call would leave `mut conn` unused before 0.41.
     conn.deref_mut()
         .busy_handler(Some(busy_handler))
-        .map_err(|e| map_error(&e, options.busy_timeout))?;
+        .map_err(|e| map_error(&e, options.busy_timeout, &options.path))?;
     let (sender, receiver) = mpsc::channel();
     let mut writer = Writer {
         conn,
@@ -324,7 +324,8 @@ impl Writer {
                         // Undoes this request only.
                         control(conn, "ROLLBACK TO request")?;
                         control(conn, "RELEASE request")?;
-                        outcomes.push(Err(map_error(&e, busy)));
+                        let path = conn.path().unwrap_or_default();
+                        outcomes.push(Err(map_error(&e, busy, path)));
                     }
                 }
             }
@@ -368,7 +369,8 @@ impl Writer {
             Err(e) => {
                 tracing::error!(error = %e, requests = group.len(), "backlite write failed");
                 for (_, command) in group.drain(..) {
-                    command.finish(Err(map_error(&e, self.busy)));
+                    let path = self.conn.path().unwrap_or_default();
+                    command.finish(Err(map_error(&e, self.busy, path)));
                 }
             }
         }
