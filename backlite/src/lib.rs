@@ -1,6 +1,6 @@
 #![doc = include_str!("../../README.md")]
 #![warn(missing_docs)]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod client;
@@ -43,7 +43,17 @@ pub use task::{
 };
 
 /// The SQLite bindings backlite uses, for [`AddTasks::save_in`] with the same version.
+///
+/// backlite accepts rusqlite 0.32 to 0.43, so that it links the same SQLite as the
+/// application's sqlx, diesel or rusqlite: cargo picks the rusqlite whose `libsqlite3-sys` is
+/// theirs. An application on rusqlite itself then shares this crate, except that 0.42 and
+/// 0.43 link the same `libsqlite3-sys`: with `rusqlite = "0.42"`, run
+/// `cargo update -p rusqlite@0.43.0 --precise 0.42.0` to have one.
 pub use rusqlite;
+
+/// The sqlx backlite uses, for [`AddTasks::save_in`] with the same version.
+#[cfg(feature = "sqlx-sqlite")]
+pub use sqlx;
 
 /// The PostgreSQL client backlite uses, for [`AddTasks::save_in`] with the same version.
 #[cfg(feature = "postgres")]

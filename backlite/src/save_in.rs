@@ -19,6 +19,9 @@ use crate::task::TaskId;
 ///   returns a future of `Result<Vec<TaskId>>`. Once the transaction commits, every client
 ///   is woken: by a NOTIFY in the transaction, or just after its commit (see
 ///   `SaveInWakeup`).
+/// - `&mut sqlx::SqliteConnection` (feature `sqlx-sqlite`, sqlx 0.8; an sqlx transaction
+///   reaches it with `&mut *tx`) on the client's SQLite file; `save_in` returns a future of
+///   `Result<Vec<TaskId>>`.
 ///
 /// Sealed: the set of accepted transaction types is backlite's to extend.
 pub trait SaveIn: sealed::SaveInto {}
@@ -62,7 +65,7 @@ impl sealed::SaveInto for &rusqlite::Transaction<'_> {
 }
 
 /// A future that borrows the application's transaction.
-#[cfg(feature = "postgres")]
+#[cfg(any(feature = "postgres", feature = "sqlx-sqlite"))]
 pub type SaveInFuture<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<TaskId>>> + Send + 'a>>;
 
@@ -81,6 +84,21 @@ impl<'a> sealed::SaveInto for &'a tokio_postgres::Transaction<'_> {
             target?.insert_in(self, tasks).await?;
             added.record();
             Ok(ids)
+        })
+    }
+}
+
+#[cfg(feature = "sqlx-sqlite")]
+#[allow(private_interfaces, reason = "see `sealed`")]
+impl<'a> sealed::SaveInto for &'a mut sqlx::SqliteConnection {
+    type Output = SaveInFuture<'a>;
+
+    fn save_into(self, client: &Client, tasks: Result<Vec<NewTask>>) -> Self::Output {
+        let target = client.sqlite_target().cloned();
+        Box::pin(async move {
+            let tasks = tasks?;
+            target?.insert_in_sqlx(self, &tasks).await?;
+            Ok(ids(&tasks))
         })
     }
 }

@@ -15,9 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc::{SyncSender, sync_channel};
 
-use rusqlite::Connection;
-use rusqlite::hooks::Wal;
-
+use super::wal_hook::HookedConnection;
 use super::{Options, Target, open_connection};
 use crate::error::{Error, Result};
 
@@ -53,7 +51,7 @@ impl Checkpointer {
 /// to it; the thread ends with the writer's connection and the returned handle. `None` for an
 /// in-memory database, which has no WAL.
 pub(super) fn start(
-    writer: &mut Connection,
+    writer: &mut HookedConnection,
     target: &Target,
     options: &Options,
 ) -> Result<Option<Checkpointer>> {
@@ -76,21 +74,17 @@ pub(super) fn start(
         .map_err(|e| Error::Storage(Box::new(e)))?;
     let wal_pages = Arc::new(AtomicI32::new(0));
     let (from_hook, pages_seen) = (wanted.clone(), wal_pages.clone());
-    let hooked = writer.wal_hook(Some(move |wal: &mut Wal, pages: c_int| {
+    writer.set_wal_hook(move |pages| {
         pages_seen.store(pages, Ordering::Relaxed);
         if pages >= WAL_PAGES_WRITER {
-            // Whatever happens, the commit that called this hook stands: an error returned
-            // here would be reported as the commit's. A checkpoint refused because the
-            // thread's is still running is tried again after the next commit.
-            if let Err(e) = wal.checkpoint() {
-                tracing::debug!(error = %e, pages, "checkpoint after commit skipped");
-            }
-        } else if pages >= WAL_PAGES {
+            // The writer's connection checkpoints at once, after this commit.
+            return true;
+        }
+        if pages >= WAL_PAGES {
             let _ = from_hook.try_send(());
         }
-        Ok(())
-    }));
-    hooked.map_err(|e| Error::Storage(Box::new(e)))?;
+        false
+    });
     Ok(Some(Checkpointer { wanted, wal_pages }))
 }
 
@@ -112,7 +106,7 @@ mod tests {
             queues: Vec::new(),
         };
         let target = Target::new(&path);
-        let mut conn = open_connection(&target, &options).expect("open");
+        let mut conn = HookedConnection::new(open_connection(&target, &options).expect("open"));
         let checkpointer = start(&mut conn, &target, &options).expect("start");
         assert!(checkpointer.is_some());
         conn.execute_batch("CREATE TABLE t (v BLOB)")

@@ -10,6 +10,9 @@ mod browse;
 mod checkpoint;
 mod migrations;
 pub(crate) mod sql;
+#[cfg(feature = "sqlx-sqlite")]
+mod sqlx_conn;
+mod wal_hook;
 mod writer;
 
 use std::path::Path;
@@ -143,6 +146,7 @@ impl SqliteDriver {
         migrations::migrate(&mut conn, now_millis())
             .map_err(|e| open_error(&options.path, &e, options.busy_timeout))??;
         let table_reads = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut conn = wal_hook::HookedConnection::new(conn);
         let checkpointer = checkpoint::start(&mut conn, &target, &options)?;
         let save_in = SqliteTarget {
             given: options.path.clone(),
@@ -192,7 +196,7 @@ impl SqliteDriver {
 }
 
 /// The database file of a client, for `save_in` to check a transaction against.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct SqliteTarget {
     /// The path the builder was given.
     given: String,
@@ -211,7 +215,15 @@ impl SqliteTarget {
     /// Inserts tasks inside the application's own transaction, once it is known to be on the
     /// client's file: on another file the tasks would wait where no client looks.
     pub(crate) fn insert_in(&self, conn: &Connection, tasks: &[NewTask]) -> Result<()> {
-        let found = conn.path().map(file_identity).unwrap_or_default();
+        self.check_file(conn.path().unwrap_or_default())?;
+        sql::task_insert_many(conn, tasks)
+            .map_err(|e| map_error(&e, self.busy_timeout, conn.path().unwrap_or_default()))
+    }
+
+    /// Refuses a connection whose main database SQLite names `file` (empty for a temporary or
+    /// in-memory one) unless it is the client's.
+    fn check_file(&self, file: &str) -> Result<()> {
+        let found = file_identity(file);
         if found != self.file {
             return Err(Error::WrongDatabase {
                 expected: self.to_string(),
@@ -221,8 +233,7 @@ impl SqliteTarget {
                 },
             });
         }
-        sql::task_insert_many(conn, tasks)
-            .map_err(|e| map_error(&e, self.busy_timeout, conn.path().unwrap_or_default()))
+        Ok(())
     }
 }
 

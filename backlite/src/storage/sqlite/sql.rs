@@ -6,11 +6,16 @@ use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
 use crate::storage::{ClaimToken, ClaimedTask, Completion, Millis, NewTask, Next, QueueStats};
 use crate::task::{TaskId, TaskStatus};
 
+/// Inserts one task: `?1` id, `?2` queue, `?3` payload, `?4` run_at, `?5` created_at.
+pub(crate) const TASK_INSERT: &str = "INSERT INTO backlite_tasks \
+     (id, queue, task, run_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5)";
+
+/// The file of a connection's main database; empty for a temporary or in-memory one.
+#[cfg(feature = "sqlx-sqlite")]
+pub(crate) const MAIN_FILE: &str = "SELECT file FROM pragma_database_list WHERE name = 'main'";
+
 pub(crate) fn task_insert_many(conn: &Connection, tasks: &[NewTask]) -> rusqlite::Result<()> {
-    let mut insert = conn.prepare_cached(
-        "INSERT INTO backlite_tasks (id, queue, task, run_at, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?;
+    let mut insert = conn.prepare_cached(TASK_INSERT)?;
     for task in tasks {
         insert.execute(params![
             &task.id.as_bytes()[..],

@@ -11,6 +11,7 @@
 //! meanwhile.
 
 use std::cell::Cell;
+use std::ops::DerefMut;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
@@ -20,6 +21,7 @@ use rusqlite::Connection;
 use tokio::sync::{Notify, oneshot};
 
 use super::checkpoint::Checkpointer;
+use super::wal_hook::HookedConnection;
 use super::{Options, map_error, sql};
 use crate::error::{Error, Result};
 use crate::storage::{
@@ -182,7 +184,7 @@ struct Claim {
 }
 
 struct Writer {
-    conn: Connection,
+    conn: HookedConnection,
     claim: Claim,
     busy: Duration,
     wake: Arc<Notify>,
@@ -216,13 +218,16 @@ fn busy_handler(retries: i32) -> bool {
 }
 
 pub(super) fn spawn(
-    mut conn: Connection,
+    mut conn: HookedConnection,
     checkpointer: Option<Checkpointer>,
     options: &Options,
     wake: Arc<Notify>,
     claims: Arc<AtomicU64>,
 ) -> Result<Sender<Request>> {
-    conn.busy_handler(Some(busy_handler))
+    // `deref_mut`: rusqlite takes `&self` here before 0.41 and `&mut self` from it, and a
+    // plain call would leave `mut conn` unused before 0.41.
+    conn.deref_mut()
+        .busy_handler(Some(busy_handler))
         .map_err(|e| map_error(&e, options.busy_timeout, &options.path))?;
     let (sender, receiver) = mpsc::channel();
     let mut writer = Writer {
@@ -454,7 +459,7 @@ mod tests {
             .expect("migrate")
             .expect("schema");
         Writer {
-            conn,
+            conn: HookedConnection::new(conn),
             claim: Claim {
                 sql: sql::claim_sql(1),
                 queues: options.queues.clone(),

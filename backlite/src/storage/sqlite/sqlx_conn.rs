@@ -1,0 +1,111 @@
+//! `save_in` through the application's sqlx 0.8 SQLite connection or transaction (feature
+//! `sqlx-sqlite`): the driver's own insert, run with sqlx.
+
+use std::time::Duration;
+
+use rusqlite::ffi;
+use sqlx::SqliteConnection;
+
+use super::{SqliteTarget, sql};
+use crate::error::{Error, Result};
+use crate::storage::NewTask;
+
+impl SqliteTarget {
+    /// As [`SqliteTarget::insert_in`], on an sqlx connection.
+    pub(crate) async fn insert_in_sqlx(
+        &self,
+        conn: &mut SqliteConnection,
+        tasks: &[NewTask],
+    ) -> Result<()> {
+        let busy = self.busy_timeout;
+        let file: String = sqlx::query_scalar(sql::MAIN_FILE)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| map_sqlx_error(e, busy, &self.given))?;
+        self.check_file(&file)?;
+        for task in tasks {
+            sqlx::query(sql::TASK_INSERT)
+                .bind(&task.id.as_bytes()[..])
+                .bind(task.queue)
+                .bind(&task.payload[..])
+                .bind(task.run_at)
+                .bind(task.created_at)
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| map_sqlx_error(e, busy, &file))?;
+        }
+        Ok(())
+    }
+}
+
+/// As [`super::map_error`], for the codes sqlx reports: SQLite's extended result codes.
+fn map_sqlx_error(error: sqlx::Error, busy: Duration, path: &str) -> Error {
+    let code = match &error {
+        sqlx::Error::Database(e) => e.code().and_then(|code| code.parse::<i32>().ok()),
+        _ => None,
+    };
+    // The primary result code is the extended code's low byte.
+    match code.map(|code| code & 0xff) {
+        Some(ffi::SQLITE_BUSY | ffi::SQLITE_LOCKED) => Error::Busy(busy),
+        Some(ffi::SQLITE_FULL) => Error::Full,
+        Some(ffi::SQLITE_READONLY) => Error::ReadOnly {
+            path: path.to_owned(),
+        },
+        _ => Error::Storage(Box::new(error)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Connection as _;
+    use sqlx::sqlite::SqliteConnectOptions;
+
+    use super::*;
+    use crate::storage::sqlite::{file_identity, migrations};
+    use crate::task::TaskId;
+
+    #[tokio::test]
+    async fn inserts_on_the_clients_file_and_reports_a_lock_as_busy() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("s.db");
+        let mut conn = rusqlite::Connection::open(&path).expect("open");
+        migrations::migrate(&mut conn, 0)
+            .expect("migrate")
+            .expect("schema");
+        let given = path.to_string_lossy().into_owned();
+        let target = SqliteTarget {
+            file: file_identity(&given),
+            given,
+            busy_timeout: Duration::ZERO,
+        };
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .busy_timeout(Duration::ZERO);
+        let mut app = SqliteConnection::connect_with(&options)
+            .await
+            .expect("sqlx");
+        let task = NewTask {
+            id: TaskId::new(),
+            queue: "q",
+            payload: b"{}".to_vec(),
+            created_at: 0,
+            run_at: 0,
+        };
+
+        conn.execute_batch("BEGIN IMMEDIATE").expect("lock");
+        let locked = target
+            .insert_in_sqlx(&mut app, std::slice::from_ref(&task))
+            .await;
+        assert!(matches!(locked, Err(Error::Busy(_))), "{locked:?}");
+        conn.execute_batch("COMMIT").expect("unlock");
+
+        target
+            .insert_in_sqlx(&mut app, &[task])
+            .await
+            .expect("insert");
+        let tasks: i64 = conn
+            .query_row("SELECT COUNT(*) FROM backlite_tasks", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(tasks, 1);
+    }
+}
