@@ -97,3 +97,63 @@ async fn with_the_notify_in_the_transaction() {
 async fn with_the_notify_after_the_commit() {
     commit_wakes_and_rollback_stores_nothing(SaveInWakeup::AfterCommit, "after-commit").await;
 }
+
+/// The same with an sqlx transaction (`&mut *tx`), as SeaORM and most async applications
+/// hold one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_sqlx_transaction() {
+    use backlite::sqlx::{Connection, PgConnection};
+
+    let Some((url, schema)) = pg_schema() else {
+        return;
+    };
+    let client = open_client(&url, &schema, SaveInWakeup::InTransaction).await;
+    client.start();
+    let mut app = PgConnection::connect(&url).await.unwrap();
+
+    let mut tx = app.begin().await.unwrap();
+    let rolled_back = client
+        .add(Receipt {
+            key: "sqlx-rollback".into(),
+        })
+        .save_in(&mut *tx)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+
+    let mut tx = app.begin().await.unwrap();
+    let committed = client
+        .add(Receipt {
+            key: "sqlx-commit".into(),
+        })
+        .save_in(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(eventually(Duration::from_secs(5), || runs("sqlx-commit").len() == 1).await);
+    assert!(client.stop(Duration::from_secs(5)).await);
+    assert_eq!(
+        client.status(&committed[0]).await.unwrap(),
+        TaskStatus::Succeeded
+    );
+    assert_eq!(
+        client.status(&rolled_back[0]).await.unwrap(),
+        TaskStatus::NotFound
+    );
+    assert!(runs("sqlx-rollback").is_empty());
+
+    // A transaction in another database (no backlite tables there) is refused.
+    let other = format!("{}/postgres", url.rsplit_once('/').unwrap().0);
+    let mut elsewhere = PgConnection::connect(&other).await.unwrap();
+    let mut tx = elsewhere.begin().await.unwrap();
+    let refused = client
+        .add(Receipt {
+            key: "sqlx-elsewhere".into(),
+        })
+        .save_in(&mut *tx)
+        .await;
+    assert!(
+        matches!(refused, Err(backlite::Error::WrongDatabase { .. })),
+        "{refused:?}"
+    );
+}

@@ -52,7 +52,7 @@ pub use task::{
 pub use rusqlite;
 
 /// The sqlx backlite uses, for [`AddTasks::save_in`] with the same version.
-#[cfg(feature = "sqlx-sqlite")]
+#[cfg(any(feature = "sqlx-sqlite", feature = "sqlx-postgres"))]
 pub use sqlx;
 
 /// The PostgreSQL client backlite uses, for [`AddTasks::save_in`] with the same version.

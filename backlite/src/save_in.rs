@@ -23,6 +23,10 @@ use crate::task::TaskId;
 ///   reaches it with `&mut *tx`) on the client's SQLite file; `save_in` returns a future of
 ///   `Result<Vec<TaskId>>`.
 ///
+/// - `&mut sqlx::PgConnection` (feature `sqlx-postgres`, sqlx 0.8; an sqlx transaction
+///   reaches it with `&mut *tx`) on the client's PostgreSQL database and schema; `save_in`
+///   returns a future of `Result<Vec<TaskId>>`, and wakes the workers as with tokio-postgres.
+///
 /// Sealed: the set of accepted transaction types is backlite's to extend.
 pub trait SaveIn: sealed::SaveInto {}
 
@@ -99,6 +103,25 @@ impl<'a> sealed::SaveInto for &'a mut sqlx::SqliteConnection {
             let tasks = tasks?;
             target?.insert_in_sqlx(self, &tasks).await?;
             Ok(ids(&tasks))
+        })
+    }
+}
+
+#[cfg(feature = "sqlx-postgres")]
+#[allow(private_interfaces, reason = "see `sealed`")]
+impl<'a> sealed::SaveInto for &'a mut sqlx::PgConnection {
+    type Output = SaveInFuture<'a>;
+
+    fn save_into(self, client: &Client, tasks: Result<Vec<NewTask>>) -> Self::Output {
+        let target = client.postgres_target().cloned();
+        Box::pin(async move {
+            let tasks = tasks?;
+            let ids = ids(&tasks);
+            // Counted when written: the application's transaction may still roll back.
+            let added = crate::metrics::Added::count(&tasks);
+            target?.insert_in_sqlx(self, tasks).await?;
+            added.record();
+            Ok(ids)
         })
     }
 }

@@ -12,6 +12,8 @@ mod commit_watch;
 mod listener;
 mod migrations;
 mod sql;
+#[cfg(feature = "sqlx-postgres")]
+mod sqlx_tx;
 mod writer;
 
 use std::sync::Arc;
