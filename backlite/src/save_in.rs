@@ -73,6 +73,24 @@ impl sealed::SaveInto for &rusqlite::Transaction<'_> {
 pub type SaveInFuture<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<TaskId>>> + Send + 'a>>;
 
+/// Inserts `tasks` with `insert` once preparing them succeeded, counting them once written
+/// (the application's transaction may still roll back), and returns their ids.
+#[cfg(feature = "postgres")]
+async fn insert_counted<F>(
+    tasks: Result<Vec<NewTask>>,
+    insert: impl FnOnce(Vec<NewTask>) -> F,
+) -> Result<Vec<TaskId>>
+where
+    F: std::future::Future<Output = Result<()>>,
+{
+    let tasks = tasks?;
+    let ids = ids(&tasks);
+    let added = crate::metrics::Added::count(&tasks);
+    insert(tasks).await?;
+    added.record();
+    Ok(ids)
+}
+
 #[cfg(feature = "postgres")]
 #[allow(private_interfaces, reason = "see `sealed`")]
 impl<'a> sealed::SaveInto for &'a tokio_postgres::Transaction<'_> {
@@ -81,13 +99,8 @@ impl<'a> sealed::SaveInto for &'a tokio_postgres::Transaction<'_> {
     fn save_into(self, client: &Client, tasks: Result<Vec<NewTask>>) -> Self::Output {
         let target = client.postgres_target().cloned();
         Box::pin(async move {
-            let tasks = tasks?;
-            let ids = ids(&tasks);
-            // Counted when written: the application's transaction may still roll back.
-            let added = crate::metrics::Added::count(&tasks);
-            target?.insert_in(self, tasks).await?;
-            added.record();
-            Ok(ids)
+            let target = target?;
+            insert_counted(tasks, |tasks| target.insert_in(self, tasks)).await
         })
     }
 }
@@ -115,13 +128,8 @@ impl<'a> sealed::SaveInto for &'a mut sqlx::PgConnection {
     fn save_into(self, client: &Client, tasks: Result<Vec<NewTask>>) -> Self::Output {
         let target = client.postgres_target().cloned();
         Box::pin(async move {
-            let tasks = tasks?;
-            let ids = ids(&tasks);
-            // Counted when written: the application's transaction may still roll back.
-            let added = crate::metrics::Added::count(&tasks);
-            target?.insert_in_sqlx(self, tasks).await?;
-            added.record();
-            Ok(ids)
+            let target = target?;
+            insert_counted(tasks, |tasks| target.insert_in_sqlx(self, tasks)).await
         })
     }
 }

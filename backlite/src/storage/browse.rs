@@ -62,3 +62,18 @@ pub(crate) struct CompletedRecord {
     pub(crate) last_executed_at: Millis,
     pub(crate) expires_at: Option<Millis>,
 }
+
+/// A page bound as an SQL integer.
+pub(crate) fn sql_int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// A stored count or length; never negative, but read as signed.
+pub(crate) fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+/// A stored duration in microseconds.
+pub(crate) fn micros(us: i64) -> Duration {
+    Duration::from_micros(u64::try_from(us).unwrap_or(0))
+}

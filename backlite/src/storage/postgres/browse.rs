@@ -1,27 +1,14 @@
 //! The statements that browse tasks, for the UI: each one statement, answered from an index.
 
-use std::time::Duration;
-
 use tokio_postgres::Row;
 
 use super::{Statements, task_id, uuid};
+use crate::storage::browse::{count, micros, sql_int};
 use crate::storage::{CompletedRecord, PREVIEW_BYTES, Page, TaskRecord, TaskState};
 use crate::task::TaskId;
 
 type Client = deadpool_postgres::Client;
 type PgResult<T> = Result<T, tokio_postgres::Error>;
-
-fn sql_int(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-fn count(n: i64) -> u64 {
-    u64::try_from(n).unwrap_or(0)
-}
-
-fn micros(us: i64) -> Duration {
-    Duration::from_micros(u64::try_from(us).unwrap_or(0))
-}
 
 const PREVIEW: i32 = PREVIEW_BYTES as i32;
 

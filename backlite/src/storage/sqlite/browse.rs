@@ -4,11 +4,10 @@
 
 #![cfg_attr(not(feature = "ui"), allow(dead_code, reason = "only the UI browses"))]
 
-use std::time::Duration;
-
 use rusqlite::{Connection, OptionalExtension, Row};
 
 use super::sql::task_id;
+use crate::storage::browse::{count, micros, sql_int};
 use crate::storage::{CompletedRecord, PREVIEW_BYTES, Page, TaskRecord, TaskState};
 use crate::task::TaskId;
 
@@ -182,18 +181,6 @@ fn completed_record(row: &Row<'_>) -> rusqlite::Result<CompletedRecord> {
         last_executed_at: row.get(9)?,
         expires_at: row.get(10)?,
     })
-}
-
-fn sql_int(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-fn count(n: i64) -> u64 {
-    u64::try_from(n).unwrap_or(0)
-}
-
-fn micros(us: i64) -> Duration {
-    Duration::from_micros(u64::try_from(us).unwrap_or(0))
 }
 
 #[cfg(test)]
