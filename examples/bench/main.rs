@@ -6,6 +6,7 @@
 //! cargo run --release --example bench                     # every workload
 //! cargo run --release --example bench -- --workload W3    # one, with what it is compared to
 //! cargo run --example bench -- --smoke                    # small sizes: checks that it runs
+//! cargo run --release --example bench -- --postgres postgres://postgres@127.0.0.1/test
 //! ```
 //!
 //! One JSON line per figure on stdout, notes on stderr. Every workload gets a fresh database
@@ -13,7 +14,14 @@
 //! tmpfs), in WAL mode with `synchronous = NORMAL`. Backlite figures carry `vs_raw`, their
 //! ratio to the matching raw figure of the same run. The workloads are described in
 //! `docs/performance.md`.
+//!
+//! With `--postgres URL` (or `BACKLITE_BENCH_POSTGRES_URL`), the same workloads run on that
+//! PostgreSQL database too, after SQLite's, each in a fresh schema dropped at its end, next to
+//! a raw PostgreSQL baseline (`pg_raw.rs`). Every line says its `backend`.
 
+mod db;
+mod pg_raw;
+mod processes;
 mod raw;
 mod workloads;
 
@@ -23,6 +31,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
+
+use db::Db;
 
 fn main() -> anyhow::Result<()> {
     run(std::env::args().skip(1).collect())
@@ -34,15 +44,23 @@ const ALL: &[&str] = &[
     "raw-W1", "W1", "raw-W2", "W2", "raw-W3", "W3", "W3b", "W3r", "raw-W4", "W4", "W6", "W8", "W7",
 ];
 
+/// The same on PostgreSQL, with two more raw baselines for W6 (16 concurrent inserters,
+/// without and with a NOTIFY each) and the multi-process drain W3p.
+const PG_ALL: &[&str] = &[
+    "raw-W1", "W1", "raw-W2", "W2", "raw-W3", "W3", "W3b", "W3r", "raw-W4", "W4", "raw-W6",
+    "raw-W6n", "W6", "W8", "W3p", "W7",
+];
+
 /// The figures a workload's ratios are computed from; they run too when it is picked alone.
+/// Names a backend does not have are ignored.
 fn needs(workload: &str) -> &'static [&'static str] {
     match workload {
         "W1" => &["raw-W1"],
         "W2" => &["raw-W2"],
         "W3" | "W3b" | "W3r" => &["raw-W3"],
         "W4" => &["raw-W4"],
-        "W6" => &["raw-W1", "W1"],
-        "W7" => &["raw-W3", "W3"],
+        "W6" => &["raw-W1", "W1", "raw-W6", "raw-W6n"],
+        "W7" | "W3p" => &["raw-W3", "W3"],
         _ => &[],
     }
 }
@@ -53,8 +71,15 @@ struct Args {
     /// Empty: all.
     workloads: Vec<String>,
     dir: PathBuf,
-    /// Run W7 alone and print its figure: the parent re-executes itself with this.
-    child: bool,
+    /// `--child W7`: run W7 alone and print its figure; `--child W3p`: serve as one of W3p's
+    /// worker processes. The parent re-executes itself with this.
+    child: Option<String>,
+    /// PostgreSQL's URL: its workloads run too.
+    postgres: Option<String>,
+    /// A child's PostgreSQL schema; a child without one works on the SQLite file in `dir`.
+    schema: Option<String>,
+    /// `--backend sqlite|postgres`: only that backend's workloads.
+    backend: Option<String>,
 }
 
 fn parse(args: Vec<String>) -> anyhow::Result<Args> {
@@ -62,19 +87,32 @@ fn parse(args: Vec<String>) -> anyhow::Result<Args> {
         smoke: false,
         workloads: Vec::new(),
         dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-db")),
-        child: false,
+        child: None,
+        postgres: None,
+        schema: None,
+        backend: None,
     };
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--smoke" => parsed.smoke = true,
-            "--child" => parsed.child = true,
+            "--child" => parsed.child = Some(args.next().context("--child needs a workload")?),
+            "--postgres" => parsed.postgres = Some(args.next().context("--postgres needs a URL")?),
+            "--schema" => parsed.schema = Some(args.next().context("--schema needs a name")?),
+            "--backend" => {
+                let value = args.next().context("--backend needs sqlite or postgres")?;
+                if value != "sqlite" && value != "postgres" {
+                    bail!("unknown backend `{value}`: sqlite or postgres");
+                }
+                parsed.backend = Some(value);
+            }
             "--threads" => workloads::report_threads(),
             "--workload" => {
                 let value = args.next().context("--workload needs a value, e.g. W3")?;
                 for w in value.split(',') {
-                    let Some(known) = ALL.iter().find(|a| a.eq_ignore_ascii_case(w)) else {
-                        bail!("unknown workload `{w}`; known: {}", ALL.join(", "));
+                    let known = ALL.iter().chain(PG_ALL).find(|a| a.eq_ignore_ascii_case(w));
+                    let Some(known) = known else {
+                        bail!("unknown workload `{w}`; known: {}", PG_ALL.join(", "));
                     };
                     parsed.workloads.push((*known).to_owned());
                 }
@@ -83,13 +121,21 @@ fn parse(args: Vec<String>) -> anyhow::Result<Args> {
             "-h" | "--help" => {
                 eprintln!(
                     "usage: bench [--smoke] [--workload W1[,W3..]] [--dir PATH] [--threads]\n\
-                     workloads: {}",
-                    ALL.join(", ")
+                     \x20            [--postgres URL] [--backend sqlite|postgres]\n\
+                     workloads: {}\n\
+                     PostgreSQL (--postgres URL or BACKLITE_BENCH_POSTGRES_URL): {}",
+                    ALL.join(", "),
+                    PG_ALL.join(", ")
                 );
                 std::process::exit(0);
             }
             other => bail!("unknown argument `{other}` (try --help)"),
         }
+    }
+    if parsed.postgres.is_none() && parsed.child.is_none() {
+        parsed.postgres = std::env::var("BACKLITE_BENCH_POSTGRES_URL")
+            .ok()
+            .filter(|url| !url.is_empty());
     }
     Ok(parsed)
 }
@@ -113,6 +159,21 @@ pub struct Sizes {
 }
 
 impl Sizes {
+    /// PostgreSQL commits once per flush of its WAL to disk (`synchronous_commit = on`),
+    /// milliseconds each where SQLite's WAL mode takes microseconds: its workloads of single
+    /// saves and drains are smaller, so that a full run takes minutes, not hours.
+    fn postgres(self, smoke: bool) -> Sizes {
+        if smoke {
+            return self;
+        }
+        Sizes {
+            single_saves: 2_000,
+            saves_each: 250,
+            drain: 20_000,
+            ..self
+        }
+    }
+
     fn new(smoke: bool) -> Sizes {
         if smoke {
             Sizes {
@@ -150,6 +211,9 @@ impl Sizes {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Figure {
     pub workload: String,
+    /// `sqlite` or `postgres`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub backend: String,
     pub n: u64,
     pub secs: f64,
     pub per_sec: f64,
@@ -162,6 +226,12 @@ pub struct Figure {
     /// backlite's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vs_raw: Option<f64>,
+    /// PostgreSQL's W6: its rate over raw-W6n's (16 inserters, each with a NOTIFY).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vs_raw_notify: Option<f64>,
+    /// W3p's rate over W3's: three processes against one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vs_w3: Option<f64>,
     /// W6's rate over W1's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vs_w1: Option<f64>,
@@ -228,80 +298,187 @@ pub fn run(args: Vec<String>) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
 
-    if args.child {
-        let figure = runtime.block_on(workloads::backlog(&args.dir, sizes))?;
-        println!("{}", serde_json::to_string(&figure)?);
-        return Ok(());
+    if let Some(child) = &args.child {
+        let (db, sizes) = match (&args.postgres, &args.schema) {
+            (Some(url), Some(schema)) => (
+                Db::Postgres {
+                    url: url.clone(),
+                    schema: schema.clone(),
+                },
+                sizes.postgres(args.smoke),
+            ),
+            _ => (Db::Sqlite(args.dir.clone()), sizes),
+        };
+        return match child.as_str() {
+            "W7" => {
+                let figure = runtime.block_on(workloads::backlog(&db, sizes))?;
+                println!("{}", serde_json::to_string(&figure)?);
+                Ok(())
+            }
+            "W3p" => processes::serve(&runtime, &db),
+            other => bail!("--child {other}: only W7 and W3p run in a child process"),
+        };
     }
 
-    let mut selected: Vec<&str> = Vec::new();
-    for w in ALL {
-        if args.workloads.is_empty() || args.workloads.iter().any(|a| a == w) {
-            selected.extend(needs(w));
-            selected.push(w);
-        }
+    let wanted = |backend: &str| args.backend.as_deref().is_none_or(|b| b == backend);
+    if args.backend.as_deref() == Some("postgres") && args.postgres.is_none() {
+        bail!("--backend postgres needs --postgres URL or BACKLITE_BENCH_POSTGRES_URL");
     }
     eprintln!(
-        "backlite bench: {} (databases under {})",
+        "backlite bench: {} (databases under {}{})",
         if args.smoke {
             "smoke sizes"
         } else {
             "full sizes"
         },
-        args.dir.display()
+        args.dir.display(),
+        if args.postgres.is_some() && wanted("postgres") {
+            ", and PostgreSQL"
+        } else {
+            ""
+        }
     );
+    if wanted("sqlite") {
+        run_backend(&runtime, &args, sizes, ALL, None)?;
+    }
+    if let Some(url) = args.postgres.as_deref().filter(|_| wanted("postgres")) {
+        runtime.block_on(db::drop_stale_schemas(url))?;
+        run_backend(
+            &runtime,
+            &args,
+            sizes.postgres(args.smoke),
+            PG_ALL,
+            Some(url),
+        )?;
+    }
+    Ok(())
+}
 
+/// Runs the selected workloads of one backend (`url`: PostgreSQL's; `None`: SQLite), each on a
+/// fresh database, and prints their figures.
+fn run_backend(
+    runtime: &tokio::runtime::Runtime,
+    args: &Args,
+    sizes: Sizes,
+    all: &[&'static str],
+    url: Option<&str>,
+) -> anyhow::Result<()> {
+    let mut selected: Vec<&str> = Vec::new();
+    for w in all {
+        if args.workloads.is_empty() || args.workloads.iter().any(|a| a == w) {
+            selected.extend(needs(w));
+            selected.push(w);
+        }
+    }
     let mut figures: HashMap<&str, Figure> = HashMap::new();
-    for w in ALL.iter().copied().filter(|w| selected.contains(w)) {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("{w}-"))
-            .tempdir_in(&args.dir)?;
-        let mut figure = match w {
-            "raw-W1" => raw::single_inserts(dir.path(), sizes)?,
-            "raw-W2" => raw::batched_inserts(dir.path(), sizes)?,
-            "raw-W3" => raw::drain(dir.path(), sizes)?,
-            "raw-W4" => raw::latency(dir.path(), sizes)?,
-            "W1" => runtime.block_on(workloads::single_saves(dir.path(), sizes))?,
-            "W2" => runtime.block_on(workloads::batched_saves(dir.path(), sizes))?,
-            "W3" => runtime.block_on(workloads::drain(dir.path(), sizes, "W3", 4, false))?,
-            "W3b" => runtime.block_on(workloads::drain(dir.path(), sizes, "W3b", 16, false))?,
-            "W3r" => runtime.block_on(workloads::drain(dir.path(), sizes, "W3r", 4, true))?,
-            "W4" => runtime.block_on(workloads::latency(dir.path(), sizes))?,
-            "W6" => runtime.block_on(workloads::concurrent_saves(dir.path(), sizes))?,
-            "W8" => runtime.block_on(workloads::scheduled(dir.path(), sizes))?,
-            "W7" => backlog_in_child(dir.path(), args.smoke)?,
-            _ => unreachable!("every workload of ALL is matched"),
+    for w in all.iter().copied().filter(|w| selected.contains(w)) {
+        let mut figure = match url {
+            None => {
+                let dir = tempfile::Builder::new()
+                    .prefix(&format!("{w}-"))
+                    .tempdir_in(&args.dir)?;
+                let db = Db::Sqlite(dir.path().to_owned());
+                measure(runtime, w, &db, sizes, args.smoke)?
+            }
+            Some(url) => {
+                let schema = db::fresh_schema(w);
+                let db = Db::Postgres {
+                    url: url.to_owned(),
+                    schema: schema.clone(),
+                };
+                let figure = measure(runtime, w, &db, sizes, args.smoke);
+                runtime
+                    .block_on(db::drop_schema(url, &schema))
+                    .with_context(|| format!("cannot drop the schema {schema}"))?;
+                figure?
+            }
         };
-        let base = match w {
-            "W1" => figures.get("raw-W1"),
-            "W2" => figures.get("raw-W2"),
-            "W3" | "W3b" | "W3r" | "W7" => figures.get("raw-W3"),
-            _ => None,
-        };
-        figure.vs_raw = base.map(|base| ratio(&figure, base));
-        if let (Some(raw), Some(p50)) = (figures.get("raw-W4").filter(|_| w == "W4"), figure.p50_us)
-        {
-            // A latency: the raw median over backlite's, so that 1.0 is again "as good as raw".
-            figure.vs_raw = raw.p50_us.map(|raw| round(raw / p50, 2));
-        }
-        if w == "W6" {
-            figure.vs_w1 = figures.get("W1").map(|w1| ratio(&figure, w1));
-        }
-        if w == "W7" {
-            figure.cost_vs_w3 = figures.get("W3").map(|w3| ratio(w3, &figure));
-        }
+        figure.backend = if url.is_some() { "postgres" } else { "sqlite" }.to_owned();
+        compare(w, &mut figure, &figures);
         println!("{}", serde_json::to_string(&figure)?);
         figures.insert(w, figure);
     }
     Ok(())
 }
 
+/// Measures workload `w` on `db`.
+fn measure(
+    runtime: &tokio::runtime::Runtime,
+    w: &str,
+    db: &Db,
+    sizes: Sizes,
+    smoke: bool,
+) -> anyhow::Result<Figure> {
+    Ok(match (w, db) {
+        ("raw-W1", Db::Sqlite(dir)) => raw::single_inserts(dir, sizes)?,
+        ("raw-W2", Db::Sqlite(dir)) => raw::batched_inserts(dir, sizes)?,
+        ("raw-W3", Db::Sqlite(dir)) => raw::drain(dir, sizes)?,
+        ("raw-W4", Db::Sqlite(dir)) => raw::latency(dir, sizes)?,
+        ("raw-W1", Db::Postgres { url, schema }) => {
+            runtime.block_on(pg_raw::single_inserts(url, schema, sizes))?
+        }
+        ("raw-W2", Db::Postgres { url, schema }) => {
+            runtime.block_on(pg_raw::batched_inserts(url, schema, sizes))?
+        }
+        ("raw-W3", Db::Postgres { url, schema }) => {
+            runtime.block_on(pg_raw::drain(url, schema, sizes))?
+        }
+        ("raw-W4", Db::Postgres { url, schema }) => {
+            runtime.block_on(pg_raw::latency(url, schema, sizes))?
+        }
+        ("raw-W6", Db::Postgres { url, schema }) => {
+            runtime.block_on(pg_raw::concurrent_inserts(url, schema, sizes, false))?
+        }
+        ("raw-W6n", Db::Postgres { url, schema }) => {
+            runtime.block_on(pg_raw::concurrent_inserts(url, schema, sizes, true))?
+        }
+        ("W1", db) => runtime.block_on(workloads::single_saves(db, sizes))?,
+        ("W2", db) => runtime.block_on(workloads::batched_saves(db, sizes))?,
+        ("W3", db) => runtime.block_on(workloads::drain(db, sizes, "W3", 4, false))?,
+        ("W3b", db) => runtime.block_on(workloads::drain(db, sizes, "W3b", 16, false))?,
+        ("W3r", db) => runtime.block_on(workloads::drain(db, sizes, "W3r", 4, true))?,
+        ("W4", db) => runtime.block_on(workloads::latency(db, sizes))?,
+        ("W6", db) => runtime.block_on(workloads::concurrent_saves(db, sizes))?,
+        ("W8", db) => runtime.block_on(workloads::scheduled(db, sizes))?,
+        ("W3p", db) => processes::drain(runtime, db, sizes, smoke)?,
+        ("W7", db) => backlog_in_child(db, smoke)?,
+        _ => unreachable!("every workload of ALL and PG_ALL is matched"),
+    })
+}
+
+/// Sets the ratios of `figure` (workload `w`) to the figures of the same backend before it.
+fn compare(w: &str, figure: &mut Figure, figures: &HashMap<&str, Figure>) {
+    let base = match w {
+        "W1" => figures.get("raw-W1"),
+        "W2" => figures.get("raw-W2"),
+        "W3" | "W3b" | "W3r" | "W3p" | "W7" => figures.get("raw-W3"),
+        // PostgreSQL only: SQLite has no raw-W6.
+        "W6" => figures.get("raw-W6"),
+        _ => None,
+    };
+    figure.vs_raw = base.map(|base| ratio(figure, base));
+    if let (Some(raw), Some(p50)) = (figures.get("raw-W4").filter(|_| w == "W4"), figure.p50_us) {
+        // A latency: the raw median over backlite's, so that 1.0 is again "as good as raw".
+        figure.vs_raw = raw.p50_us.map(|raw| round(raw / p50, 2));
+    }
+    if w == "W6" {
+        figure.vs_w1 = figures.get("W1").map(|w1| ratio(figure, w1));
+        figure.vs_raw_notify = figures.get("raw-W6n").map(|raw| ratio(figure, raw));
+    }
+    if w == "W7" {
+        figure.cost_vs_w3 = figures.get("W3").map(|w3| ratio(w3, figure));
+    }
+    if w == "W3p" {
+        figure.vs_w3 = figures.get("W3").map(|w3| ratio(figure, w3));
+    }
+}
+
 /// W7 runs in a fresh process, so that its peak RSS is its own and not the earlier
 /// workloads'.
-fn backlog_in_child(dir: &std::path::Path, smoke: bool) -> anyhow::Result<Figure> {
+fn backlog_in_child(db: &Db, smoke: bool) -> anyhow::Result<Figure> {
     let exe = std::env::current_exe()?;
     let mut command = std::process::Command::new(exe);
-    command.arg("--child").arg("--dir").arg(dir);
+    command.arg("--child").arg("W7").args(db.args());
     if smoke {
         command.arg("--smoke");
     }

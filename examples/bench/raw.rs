@@ -54,14 +54,14 @@ fn open(dir: &Path) -> anyhow::Result<Connection> {
     Ok(conn)
 }
 
-fn now_millis() -> i64 {
+pub fn now_millis() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// A 16-byte id ordered by creation, like backlite's UUID v7: milliseconds, then a sequence.
-fn task_id() -> [u8; 16] {
+pub fn task_id() -> [u8; 16] {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let mut id = [0u8; 16];
     id[..6].copy_from_slice(&now_millis().to_be_bytes()[2..]);
@@ -69,7 +69,7 @@ fn task_id() -> [u8; 16] {
     id
 }
 
-fn payload(n: usize) -> Vec<u8> {
+pub fn payload(n: usize) -> Vec<u8> {
     serde_json::to_vec(&Noop { n: n as u64 }).expect("a struct of one integer serializes")
 }
 

@@ -1,16 +1,16 @@
-//! The backlite workloads. Each builds a client on a fresh file, with a processor that only
-//! counts (and, for the latency workloads, notes when it was entered).
+//! The backlite workloads. Each builds a client on a fresh database (a SQLite file or a
+//! PostgreSQL schema), with a processor that only counts (and, for the latency workloads, notes
+//! when it was entered).
 
 use std::convert::Infallible;
-use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use backlite::rusqlite::{Connection, OpenFlags};
 use backlite::{Client, Registry, Task, processor, processors};
 use serde::{Deserialize, Serialize};
 
+use super::db::Db;
 use super::{Figure, Sizes, round};
 
 /// The task of every workload: a payload of a few bytes, `{"n":123}`. One attempt.
@@ -61,14 +61,14 @@ fn registry(kept: bool) -> Registry {
     }
 }
 
-/// A client on a fresh file in `dir`, serving only the queue the workload uses (so that the
+/// A client on the fresh database `db`, serving only the queue the workload uses (so that the
 /// claim reads one queue, as the raw drain does).
-async fn client(dir: &Path, workers: usize, kept: bool) -> anyhow::Result<Client> {
+pub async fn client(db: &Db, workers: usize, kept: bool) -> anyhow::Result<Client> {
     RAN.store(0, Ordering::Relaxed);
     RECORD.store(false, Ordering::Relaxed);
     ENTRIES.lock().unwrap().clear();
-    Ok(Client::builder()
-        .database(dir.join("bench.db"))
+    Ok(db
+        .builder()
         .workers(workers)
         .processors(registry(kept))
         .build()
@@ -76,7 +76,7 @@ async fn client(dir: &Path, workers: usize, kept: bool) -> anyhow::Result<Client
 }
 
 /// Adds `n` tasks in transactions of 1,000, all due at `at` (now when `None`).
-async fn preload(
+pub async fn preload(
     client: &Client,
     n: usize,
     kept: bool,
@@ -105,6 +105,11 @@ async fn preload(
     Ok(())
 }
 
+/// Processor runs since the last client was built.
+pub fn runs() -> u64 {
+    RAN.load(Ordering::Relaxed)
+}
+
 /// Waits until the processor ran `n` times.
 async fn ran(n: usize) {
     while RAN.load(Ordering::Relaxed) < n as u64 {
@@ -112,22 +117,9 @@ async fn ran(n: usize) {
     }
 }
 
-/// Waits until the tasks table of the file in `dir` is empty: every outcome is committed.
-async fn table_empty(dir: &Path) -> anyhow::Result<()> {
-    let conn = Connection::open_with_flags(
-        dir.join("bench.db"),
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    let mut any = conn.prepare("SELECT EXISTS (SELECT 1 FROM backlite_tasks)")?;
-    while any.query_row([], |r| r.get::<_, bool>(0))? {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    Ok(())
-}
-
 /// W1: one task per `save()`, one after the other; the dispatcher is not started.
-pub async fn single_saves(dir: &Path, sizes: Sizes) -> anyhow::Result<Figure> {
-    let client = client(dir, 4, false).await?;
+pub async fn single_saves(db: &Db, sizes: Sizes) -> anyhow::Result<Figure> {
+    let client = client(db, 4, false).await?;
     let n = sizes.single_saves;
     let mut latencies = Vec::with_capacity(n);
     let start = Instant::now();
@@ -140,8 +132,8 @@ pub async fn single_saves(dir: &Path, sizes: Sizes) -> anyhow::Result<Figure> {
 }
 
 /// W2: `batches` saves of `batch` tasks each.
-pub async fn batched_saves(dir: &Path, sizes: Sizes) -> anyhow::Result<Figure> {
-    let client = client(dir, 4, false).await?;
+pub async fn batched_saves(db: &Db, sizes: Sizes) -> anyhow::Result<Figure> {
+    let client = client(db, 4, false).await?;
     let mut latencies = Vec::with_capacity(sizes.batches);
     let start = Instant::now();
     for b in 0..sizes.batches {
@@ -161,29 +153,29 @@ pub async fn batched_saves(dir: &Path, sizes: Sizes) -> anyhow::Result<Figure> {
 /// W3, W3b, W3r: `drain` tasks added first, then `start()`: the time until every task ran and
 /// the table is empty.
 pub async fn drain(
-    dir: &Path,
+    db: &Db,
     sizes: Sizes,
     name: &str,
     workers: usize,
     kept: bool,
 ) -> anyhow::Result<Figure> {
-    drain_n(dir, sizes.drain, name, workers, kept).await
+    drain_n(db, sizes.drain, name, workers, kept).await
 }
 
 async fn drain_n(
-    dir: &Path,
+    db: &Db,
     n: usize,
     name: &str,
     workers: usize,
     kept: bool,
 ) -> anyhow::Result<Figure> {
-    let client = client(dir, workers, kept).await?;
+    let client = client(db, workers, kept).await?;
     preload(&client, n, kept, None).await?;
     let cpu = ThreadCpu::now();
     let start = Instant::now();
     client.start();
     ran(n).await;
-    table_empty(dir).await?;
+    db.table_empty().await?;
     let elapsed = start.elapsed();
     cpu.report(name, n, elapsed);
     anyhow::ensure!(
@@ -197,8 +189,8 @@ async fn drain_n(
 
 /// W7 (in its own process): W3 with a backlog of `backlog` tasks; reports the process's peak
 /// resident memory.
-pub async fn backlog(dir: &Path, sizes: Sizes) -> anyhow::Result<Figure> {
-    let mut figure = drain_n(dir, sizes.backlog, "W7", 4, false).await?;
+pub async fn backlog(db: &Db, sizes: Sizes) -> anyhow::Result<Figure> {
+    let mut figure = drain_n(db, sizes.backlog, "W7", 4, false).await?;
     figure.peak_rss_mib = peak_rss_mib();
     Ok(figure)
 }
@@ -213,9 +205,9 @@ fn peak_rss_mib() -> Option<f64> {
 
 /// W4: an idle started client; samples 5 ms apart of the time from just before `save()` to
 /// the processor's first line.
-pub async fn latency(dir: &Path, sizes: Sizes) -> anyhow::Result<Figure> {
+pub async fn latency(db: &Db, sizes: Sizes) -> anyhow::Result<Figure> {
     let workers = 4;
-    let client = client(dir, workers, false).await?;
+    let client = client(db, workers, false).await?;
     client.start();
     tokio::time::sleep(Duration::from_millis(100)).await;
     RECORD.store(true, Ordering::Relaxed);
@@ -249,8 +241,8 @@ fn entry_delays(since: impl Fn(u64) -> Instant) -> Vec<Duration> {
 }
 
 /// W6: `savers` concurrent tokio tasks, each doing `saves_each` single-task saves.
-pub async fn concurrent_saves(dir: &Path, sizes: Sizes) -> anyhow::Result<Figure> {
-    let client = client(dir, 4, false).await?;
+pub async fn concurrent_saves(db: &Db, sizes: Sizes) -> anyhow::Result<Figure> {
+    let client = client(db, 4, false).await?;
     let start = Instant::now();
     let savers: Vec<_> = (0..sizes.savers)
         .map(|s| {
@@ -284,9 +276,9 @@ pub async fn concurrent_saves(dir: &Path, sizes: Sizes) -> anyhow::Result<Figure
 /// W8: `scheduled` tasks due at one moment `scheduled_ahead` from now, on a started client.
 /// `secs` is how long after the due time the last one started; the percentiles are of every
 /// task's start past due.
-pub async fn scheduled(dir: &Path, sizes: Sizes) -> anyhow::Result<Figure> {
+pub async fn scheduled(db: &Db, sizes: Sizes) -> anyhow::Result<Figure> {
     let workers = 4;
-    let client = client(dir, workers, false).await?;
+    let client = client(db, workers, false).await?;
     client.start();
     // Due on a whole millisecond, as stored, so that "late" is measured from the stored time.
     let wall = SystemTime::now();
