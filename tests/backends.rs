@@ -255,6 +255,11 @@ async fn status(client: &Client, id: &backlite::TaskId) -> TaskStatus {
     client.status(id).await.expect("status")
 }
 
+/// Whether task `id` reaches `wanted` within `SHORT`.
+async fn reaches(client: &Client, id: &backlite::TaskId, wanted: TaskStatus) -> bool {
+    eventually_async(SHORT, || async { status(client, id).await == wanted }).await
+}
+
 // ---------------------------------------------------------------- persistence
 
 async fn tasks_survive_the_client_and_a_new_client_runs_them(db: TestDb) {
@@ -287,12 +292,7 @@ async fn a_failing_task_runs_exactly_max_attempts_times_then_fails(db: TestDb) {
         .save()
         .await
         .unwrap();
-    assert!(
-        eventually_async(SHORT, || async {
-            status(&client, &ids[0]).await == TaskStatus::Failed
-        })
-        .await
-    );
+    assert!(reaches(&client, &ids[0], TaskStatus::Failed).await);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let attempts: Vec<u32> = runs(&key).iter().map(|r| r.attempt).collect();
     assert_eq!(attempts, [1, 2, 3]);
@@ -416,12 +416,7 @@ async fn an_attempt_past_its_timeout_is_dropped_and_fails(db: TestDb) {
         .await
         .unwrap();
     let started = Instant::now();
-    assert!(
-        eventually_async(SHORT, || async {
-            status(&client, &ids[0]).await == TaskStatus::Failed
-        })
-        .await
-    );
+    assert!(reaches(&client, &ids[0], TaskStatus::Failed).await);
     // Two attempts of 150 ms each, far from the 10 s the processor wanted.
     assert!(
         started.elapsed() < Duration::from_secs(2),
@@ -446,12 +441,7 @@ async fn a_panic_fails_the_attempt_and_the_worker_goes_on(db: TestDb) {
         .save()
         .await
         .unwrap();
-    assert!(
-        eventually_async(SHORT, || async {
-            status(&client, &ids[0]).await == TaskStatus::Succeeded
-        })
-        .await
-    );
+    assert!(reaches(&client, &ids[0], TaskStatus::Succeeded).await);
     assert_eq!(runs(&key).len(), 2);
     // The pool still runs other work.
     client.add(plain(&after_key)).save().await.unwrap();
@@ -470,12 +460,7 @@ async fn the_panic_message_is_the_error_of_the_attempt(db: TestDb) {
     let client = client_on(&db, processors![run_panics_always]).await;
     client.start();
     let ids = client.add(PanicsAlways).save().await.unwrap();
-    assert!(
-        eventually_async(SHORT, || async {
-            status(&client, &ids[0]).await == TaskStatus::Failed
-        })
-        .await
-    );
+    assert!(reaches(&client, &ids[0], TaskStatus::Failed).await);
     let row = db.completed_row(&ids[0]).await.unwrap();
     assert_eq!(row.error.as_deref(), Some("panicked: out of cheese"));
     assert!(client.stop(SHORT).await);
@@ -513,12 +498,7 @@ async fn a_corrupt_payload_fails_its_task_and_is_kept(db: TestDb) {
     db.set_payload(&ids[0], b"{\"key\": 7").await;
     client.start();
     assert!(eventually(SHORT, || runs(&healthy).len() == 1).await);
-    assert!(
-        eventually_async(SHORT, || async {
-            status(&client, &ids[0]).await == TaskStatus::Failed
-        })
-        .await
-    );
+    assert!(reaches(&client, &ids[0], TaskStatus::Failed).await);
     assert!(runs(&corrupt).is_empty());
     let row = db.completed_row(&ids[0]).await.unwrap();
     assert_eq!(row.attempts, 1, "a payload nobody can read is not retried");
@@ -1004,12 +984,7 @@ async fn stats_count_tasks_per_queue_and_state(db: TestDb) {
         .save()
         .await
         .unwrap();
-    assert!(
-        eventually_async(SHORT, || async {
-            status(&client, &failing[0]).await == TaskStatus::Failed
-        })
-        .await
-    );
+    assert!(reaches(&client, &failing[0], TaskStatus::Failed).await);
     assert!(eventually(SHORT, || runs(&db.key("stats-due")).len() == 1).await);
     assert!(client.stop(SHORT).await);
     let stats = client.stats().await.unwrap();
