@@ -343,8 +343,10 @@ pub enum TaskStatus {
     Running,
     /// Completed successfully and retained.
     Succeeded,
-    /// Failed its last attempt and retained.
+    /// Failed its last attempt (or expired) and retained.
     Failed,
+    /// Cancelled, by `Client::cancel` or by its processor, and retained.
+    Cancelled,
     /// Unknown id, or completed and not retained (or its retention expired).
     NotFound,
 }

@@ -211,7 +211,13 @@ async fn run_attempt(
                     expires_at: retention_expiry(r.duration, now),
                 })
             });
-            (Next::Done { retain }, None)
+            (
+                Next::Done {
+                    retain,
+                    cancelled: false,
+                },
+                None,
+            )
         }
         Err(failure) if failure.retryable() && attempt < max_attempts => {
             let text = failure.text(queue);
@@ -261,7 +267,13 @@ async fn run_attempt(
                     })
                 }),
             };
-            (Next::Done { retain }, Some(text))
+            (
+                Next::Done {
+                    retain,
+                    cancelled: false,
+                },
+                Some(text),
+            )
         }
     };
     Completion {

@@ -32,7 +32,10 @@ pub(crate) fn done(
         executed_at: 1_000,
         duration: Duration::from_micros(1500),
         error: error.map(str::to_owned),
-        next: Next::Done { retain },
+        next: Next::Done {
+            retain,
+            cancelled: false,
+        },
     }
 }
 
@@ -197,6 +200,31 @@ macro_rules! driver_conformance {
                 assert_eq!(d.completed_delete_expired(4_999).await.unwrap(), 0);
                 assert_eq!(d.completed_delete_expired(5_000).await.unwrap(), 1);
                 assert_eq!(d.task_status(kept.id).await.unwrap(), TaskStatus::NotFound);
+            }
+
+            #[tokio::test]
+            async fn a_cancelled_end_is_retained_as_cancelled() {
+                let Some(d) = open(&["a"]).await else { return };
+                let t = new_task("a", 1, "{}");
+                d.task_insert_many(vec![t.clone()]).await.unwrap();
+                let claimed = claim(&d, 1, 100).await;
+                let cancel = Completion {
+                    next: Next::Done {
+                        retain: Some(Retain {
+                            payload: true,
+                            expires_at: None,
+                        }),
+                        cancelled: true,
+                    },
+                    ..done(
+                        t.id,
+                        claimed[0].token,
+                        Some("cancelled: no longer wanted"),
+                        None,
+                    )
+                };
+                d.task_complete_many(vec![cancel]).await.unwrap();
+                assert_eq!(d.task_status(t.id).await.unwrap(), TaskStatus::Cancelled);
             }
 
             #[tokio::test]

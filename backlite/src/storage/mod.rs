@@ -87,7 +87,11 @@ pub(crate) enum Next {
     /// Run again at this time.
     Retry { run_at: Millis },
     /// Done: delete the task, keeping it in the completed table when `retain` says so.
-    Done { retain: Option<Retain> },
+    /// `cancelled`: it ended by a cancel, not by its last attempt (the error names why).
+    Done {
+        retain: Option<Retain>,
+        cancelled: bool,
+    },
 }
 
 /// How a completed task is kept.

@@ -65,6 +65,39 @@ const MIGRATIONS: &[&str] = &[
     );
     INSERT INTO {schema}.backlite_instance (id) VALUES (gen_random_uuid());
     "#,
+    // Control and inspection: who holds a claim and when it was last renewed, a cancel asked
+    // of a running task, the errors of the last attempts, cancelled outcomes, paused queues
+    // and the live processes.
+    r#"
+    ALTER TABLE {schema}.backlite_tasks
+        ADD COLUMN claimed_by          uuid,
+        ADD COLUMN lease_renewed_at    bigint,
+        ADD COLUMN cancel_requested_at bigint,
+        ADD COLUMN errors              jsonb;
+    ALTER TABLE {schema}.backlite_tasks_completed
+        ADD COLUMN cancelled boolean NOT NULL DEFAULT false,
+        ADD COLUMN errors    jsonb;
+    UPDATE {schema}.backlite_tasks SET lease_renewed_at = claimed_at
+        WHERE claimed_at IS NOT NULL;
+
+    -- A row exists for a queue once it has been paused; resuming clears paused_at.
+    CREATE TABLE {schema}.backlite_queues (
+        name      text PRIMARY KEY,
+        paused_at bigint
+    );
+
+    CREATE TABLE {schema}.backlite_processes (
+        id           uuid PRIMARY KEY,
+        host         text NOT NULL,
+        pid          bigint NOT NULL,
+        queues       jsonb NOT NULL,
+        workers      integer NOT NULL,
+        started_at   bigint NOT NULL,
+        last_seen_at bigint NOT NULL
+    );
+    CREATE INDEX backlite_processes_last_seen
+        ON {schema}.backlite_processes (last_seen_at);
+    "#,
 ];
 
 /// The newest schema version this build knows.

@@ -464,6 +464,7 @@ impl Driver for PgDriver {
                     Some(0) => TaskStatus::Pending,
                     Some(1) => TaskStatus::Running,
                     Some(2) => TaskStatus::Succeeded,
+                    Some(4) => TaskStatus::Cancelled,
                     Some(_) => TaskStatus::Failed,
                     None => TaskStatus::NotFound,
                 })
@@ -553,12 +554,13 @@ async fn complete(
                 retry.duration_us.push(duration_us);
                 retry.errors.push(c.error.clone());
             }
-            Next::Done { retain } => {
+            Next::Done { retain, cancelled } => {
                 finish.ids.push(uuid(&c.id));
+                finish.cancelled.push(cancelled);
                 finish.fences.push(c.token.0);
                 finish.retain.push(retain.is_some());
                 finish.keep_payload.push(retain.is_some_and(|r| r.payload));
-                finish.succeeded.push(c.error.is_none());
+                finish.succeeded.push(c.error.is_none() && !cancelled);
                 finish.duration_us.push(duration_us);
                 finish.errors.push(c.error.clone());
                 finish.executed_at.push(c.executed_at);
@@ -599,6 +601,7 @@ async fn complete(
                 &finish.errors,
                 &finish.executed_at,
                 &finish.expires_at,
+                &finish.cancelled,
             ],
         )
         .await?;
@@ -631,6 +634,7 @@ struct FinishColumns {
     errors: Vec<Option<String>>,
     executed_at: Vec<i64>,
     expires_at: Vec<Option<i64>>,
+    cancelled: Vec<bool>,
 }
 
 /// Maps a PostgreSQL error to the kinds the application can act on, keeping it as the source

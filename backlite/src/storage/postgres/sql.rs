@@ -129,25 +129,27 @@ impl Statements {
             finish: format!(
                 "WITH u AS ( \
                      SELECT * FROM unnest($1::uuid[], $2::int8[], $3::bool[], $4::bool[], \
-                         $5::bool[], $6::int8[], $7::text[], $8::int8[], $9::int8[]) \
+                         $5::bool[], $6::int8[], $7::text[], $8::int8[], $9::int8[], \
+                         $10::bool[]) \
                      AS u(id, fence, retain, keep_payload, succeeded, duration_us, error, \
-                         executed_at, expires_at)), \
+                         executed_at, expires_at, cancelled)), \
                  gone AS ( \
                      DELETE FROM {tasks} AS t USING u \
                      WHERE t.id = u.id AND t.fence = u.fence AND t.claimed_at IS NOT NULL \
                      RETURNING t.id, t.queue, t.task, t.attempts, t.created_at) \
                  INSERT INTO {completed} (id, queue, task, attempts, succeeded, \
-                     last_duration_us, error, created_at, last_executed_at, expires_at) \
+                     last_duration_us, error, created_at, last_executed_at, expires_at, \
+                     cancelled) \
                  SELECT g.id, g.queue, CASE WHEN u.keep_payload THEN g.task END, \
                      g.attempts + 1, u.succeeded, u.duration_us, u.error, g.created_at, \
-                     u.executed_at, u.expires_at \
+                     u.executed_at, u.expires_at, u.cancelled \
                  FROM gone AS g JOIN u ON u.id = g.id WHERE u.retain \
                  ON CONFLICT (id) DO UPDATE SET queue = excluded.queue, task = excluded.task, \
                      attempts = excluded.attempts, succeeded = excluded.succeeded, \
                      last_duration_us = excluded.last_duration_us, error = excluded.error, \
                      created_at = excluded.created_at, \
                      last_executed_at = excluded.last_executed_at, \
-                     expires_at = excluded.expires_at"
+                     expires_at = excluded.expires_at, cancelled = excluded.cancelled"
             ),
             unclaim: format!(
                 "UPDATE {tasks} AS t SET claimed_at = NULL, lease_until = NULL \
@@ -170,7 +172,8 @@ impl Statements {
             status: format!(
                 "SELECT CASE WHEN claimed_at IS NULL THEN 0 ELSE 1 END FROM {tasks} WHERE id = $1 \
                  UNION ALL \
-                 SELECT CASE WHEN succeeded THEN 2 ELSE 3 END FROM {completed} WHERE id = $1 \
+                 SELECT CASE WHEN succeeded THEN 2 WHEN cancelled THEN 4 ELSE 3 END FROM {completed} \
+                 WHERE id = $1 \
                  LIMIT 1"
             ),
             delete_expired: format!("DELETE FROM {completed} WHERE expires_at <= $1"),

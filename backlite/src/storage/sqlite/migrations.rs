@@ -64,6 +64,35 @@ const MIGRATIONS: &[&str] = &[
     UPDATE backlite_tasks SET lease_until = claimed_at + 600000, fence = 1
         WHERE claimed_at IS NOT NULL;
     "#,
+    // Control and inspection: who holds a claim and when it was last renewed, a cancel asked
+    // of a running task, the errors of the last attempts, cancelled outcomes, paused queues
+    // and the live processes.
+    r#"
+    ALTER TABLE backlite_tasks ADD COLUMN claimed_by TEXT;          -- backlite_processes.id
+    ALTER TABLE backlite_tasks ADD COLUMN lease_renewed_at INTEGER;
+    ALTER TABLE backlite_tasks ADD COLUMN cancel_requested_at INTEGER;
+    ALTER TABLE backlite_tasks ADD COLUMN errors TEXT;              -- JSON array, last 10 attempts
+    ALTER TABLE backlite_tasks_completed ADD COLUMN cancelled INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE backlite_tasks_completed ADD COLUMN errors TEXT;
+    UPDATE backlite_tasks SET lease_renewed_at = claimed_at WHERE claimed_at IS NOT NULL;
+
+    -- A row exists for a queue once it has been paused; resuming clears paused_at.
+    CREATE TABLE backlite_queues (
+        name      TEXT PRIMARY KEY NOT NULL,
+        paused_at INTEGER
+    );
+
+    CREATE TABLE backlite_processes (
+        id           TEXT PRIMARY KEY NOT NULL,  -- UUID, new for each started client
+        host         TEXT NOT NULL,
+        pid          INTEGER NOT NULL,
+        queues       TEXT NOT NULL,              -- JSON array of the served queues
+        workers      INTEGER NOT NULL,
+        started_at   INTEGER NOT NULL,
+        last_seen_at INTEGER NOT NULL
+    );
+    CREATE INDEX backlite_processes_last_seen ON backlite_processes (last_seen_at);
+    "#,
 ];
 
 /// The newest schema version this build knows.
@@ -132,11 +161,19 @@ mod tests {
                  VALUES (x'02', 'a', x'7b7d', 5, 1, 1000);",
         )
         .unwrap();
+        if version >= 3 {
+            // A claim made by version 3: a lease of its own and a fencing number.
+            conn.execute_batch(
+                "UPDATE backlite_tasks SET lease_until = 601000, fence = 1 WHERE id = x'02'",
+            )
+            .unwrap();
+        }
         conn
     }
 
     /// Every earlier version migrates to the latest, keeping its tasks: a task claimed under
-    /// an earlier version gets that version's lease (10 minutes) and a first fencing number.
+    /// an earlier version gets that version's lease (10 minutes) and a first fencing number,
+    /// and counts as renewed when it was claimed.
     #[test]
     fn every_earlier_version_migrates_with_its_tasks() {
         for version in 1..LATEST as usize {
@@ -146,21 +183,24 @@ mod tests {
                 .query_row("SELECT MAX(version) FROM backlite_schema", [], |r| r.get(0))
                 .unwrap();
             assert_eq!(latest, LATEST, "from version {version}");
-            type Row = (Vec<u8>, Option<i64>, Option<i64>, i64);
+            type Row = (Vec<u8>, Option<i64>, Option<i64>, i64, Option<i64>);
             let rows: Vec<Row> = conn
                 .prepare(
-                    "SELECT id, claimed_at, lease_until, fence FROM backlite_tasks ORDER BY id",
+                    "SELECT id, claimed_at, lease_until, fence, lease_renewed_at \
+                     FROM backlite_tasks ORDER BY id",
                 )
                 .unwrap()
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .query_map([], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })
                 .unwrap()
                 .collect::<Result<_, _>>()
                 .unwrap();
             assert_eq!(
                 rows,
                 [
-                    (vec![1], None, None, 0),
-                    (vec![2], Some(1000), Some(601_000), 1),
+                    (vec![1], None, None, 0, None),
+                    (vec![2], Some(1000), Some(601_000), 1, Some(1000)),
                 ],
                 "from version {version}"
             );

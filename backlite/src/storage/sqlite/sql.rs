@@ -137,17 +137,18 @@ pub(crate) fn task_complete_many(
                     c.error
                 ])?;
             }
-            Next::Done { retain } => {
+            Next::Done { retain, cancelled } => {
                 if let Some(retain) = retain {
                     cached(conn, &mut retain_copy, RETAIN)?.execute(params![
                         id,
                         c.token.0,
                         retain.payload,
-                        c.error.is_none(),
+                        c.error.is_none() && !cancelled,
                         duration_us,
                         c.error,
                         c.executed_at,
                         retain.expires_at,
+                        cancelled,
                     ])?;
                 }
                 cached(conn, &mut delete, DELETE)?.execute(params![id, c.token.0])?;
@@ -163,8 +164,10 @@ const RETRY: &str = "UPDATE backlite_tasks SET claimed_at = NULL, lease_until = 
      last_error = ?6 WHERE id = ?1 AND fence = ?2 AND claimed_at IS NOT NULL";
 
 const RETAIN: &str = "INSERT OR REPLACE INTO backlite_tasks_completed (id, queue, task, \
-     attempts, succeeded, last_duration_us, error, created_at, last_executed_at, expires_at) \
-     SELECT id, queue, CASE WHEN ?3 THEN task END, attempts + 1, ?4, ?5, ?6, created_at, ?7, ?8 \
+     attempts, succeeded, last_duration_us, error, created_at, last_executed_at, expires_at, \
+     cancelled) \
+     SELECT id, queue, CASE WHEN ?3 THEN task END, attempts + 1, ?4, ?5, ?6, created_at, ?7, ?8, \
+     ?9 \
      FROM backlite_tasks WHERE id = ?1 AND fence = ?2 AND claimed_at IS NOT NULL";
 
 const DELETE: &str =
@@ -249,13 +252,14 @@ pub(crate) fn task_status(conn: &Connection, id: TaskId) -> rusqlite::Result<Tas
             None => TaskStatus::Pending,
         });
     }
-    let succeeded: Option<bool> = conn
-        .prepare_cached("SELECT succeeded FROM backlite_tasks_completed WHERE id = ?1")?
-        .query_row([id], |row| row.get(0))
+    let outcome: Option<(bool, bool)> = conn
+        .prepare_cached("SELECT succeeded, cancelled FROM backlite_tasks_completed WHERE id = ?1")?
+        .query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?;
-    Ok(match succeeded {
-        Some(true) => TaskStatus::Succeeded,
-        Some(false) => TaskStatus::Failed,
+    Ok(match outcome {
+        Some((true, _)) => TaskStatus::Succeeded,
+        Some((false, true)) => TaskStatus::Cancelled,
+        Some((false, false)) => TaskStatus::Failed,
         None => TaskStatus::NotFound,
     })
 }
