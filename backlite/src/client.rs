@@ -336,7 +336,7 @@ impl Default for ClientBuilder {
             #[cfg(feature = "postgres")]
             save_in_wakeup: crate::SaveInWakeup::default(),
             workers: 10,
-            release_after: Duration::from_secs(600),
+            release_after: Duration::from_secs(30),
             cleanup_interval: Duration::from_secs(3600),
             busy_timeout: Duration::from_secs(5),
             synchronous: Synchronous::Normal,
@@ -407,9 +407,13 @@ impl ClientBuilder {
         self
     }
 
-    /// How long a task may stay claimed before its worker is taken for dead and the task is
-    /// run again (default 10 minutes). Must exceed every queue's timeout; a task without a
-    /// timeout that runs longer than this may run twice.
+    /// The lease of a claim (default 30 seconds, at least 100 ms): a started client renews
+    /// the leases of the tasks it holds every third of this, so a task runs as long as it
+    /// needs while its process lives. A process that dies or freezes stops renewing; once
+    /// this has passed since its last renewal its tasks are run again elsewhere, and whatever
+    /// it reports about them later is refused. Shorter: a dead process's tasks wait less,
+    /// and each client writes its renewal more often. Processes on one database may use
+    /// different values: each claim keeps the lease of the client that holds it.
     pub fn release_after(mut self, release_after: Duration) -> Self {
         self.release_after = release_after;
         self
@@ -590,13 +594,18 @@ impl ClientBuilder {
                 "poll_interval must be greater than zero".into(),
             ));
         }
-        for (name, value) in [
-            ("release_after", self.release_after),
-            ("cleanup_interval", self.cleanup_interval),
-        ] {
-            if value.is_zero() {
-                return Err(Error::Config(format!("{name} must be greater than zero")));
-            }
+        if self.cleanup_interval.is_zero() {
+            return Err(Error::Config(
+                "cleanup_interval must be greater than zero".into(),
+            ));
+        }
+        // Renewed every third of it: shorter, and one slow write would cost a live process
+        // its tasks.
+        if self.release_after < MIN_RELEASE_AFTER {
+            return Err(Error::Config(format!(
+                "release_after ({:?}) must be at least {MIN_RELEASE_AFTER:?}",
+                self.release_after
+            )));
         }
         self.registry.validate().map_err(Error::Config)?;
         if let Some(name) = self.duplicate_state {
@@ -616,19 +625,12 @@ impl ClientBuilder {
                 ty.name()
             )));
         }
-        for queue in self.registry.queues() {
-            let timeout = self.registry.config(queue).and_then(|c| c.timeout());
-            if let Some(timeout) = timeout.filter(|t| *t >= self.release_after) {
-                return Err(Error::Config(format!(
-                    "release_after ({:?}) must be longer than the timeout of queue `{queue}` \
-                     ({timeout:?}), or running tasks would be run a second time",
-                    self.release_after
-                )));
-            }
-        }
         Ok(())
     }
 }
+
+/// The shortest `release_after` accepted.
+const MIN_RELEASE_AFTER: Duration = Duration::from_millis(100);
 
 /// A batch of tasks to add in one transaction: all are stored, or none.
 ///

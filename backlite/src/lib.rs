@@ -11,6 +11,7 @@ mod error;
 mod events;
 mod maintenance;
 pub mod metrics;
+mod processes;
 mod processor;
 // Shared with `backlite-macros`, which compiles the same file; only the queue-name rule is
 // used here, to check hand-written `Task` impls again.
@@ -33,10 +34,10 @@ pub use events::TaskEvent;
 pub use processor::{BoxError, Context, Processor, Registry};
 pub use save_in::SaveIn;
 pub use state::{State, StateType};
-pub use storage::QueueStats;
 #[cfg(feature = "postgres")]
 pub use storage::postgres::SaveInWakeup;
 pub use storage::sqlite::Synchronous;
+pub use storage::{ProcessId, ProcessInfo, QueueStats};
 pub use task::{
     Backoff, ParseTaskIdError, QueueConfig, QueueConfigBuilder, RetainData, Retention, Task,
     TaskId, TaskStatus,

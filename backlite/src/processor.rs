@@ -148,6 +148,8 @@ pub struct Context {
     pub(crate) task_id: TaskId,
     pub(crate) queue: &'static str,
     pub(crate) attempt: u32,
+    /// The claim's fencing number.
+    pub(crate) fence: u64,
     pub(crate) cancel: CancellationToken,
 }
 
@@ -174,9 +176,38 @@ impl Context {
         self.attempt
     }
 
-    /// Whether the attempt has been asked to stop: its timeout elapsed or the client is
-    /// stopping. A processor that finds this true should return soon; one that runs past its
-    /// timeout is dropped at its next `.await`.
+    /// The fencing number of this attempt's claim: it grows with every claim of the task, so
+    /// a later attempt (this one's lease lost, the task claimed again) always carries a
+    /// larger one.
+    ///
+    /// backlite refuses the outcome of an attempt whose claim is no longer current, but the
+    /// processor's own side effects are its own to guard. Send the fence along with each write
+    /// to a store that keeps, per task id, the largest fence it has seen, and refuses a write
+    /// carrying a smaller one: a process that froze past its lease and wakes up then cannot
+    /// overwrite what the task's newer attempt wrote.
+    ///
+    /// ```
+    /// # use backlite::{Context, Task, processor};
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Serialize, Deserialize, Task)]
+    /// # #[queue(name = "invoices")]
+    /// # struct Invoice { number: u64 }
+    /// # fn store_pdf(number: u64, pdf: &[u8], fence: u64) -> std::io::Result<()> { Ok(()) }
+    /// // In the store: `UPDATE pdfs SET body = ?, fence = ? WHERE number = ? AND fence <= ?`,
+    /// // which changes nothing for a writer whose fence is behind.
+    /// #[processor]
+    /// async fn render(ctx: Context, task: Invoice) -> std::io::Result<()> {
+    ///     store_pdf(task.number, b"%PDF", ctx.fence())
+    /// }
+    /// ```
+    pub fn fence(&self) -> u64 {
+        self.fence
+    }
+
+    /// Whether the attempt has been asked to stop: its timeout elapsed, the client is
+    /// stopping, someone asked to cancel the task, or this client lost the task's lease. A
+    /// processor that finds this true should return soon; one that runs past its timeout is
+    /// dropped at its next `.await`.
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled()
     }
@@ -451,6 +482,7 @@ mod tests {
             task_id: TaskId::new(),
             queue: "q",
             attempt: 1,
+            fence: 1,
             cancel: CancellationToken::new(),
         }
     }

@@ -179,7 +179,7 @@ impl Client {
             let lease = self.inner.settings.release_after;
             let claimed = self
                 .driver()
-                .task_claim(limit, lease, Some(self.now()))
+                .task_claim(None, limit, lease, Some(self.now()))
                 .await?;
             if claimed.is_empty() {
                 return Ok(attempts);
@@ -189,7 +189,7 @@ impl Client {
             for task in claimed {
                 let client = self.clone();
                 running.spawn(async move {
-                    dispatcher::attempt(&client, task, CancellationToken::new()).await
+                    dispatcher::attempt(&client, task, CancellationToken::new(), None).await
                 });
             }
             let mut completions = Vec::with_capacity(running.len());
@@ -306,6 +306,7 @@ impl<T: Task> TestContext<T> {
             task_id: self.task_id,
             queue: T::CONFIG.name(),
             attempt: self.attempt,
+            fence: 1,
             cancel: self.cancel.clone(),
         }
     }

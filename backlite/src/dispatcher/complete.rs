@@ -3,12 +3,14 @@
 //! batch gathers. A thousand tasks finishing together cost one request, not a thousand
 //! requests, savepoints and wake-ups.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::lease::Leases;
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::storage::Completion;
@@ -27,13 +29,15 @@ pub(super) struct Completer {
 
 /// `shutdown` is the hard stop: once cancelled, a batch the database refuses because it is
 /// locked is given up instead of retried.
+/// `leases` holds each task until its outcome is stored: its lease is renewed until then.
 pub(super) fn spawn(
     client: Client,
     shutdown: CancellationToken,
+    leases: Arc<Leases>,
 ) -> (UnboundedSender<Completion>, Completer) {
     let (sender, receiver) = unbounded_channel();
     let flush = CancellationToken::new();
-    let task = tokio::spawn(run(client, receiver, flush.clone(), shutdown));
+    let task = tokio::spawn(run(client, receiver, flush.clone(), shutdown, leases));
     (sender, Completer { flush, task })
 }
 
@@ -53,6 +57,7 @@ async fn run(
     mut receiver: UnboundedReceiver<Completion>,
     flush: CancellationToken,
     shutdown: CancellationToken,
+    leases: Arc<Leases>,
 ) {
     let mut batch = Vec::with_capacity(BATCH_MAX);
     let mut closed = false;
@@ -64,7 +69,9 @@ async fn run(
                     break;
                 }
                 let completions = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_MAX));
+                let ids: Vec<_> = completions.iter().map(|c| c.id).collect();
                 store(&client, &shutdown, completions).await;
+                leases.release(ids);
             }
             // Closing keeps what was sent: `recv_many` returns it, then 0.
             _ = flush.cancelled(), if !closed => {

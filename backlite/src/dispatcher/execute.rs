@@ -16,12 +16,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::Shared;
+use super::lease::Leases;
 use crate::BoxFuture;
 use crate::client::{Client, retention_expiry};
 use crate::events::TaskEvent;
 use crate::metrics::{self, Outcome};
 use crate::processor::{BoxError, Context};
-use crate::storage::{ClaimedTask, Completion, Next, Retain, duration_millis};
+use crate::storage::{ClaimedTask, Completion, Millis, Next, Retain, duration_millis};
 
 /// Why an attempt failed.
 enum Failure {
@@ -65,20 +66,35 @@ impl Failure {
     }
 }
 
-pub(super) fn spawn(shared: &Arc<Shared>, task: ClaimedTask, slot: OwnedSemaphorePermit) {
+/// The error text of a task that ended because someone asked to cancel it.
+const CANCELLED: &str = "cancelled";
+
+pub(super) fn spawn(
+    shared: &Arc<Shared>,
+    task: ClaimedTask,
+    slot: OwnedSemaphorePermit,
+    cancel: CancellationToken,
+) {
     let id = task.id;
     let token = task.token;
     // Registered before the task can finish, removed by it: the map lock orders both.
     let mut running = shared.running.lock().ok();
-    let handle = shared.workers.spawn(run(shared.clone(), task, slot));
+    let handle = shared
+        .workers
+        .spawn(run(shared.clone(), task, slot, cancel));
     if let Some(running) = running.as_mut() {
         running.insert(id, (handle.abort_handle(), token));
     }
 }
 
-async fn run(shared: Arc<Shared>, task: ClaimedTask, slot: OwnedSemaphorePermit) {
+async fn run(
+    shared: Arc<Shared>,
+    task: ClaimedTask,
+    slot: OwnedSemaphorePermit,
+    cancel: CancellationToken,
+) {
     let id = task.id;
-    let completion = attempt(&shared.client, task, shared.shutdown.child_token()).await;
+    let completion = attempt(&shared.client, task, cancel, Some(&shared.leases)).await;
     if let Ok(mut running) = shared.running.lock() {
         running.remove(&id);
     }
@@ -91,7 +107,9 @@ async fn run(shared: Arc<Shared>, task: ClaimedTask, slot: OwnedSemaphorePermit)
 }
 
 /// Runs one attempt of a claimed task and decides what follows it. `cancel` is what the
-/// processor's `Context` reports.
+/// processor's `Context` reports; `leases`, where the client holds its claims, says whether
+/// someone asked to cancel the task meanwhile (it then ends cancelled, whatever the processor
+/// returned).
 ///
 /// The attempt runs in a span with the attributes of OpenTelemetry's messaging conventions,
 /// so that the processor's own events nest in it and a tracing-to-OpenTelemetry layer
@@ -100,6 +118,7 @@ pub(crate) async fn attempt(
     client: &Client,
     task: ClaimedTask,
     cancel: CancellationToken,
+    leases: Option<&Leases>,
 ) -> Completion {
     let attempt = task.attempts.saturating_add(1);
     let span = tracing::info_span!(
@@ -113,7 +132,7 @@ pub(crate) async fn attempt(
         messaging.message.id = %task.id,
         attempt,
     );
-    run_attempt(client, task, attempt, cancel)
+    run_attempt(client, task, attempt, cancel, leases)
         .instrument(span)
         .await
 }
@@ -123,6 +142,7 @@ async fn run_attempt(
     task: ClaimedTask,
     attempt: u32,
     cancel: CancellationToken,
+    leases: Option<&Leases>,
 ) -> Completion {
     let entry = client.inner.registry.entry(&task.queue).copied();
     let queue: &str = entry.map_or(task.queue.as_str(), |e| e.config.name());
@@ -145,6 +165,7 @@ async fn run_attempt(
                 task_id: task.id,
                 queue: entry.config.name(),
                 attempt,
+                fence: u64::try_from(task.token.0).unwrap_or(0),
                 cancel,
             };
             let cancel = ctx.cancel.clone();
@@ -190,6 +211,18 @@ async fn run_attempt(
         }
     };
     let duration = started.elapsed();
+    if leases.is_some_and(|leases| leases.finish(task.id)) {
+        tracing::info!(task_id = %task.id, queue, attempt, ?duration, "task cancelled");
+        metrics::attempt_finished(queue, Outcome::Failed, duration);
+        hooks.emit(&TaskEvent::Failed {
+            task_id: task.id,
+            queue,
+            attempt,
+            duration,
+            error: CANCELLED,
+        });
+        return cancelled(client, &task, executed_at, duration);
+    }
 
     let config = entry.map(|e| e.config);
     let max_attempts = config.map_or(1, |c| c.max_attempts());
@@ -283,6 +316,39 @@ async fn run_attempt(
         duration,
         error,
         next,
+    }
+}
+
+/// The end of a task that someone asked to cancel: done, no retry, kept as a failed task of
+/// its queue would be.
+pub(super) fn cancelled(
+    client: &Client,
+    task: &ClaimedTask,
+    executed_at: Millis,
+    duration: Duration,
+) -> Completion {
+    let now = client.now();
+    let retention = client
+        .inner
+        .registry
+        .config(&task.queue)
+        .and_then(|c| c.retention());
+    let retain = retention.and_then(|r| {
+        r.keeps(false).map(|payload| Retain {
+            payload,
+            expires_at: retention_expiry(r.duration, now),
+        })
+    });
+    Completion {
+        id: task.id,
+        token: task.token,
+        executed_at,
+        duration,
+        error: Some(CANCELLED.to_owned()),
+        next: Next::Done {
+            retain,
+            cancelled: true,
+        },
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod complete;
 mod execute;
+mod lease;
 
 #[cfg_attr(
     not(feature = "testing"),
@@ -29,6 +30,8 @@ use crate::maintenance;
 use crate::storage::{ClaimToken, ClaimedTask, Completion};
 use crate::task::TaskId;
 
+use lease::{Fate, Leases};
+
 /// The handles of a started client, kept until `stop`.
 pub(crate) struct Running {
     /// Cancelled by `stop`: no more claims.
@@ -36,6 +39,13 @@ pub(crate) struct Running {
     dispatcher: JoinHandle<Arc<Shared>>,
     maintenance: JoinHandle<()>,
     completer: complete::Completer,
+    leases: Arc<Leases>,
+    /// Renews the leases until the last outcome is stored; then `keeper_stop` ends it.
+    keeper: JoinHandle<()>,
+    keeper_stop: CancellationToken,
+    /// To remove the process's row at the end of the stop (not a `Client`, which would keep
+    /// the client that holds this alive).
+    driver: Arc<dyn crate::storage::Driver>,
 }
 
 /// State the dispatcher shares with its workers.
@@ -52,13 +62,23 @@ pub(crate) struct Shared {
     finished: AtomicU64,
     /// Where workers leave their outcomes, for the completer to commit in batches.
     completions: UnboundedSender<Completion>,
+    /// The claims this client holds, renewed by the keeper.
+    leases: Arc<Leases>,
 }
 
 pub(crate) fn start(client: Client) -> Running {
     let stop = CancellationToken::new();
     let workers = client.inner.settings.workers;
     let shutdown = CancellationToken::new();
-    let (completions, completer) = complete::spawn(client.clone(), shutdown.clone());
+    let leases = Arc::new(Leases::new());
+    let (completions, completer) =
+        complete::spawn(client.clone(), shutdown.clone(), leases.clone());
+    let keeper_stop = CancellationToken::new();
+    let keeper = tokio::spawn(lease::keep(
+        client.clone(),
+        leases.clone(),
+        keeper_stop.clone(),
+    ));
     let shared = Arc::new(Shared {
         client: client.clone(),
         slots: Arc::new(Semaphore::new(workers)),
@@ -67,12 +87,14 @@ pub(crate) fn start(client: Client) -> Running {
         shutdown,
         finished: AtomicU64::new(0),
         completions,
+        leases: leases.clone(),
     });
     let maintenance = tokio::spawn(maintenance::run(client.clone(), stop.clone()));
     let dispatcher = tokio::spawn(dispatch(shared, stop.clone()));
     tracing::info!(
         workers,
         queues = ?client.inner.registry,
+        process = %leases.process,
         "backlite dispatcher started"
     );
     Running {
@@ -80,6 +102,10 @@ pub(crate) fn start(client: Client) -> Running {
         dispatcher,
         maintenance,
         completer,
+        leases,
+        keeper,
+        keeper_stop,
+        driver: client.inner.driver.clone(),
     }
 }
 
@@ -93,15 +119,47 @@ impl Running {
         });
     }
 
+    /// Asks a task this client holds (running, or claimed and waiting for a worker) to
+    /// cancel; returns whether it holds it.
+    pub(crate) fn cancel_here(&self, id: TaskId) -> bool {
+        self.leases.request_cancel(id)
+    }
+
     pub(crate) async fn stop(self, timeout: Duration) -> bool {
+        let (keeper, keeper_stop, leases) = (self.keeper, self.keeper_stop, self.leases.clone());
+        let (driver, process) = (self.driver, leases.process);
+        let all_done = Running::stop_dispatching(
+            self.stop,
+            self.dispatcher,
+            self.maintenance,
+            self.completer,
+            timeout,
+        )
+        .await;
+        // Every outcome is stored: nothing is left to renew, and the process leaves.
+        keeper_stop.cancel();
+        let _ = keeper.await;
+        if let Err(e) = driver.process_remove(process).await {
+            tracing::warn!(error = %e, %process, "backlite could not remove its process row; others drop it after release_after");
+        }
+        all_done
+    }
+
+    async fn stop_dispatching(
+        stop: CancellationToken,
+        dispatcher: JoinHandle<Arc<Shared>>,
+        maintenance: JoinHandle<()>,
+        completer: complete::Completer,
+        timeout: Duration,
+    ) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
-        self.stop.cancel();
-        let _ = self.maintenance.await;
-        let shared = match self.dispatcher.await {
+        stop.cancel();
+        let _ = maintenance.await;
+        let shared = match dispatcher.await {
             Ok(shared) => shared,
             Err(e) => {
                 tracing::error!(error = %e, "backlite dispatcher ended abnormally");
-                self.completer.finish().await;
+                completer.finish().await;
                 return false;
             }
         };
@@ -110,7 +168,7 @@ impl Running {
             .await
             .is_ok()
         {
-            self.completer.finish().await;
+            completer.finish().await;
             tracing::info!("backlite stopped; every running task finished");
             return true;
         }
@@ -127,7 +185,8 @@ impl Running {
             Err(_) => Vec::new(),
         };
         shared.workers.wait().await;
-        self.completer.finish().await;
+        completer.finish().await;
+        shared.leases.release(abandoned.iter().map(|(id, _)| *id));
         let count = abandoned.len();
         if let Err(e) = shared.client.driver().task_unclaim_many(abandoned).await {
             tracing::error!(error = %e, count, "could not hand back abandoned tasks; they run again after release_after");
@@ -186,7 +245,11 @@ async fn dispatch(shared: Arc<Shared>, stop: CancellationToken) -> Arc<Shared> {
                 break;
             };
             if let Some(task) = buffer.pop_front() {
-                execute::spawn(&shared, task, slot);
+                match shared.leases.fate(task.id) {
+                    Fate::Run(cancel) => execute::spawn(&shared, task, slot, cancel),
+                    Fate::Cancel => end_unstarted(&shared, &task),
+                    Fate::Lost => {}
+                }
             }
         }
 
@@ -210,10 +273,13 @@ async fn dispatch(shared: Arc<Shared>, stop: CancellationToken) -> Arc<Shared> {
         if want > 0 && buffer.len() <= prefetch / 2 && !drained {
             match client
                 .driver()
-                .task_claim(want, lease, client.test_now())
+                .task_claim(Some(shared.leases.process), want, lease, client.test_now())
                 .await
             {
                 Ok(tasks) => {
+                    for task in &tasks {
+                        shared.leases.hold(task, &shared.shutdown);
+                    }
                     error_pause = Duration::ZERO;
                     if !tasks.is_empty() {
                         held_pause = Duration::ZERO;
@@ -288,6 +354,8 @@ async fn dispatch(shared: Arc<Shared>, stop: CancellationToken) -> Arc<Shared> {
                 next_due = None;
             }
             slot = shared.slots.clone().acquire_owned(), if want_slot => drop(slot),
+            // A renewal lost claims or found cancels: drop or end those waiting here.
+            _ = shared.leases.changed.notified() => sweep(&shared, &mut buffer),
             _ = tokio::time::sleep_until(sleep_until.unwrap_or_else(tokio::time::Instant::now)), if sleep_until.is_some() => {
                 drained = false;
                 next_due = None;
@@ -298,12 +366,36 @@ async fn dispatch(shared: Arc<Shared>, stop: CancellationToken) -> Arc<Shared> {
     // Tasks claimed but not started go back to pending, attempts untouched.
     if !buffer.is_empty() {
         let unclaim: Vec<_> = buffer.iter().map(|t| (t.id, t.token)).collect();
+        shared.leases.release(unclaim.iter().map(|(id, _)| *id));
         let count = unclaim.len();
         if let Err(e) = client.driver().task_unclaim_many(unclaim).await {
             tracing::error!(error = %e, count, "could not hand back unstarted tasks; they run again after release_after");
         }
     }
     shared
+}
+
+/// Ends a claimed task that someone asked to cancel before it started: it never runs.
+fn end_unstarted(shared: &Shared, task: &ClaimedTask) {
+    shared.leases.finish(task.id);
+    let completion = execute::cancelled(&shared.client, task, shared.client.now(), Duration::ZERO);
+    tracing::info!(task_id = %task.id, queue = %task.queue, "task cancelled before it started");
+    if shared.completions.send(completion).is_err() {
+        tracing::error!(task_id = %task.id, "could not record the task's cancel: the client has stopped");
+    }
+}
+
+/// Drops the claimed tasks waiting for a worker whose claim was lost, and ends those asked
+/// to cancel.
+fn sweep(shared: &Shared, buffer: &mut VecDeque<ClaimedTask>) {
+    buffer.retain(|task| match shared.leases.fate(task.id) {
+        Fate::Run(_) => true,
+        Fate::Cancel => {
+            end_unstarted(shared, task);
+            false
+        }
+        Fate::Lost => false,
+    });
 }
 
 #[cfg(test)]
@@ -325,6 +417,59 @@ mod tests {
         async fn process(_: Context, _: Idle) -> Result<(), BoxError> {
             Ok(())
         }
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct Patient;
+    impl Task for Patient {
+        const CONFIG: QueueConfig = QueueConfig::builder("patient")
+            .retention(crate::Retention {
+                duration: None,
+                only_failed: false,
+                data: crate::RetainData::None,
+            })
+            .build();
+    }
+    struct RunPatient;
+    impl Processor for RunPatient {
+        type Task = Patient;
+        async fn process(ctx: Context, _: Patient) -> Result<(), BoxError> {
+            // Returns success once cancelled: the cancel decides the outcome all the same.
+            ctx.cancelled().await;
+            Ok(())
+        }
+    }
+
+    /// The local side of a cancel: the running task's context fires at once, and the task
+    /// ends cancelled whatever its processor returns; a task this client does not hold is
+    /// not its to cancel.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cancel_here_fires_the_context_and_ends_the_task_cancelled() {
+        let registry = crate::__private::registry([crate::__private::entry::<RunPatient>()]);
+        let client = Client::builder()
+            .database(":memory:")
+            .processors(registry)
+            .build()
+            .await
+            .expect("build");
+        assert!(!client.cancel_running_here(crate::TaskId::new()));
+        client.start();
+        let id = client.add(Patient).save().await.expect("save")[0];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while client.status(&id).await.expect("status") != crate::TaskStatus::Running {
+            assert!(tokio::time::Instant::now() < deadline, "never ran");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(client.cancel_running_here(id));
+        while client.status(&id).await.expect("status") != crate::TaskStatus::Cancelled {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never ended cancelled"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!client.cancel_running_here(id), "no longer held");
+        assert!(client.stop(Duration::from_secs(5)).await);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

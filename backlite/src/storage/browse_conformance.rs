@@ -78,7 +78,7 @@ macro_rules! browse_conformance {
                     (&b"a30"[..], 30, 0)
                 );
                 // The two earliest due, `b5` then `a10`, are claimed: running is not waiting.
-                d.task_claim(2, LEASE, Some(15)).await.unwrap();
+                d.task_claim(None, 2, LEASE, Some(15)).await.unwrap();
                 assert!(d.task_list_waiting("b").await.unwrap().is_empty());
                 let a = d.task_list_waiting("a").await.unwrap();
                 let ids: Vec<_> = a.iter().map(|t| t.id).collect();
@@ -97,8 +97,8 @@ macro_rules! browse_conformance {
                 d.task_insert_many(vec![t1.clone(), t2.clone(), t3.clone()])
                     .await
                     .unwrap();
-                d.task_claim(1, LEASE, Some(100)).await.unwrap();
-                d.task_claim(1, LEASE, Some(200)).await.unwrap();
+                d.task_claim(None, 1, LEASE, Some(100)).await.unwrap();
+                d.task_claim(None, 1, LEASE, Some(200)).await.unwrap();
                 let running = d.task_list(TaskState::Running, page(0, 10)).await.unwrap();
                 let claims: Vec<_> = running.iter().map(|t| (t.id, t.claimed_at)).collect();
                 assert_eq!(claims, [(t1.id, Some(100)), (t2.id, Some(200))]);
@@ -131,7 +131,7 @@ macro_rules! browse_conformance {
                 let Some(d) = open(&["a"]).await else { return };
                 let t = new_task("a", 1, "{}");
                 d.task_insert_many(vec![t.clone()]).await.unwrap();
-                let token = d.task_claim(1, LEASE, Some(100)).await.unwrap()[0].token;
+                let token = d.task_claim(None, 1, LEASE, Some(100)).await.unwrap()[0].token;
                 let retry = Completion {
                     next: Next::Retry { run_at: 300 },
                     executed_at: 100,
@@ -152,7 +152,7 @@ macro_rules! browse_conformance {
                 let Some(d) = open(&["a"]).await else { return };
                 let tasks: Vec<_> = (0..4).map(|i| new_task("a", i, "{\"n\":1}")).collect();
                 d.task_insert_many(tasks.clone()).await.unwrap();
-                let claimed = d.task_claim(10, LEASE, Some(100)).await.unwrap();
+                let claimed = d.task_claim(None, 10, LEASE, Some(100)).await.unwrap();
                 let token = |i: usize| claimed.iter().find(|c| c.id == tasks[i].id).unwrap().token;
                 let keep = |payload| {
                     Some(Retain {

@@ -60,7 +60,7 @@ macro_rules! driver_conformance {
                 limit: usize,
                 now: i64,
             ) -> Vec<crate::storage::ClaimedTask> {
-                d.task_claim(limit, LEASE, Some(now)).await.unwrap()
+                d.task_claim(None, limit, LEASE, Some(now)).await.unwrap()
             }
 
             #[tokio::test]
@@ -300,10 +300,10 @@ macro_rules! driver_conformance {
                     .await
                     .unwrap();
                 // Two processes with different `release_after` claim one task each.
-                d.task_claim(1, Duration::from_millis(100), Some(10))
+                d.task_claim(None, 1, Duration::from_millis(100), Some(10))
                     .await
                     .unwrap();
-                d.task_claim(1, Duration::from_millis(10_000), Some(10))
+                d.task_claim(None, 1, Duration::from_millis(10_000), Some(10))
                     .await
                     .unwrap();
                 assert_eq!(d.task_release_stuck(Some(109)).await.unwrap(), 0);
@@ -363,7 +363,7 @@ macro_rules! driver_conformance {
                         tokio::spawn(async move {
                             let mut mine = Vec::new();
                             loop {
-                                let got = d.task_claim(7, LEASE, Some(100)).await.unwrap();
+                                let got = d.task_claim(None, 7, LEASE, Some(100)).await.unwrap();
                                 if got.is_empty() {
                                     // Empty may mean "held by the others": make sure.
                                     let left = d.queue_stats(100).await.unwrap();

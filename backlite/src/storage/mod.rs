@@ -7,6 +7,9 @@ pub(crate) mod browse_conformance;
 #[cfg(test)]
 #[macro_use]
 pub(crate) mod conformance;
+mod lease;
+#[cfg(test)]
+pub(crate) mod lease_conformance;
 #[cfg(test)]
 pub(crate) mod model;
 #[cfg(feature = "postgres")]
@@ -20,6 +23,8 @@ use crate::error::Result;
 use crate::task::{TaskId, TaskStatus};
 
 pub(crate) use browse::{CompletedRecord, PREVIEW_BYTES, Page, TaskRecord, TaskState};
+pub use lease::{ProcessId, ProcessInfo};
+pub(crate) use lease::{ProcessRecord, Renewal};
 
 /// Milliseconds since the Unix epoch: the unit of every stored time.
 pub(crate) type Millis = i64;
@@ -134,10 +139,12 @@ pub(crate) trait Driver: Send + Sync + 'static {
     fn task_insert_many(&self, tasks: Vec<NewTask>) -> BoxFuture<Result<()>>;
 
     /// Claims up to `limit` due, unclaimed tasks of the served queues, in claim order (due
-    /// time, then insertion), each under a lease of `lease`. A claim may return fewer tasks
+    /// time, then insertion), each under a lease of `lease`, for `process` (`None`: a claimer
+    /// that is no started client, such as a test's `drain`). A claim may return fewer tasks
     /// than are due when other claimers hold some of them at that moment.
     fn task_claim(
         &self,
+        process: Option<ProcessId>,
         limit: usize,
         lease: Duration,
         now: Option<Millis>,
@@ -156,6 +163,36 @@ pub(crate) trait Driver: Send + Sync + 'static {
     /// How long until the earliest unclaimed task of the served queues is due (zero when one
     /// is due already); `None` when there is none.
     fn task_next_due(&self, now: Option<Millis>) -> BoxFuture<Result<Option<Duration>>>;
+
+    /// Extends the leases of claims that `process` holds to `now + lease`, in one write: only
+    /// claims still current (the token matches and the task is claimed) are renewed; the rest
+    /// are reported lost. The same write heartbeats the process's row and deletes the rows of
+    /// processes not seen for `lease` (dead ones).
+    fn task_renew_leases(
+        &self,
+        process: ProcessId,
+        tasks: Vec<(TaskId, ClaimToken)>,
+        lease: Duration,
+        now: Option<Millis>,
+    ) -> BoxFuture<Result<Renewal>>;
+
+    /// Adds a started client's row to the processes table; its `started_at` and
+    /// `last_seen_at` are `now`, whatever the record says.
+    fn process_register(
+        &self,
+        process: ProcessRecord,
+        now: Option<Millis>,
+    ) -> BoxFuture<Result<()>>;
+
+    /// Deletes a stopped client's row.
+    fn process_remove(&self, process: ProcessId) -> BoxFuture<Result<()>>;
+
+    /// The processes seen within `live_within` of `now`, oldest start first.
+    fn process_list(
+        &self,
+        live_within: Duration,
+        now: Option<Millis>,
+    ) -> BoxFuture<Result<Vec<ProcessRecord>>>;
 
     /// Where a task is.
     fn task_status(&self, id: TaskId) -> BoxFuture<Result<TaskStatus>>;
@@ -197,6 +234,10 @@ pub(crate) trait Driver: Send + Sync + 'static {
         allow(dead_code, reason = "only the testing helpers list a queue whole")
     )]
     fn task_list_waiting(&self, queue: &'static str) -> BoxFuture<Result<Vec<TaskRecord>>>;
+
+    /// Marks a task as asked to cancel, as the control operations do, for the lease suite.
+    #[cfg(test)]
+    fn task_request_cancel_for_test(&self, id: TaskId) -> BoxFuture<Result<()>>;
 
     /// How many claims and next-due queries this driver has run.
     #[cfg(test)]

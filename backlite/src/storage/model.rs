@@ -304,7 +304,8 @@ macro_rules! lifecycle_model {
                         Op::Claim { limit } => {
                             m.now += 1;
                             let expected = m.due(limit);
-                            let claimed = d.task_claim(limit, LEASE, Some(m.now)).await.unwrap();
+                            let claimed =
+                                d.task_claim(None, limit, LEASE, Some(m.now)).await.unwrap();
                             let mut got: Vec<TaskId> = claimed.iter().map(|c| c.id).collect();
                             let mut want = expected.clone();
                             got.sort();

@@ -9,6 +9,7 @@
 
 mod browse;
 mod commit_watch;
+mod lease;
 mod listener;
 mod migrations;
 mod sql;
@@ -30,7 +31,7 @@ use crate::database::redact;
 use crate::error::{Error, Result};
 use crate::storage::{
     ClaimToken, ClaimedTask, CompletedRecord, Completion, Driver, Millis, NewTask, Next, Page,
-    QueueStats, TaskRecord, TaskState, duration_millis,
+    ProcessId, ProcessRecord, QueueStats, Renewal, TaskRecord, TaskState, duration_millis,
 };
 use crate::task::{TaskId, TaskStatus};
 
@@ -153,6 +154,7 @@ impl std::fmt::Debug for PgTarget {
 pub(crate) struct PgDriver {
     pool: Pool,
     statements: Arc<Statements>,
+    lease_statements: Arc<lease::Statements>,
     queues: Arc<Vec<String>>,
     writer: writer::Writer,
     wake: Arc<Notify>,
@@ -245,6 +247,7 @@ impl PgDriver {
         };
         let driver = PgDriver {
             pool,
+            lease_statements: Arc::new(lease::Statements::new(&schema)),
             statements,
             queues: Arc::new(options.queues.iter().map(|q| q.to_string()).collect()),
             writer,
@@ -340,6 +343,7 @@ impl Driver for PgDriver {
 
     fn task_claim(
         &self,
+        process: Option<ProcessId>,
         limit: usize,
         lease: Duration,
         now: Option<Millis>,
@@ -352,8 +356,9 @@ impl Driver for PgDriver {
         self.with(move |conn, sql| {
             Box::pin(async move {
                 let statement = conn.prepare_cached(&sql.claim).await?;
+                let claimer = process.map(|p| p.0);
                 let rows = conn
-                    .query(&statement, &[&*queues, &limit, &now, &lease])
+                    .query(&statement, &[&*queues, &limit, &now, &lease, &claimer])
                     .await?;
                 let mut claimed = Vec::with_capacity(rows.len());
                 for row in rows {
@@ -437,6 +442,46 @@ impl Driver for PgDriver {
             }
             tx.commit().await.map_err(map_error)?;
             Ok(released)
+        })
+    }
+
+    fn task_renew_leases(
+        &self,
+        process: ProcessId,
+        tasks: Vec<(TaskId, ClaimToken)>,
+        lease: Duration,
+        now: Option<Millis>,
+    ) -> BoxFuture<Result<Renewal>> {
+        let sql = self.lease_statements.clone();
+        self.with(move |conn, _| {
+            Box::pin(async move { lease::renew(conn, &sql, process, tasks, lease, now).await })
+        })
+    }
+
+    fn process_register(
+        &self,
+        process: ProcessRecord,
+        now: Option<Millis>,
+    ) -> BoxFuture<Result<()>> {
+        let sql = self.lease_statements.clone();
+        self.with(move |conn, _| {
+            Box::pin(async move { lease::register(conn, &sql, process, now).await })
+        })
+    }
+
+    fn process_remove(&self, process: ProcessId) -> BoxFuture<Result<()>> {
+        let sql = self.lease_statements.clone();
+        self.with(move |conn, _| Box::pin(async move { lease::remove(conn, &sql, process).await }))
+    }
+
+    fn process_list(
+        &self,
+        live_within: Duration,
+        now: Option<Millis>,
+    ) -> BoxFuture<Result<Vec<ProcessRecord>>> {
+        let sql = self.lease_statements.clone();
+        self.with(move |conn, _| {
+            Box::pin(async move { lease::list(conn, &sql, live_within, now).await })
         })
     }
 
@@ -526,6 +571,14 @@ impl Driver for PgDriver {
 
     fn completed_get(&self, id: TaskId) -> BoxFuture<Result<Option<CompletedRecord>>> {
         self.with(move |conn, sql| Box::pin(browse::completed_get(conn, sql, id)))
+    }
+
+    #[cfg(test)]
+    fn task_request_cancel_for_test(&self, id: TaskId) -> BoxFuture<Result<()>> {
+        let sql = self.lease_statements.clone();
+        self.with(move |conn, _| {
+            Box::pin(async move { lease::request_cancel_for_test(conn, &sql, id).await })
+        })
     }
 
     #[cfg(test)]
@@ -828,7 +881,7 @@ mod plans {
             let tasks: Vec<_> = (0..4_000).map(|i| new_task(queue, i, &payload)).collect();
             d.task_insert_many(tasks).await.unwrap();
         }
-        let claimed = d.task_claim(500, LEASE, Some(10_000)).await.unwrap();
+        let claimed = d.task_claim(None, 500, LEASE, Some(10_000)).await.unwrap();
         let retain = Some(Retain {
             payload: true,
             expires_at: Some(1_000_000),
@@ -852,6 +905,7 @@ mod plans {
         let queues = vec!["a".to_owned(), "b".to_owned()];
         let (limit, offset, preview, now) = (25i64, 50i64, 256i32, Some(100i64));
         let lease = 1_000i64;
+        let claimer = Some(uuid::Uuid::now_v7());
         let cases: Vec<(&str, String)> = vec![
             (
                 "running",
@@ -873,7 +927,12 @@ mod plans {
             ("counts", plan(&conn, &sql.queue_stats, &[&100i64]).await),
             (
                 "claim",
-                plan(&conn, &sql.claim, &[&queues, &limit, &now, &lease]).await,
+                plan(
+                    &conn,
+                    &sql.claim,
+                    &[&queues, &limit, &now, &lease, &claimer],
+                )
+                .await,
             ),
             (
                 "next due",

@@ -5,10 +5,10 @@
 //! measures leases and due times on one clock, and tests can still give a time.
 
 /// The server's clock, in milliseconds since the epoch.
-const NOW_MS: &str = "(extract(epoch from now()) * 1000)::int8";
+pub(super) const NOW_MS: &str = "(extract(epoch from now()) * 1000)::int8";
 
 /// `$n` when given, else the server's clock.
-fn now_or(param: &str) -> String {
+pub(super) fn now_or(param: &str) -> String {
     format!("COALESCE({param}::int8, {NOW_MS})")
 }
 
@@ -111,16 +111,17 @@ impl Statements {
                          FOR UPDATE SKIP LOCKED) AS p \
                      ORDER BY p.run_at, p.seq LIMIT $2) \
                  UPDATE {tasks} AS t SET claimed_at = clock.now, \
-                     lease_until = clock.now + $4::int8, fence = t.fence + 1 \
+                     lease_until = clock.now + $4::int8, fence = t.fence + 1, \
+                     claimed_by = $5::uuid, lease_renewed_at = clock.now \
                  FROM picked, clock WHERE t.id = picked.id \
                  RETURNING t.id, t.queue, t.task, t.attempts, t.fence, t.run_at, t.seq",
                 now = now_or("$3")
             ),
             retry: format!(
                 "UPDATE {tasks} AS t SET claimed_at = NULL, lease_until = NULL, \
-                     attempts = t.attempts + 1, run_at = u.run_at, \
-                     last_executed_at = u.executed_at, last_duration_us = u.duration_us, \
-                     last_error = u.error \
+                     claimed_by = NULL, lease_renewed_at = NULL, attempts = t.attempts + 1, \
+                     run_at = u.run_at, last_executed_at = u.executed_at, \
+                     last_duration_us = u.duration_us, last_error = u.error \
                  FROM unnest($1::uuid[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], \
                      $6::text[]) AS u(id, fence, run_at, executed_at, duration_us, error) \
                  WHERE t.id = u.id AND t.fence = u.fence AND t.claimed_at IS NOT NULL"
@@ -152,12 +153,14 @@ impl Statements {
                      expires_at = excluded.expires_at, cancelled = excluded.cancelled"
             ),
             unclaim: format!(
-                "UPDATE {tasks} AS t SET claimed_at = NULL, lease_until = NULL \
+                "UPDATE {tasks} AS t SET claimed_at = NULL, lease_until = NULL, \
+                     claimed_by = NULL, lease_renewed_at = NULL \
                  FROM unnest($1::uuid[], $2::int8[]) AS u(id, fence) \
                  WHERE t.id = u.id AND t.fence = u.fence AND t.claimed_at IS NOT NULL"
             ),
             release: format!(
-                "UPDATE {tasks} SET claimed_at = NULL, lease_until = NULL \
+                "UPDATE {tasks} SET claimed_at = NULL, lease_until = NULL, claimed_by = NULL, \
+                     lease_renewed_at = NULL \
                  WHERE claimed_at IS NOT NULL AND lease_until <= {now}",
                 now = now_or("$1")
             ),

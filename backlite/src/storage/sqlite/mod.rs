@@ -8,6 +8,7 @@
 
 mod browse;
 mod checkpoint;
+mod lease;
 mod migrations;
 pub(crate) mod sql;
 #[cfg(feature = "sqlx-sqlite")]
@@ -25,8 +26,8 @@ use tokio::sync::{Notify, oneshot};
 use crate::BoxFuture;
 use crate::error::{Error, Result};
 use crate::storage::{
-    ClaimToken, ClaimedTask, CompletedRecord, Completion, Driver, Millis, NewTask, Page,
-    QueueStats, TaskRecord, TaskState, now_millis,
+    ClaimToken, ClaimedTask, CompletedRecord, Completion, Driver, Millis, NewTask, Page, ProcessId,
+    ProcessRecord, QueueStats, Renewal, TaskRecord, TaskState, duration_millis, now_millis,
 };
 use crate::task::{TaskId, TaskStatus};
 
@@ -258,11 +259,13 @@ impl Driver for SqliteDriver {
 
     fn task_claim(
         &self,
+        process: Option<ProcessId>,
         limit: usize,
         lease: Duration,
         now: Option<Millis>,
     ) -> BoxFuture<Result<Vec<ClaimedTask>>> {
         self.send(|reply| Command::Claim {
+            process,
             limit,
             lease,
             now,
@@ -303,6 +306,47 @@ impl Driver for SqliteDriver {
         })
     }
 
+    fn task_renew_leases(
+        &self,
+        process: ProcessId,
+        tasks: Vec<(TaskId, ClaimToken)>,
+        lease: Duration,
+        now: Option<Millis>,
+    ) -> BoxFuture<Result<Renewal>> {
+        self.send(|reply| {
+            Command::Lease(lease::Command::Renew {
+                process,
+                tasks,
+                lease,
+                now,
+                reply,
+            })
+        })
+    }
+
+    fn process_register(
+        &self,
+        process: ProcessRecord,
+        now: Option<Millis>,
+    ) -> BoxFuture<Result<()>> {
+        self.send(|reply| Command::Lease(lease::Command::Register(process, now, reply)))
+    }
+
+    fn process_remove(&self, process: ProcessId) -> BoxFuture<Result<()>> {
+        self.send(|reply| Command::Lease(lease::Command::Remove(process, reply)))
+    }
+
+    fn process_list(
+        &self,
+        live_within: Duration,
+        now: Option<Millis>,
+    ) -> BoxFuture<Result<Vec<ProcessRecord>>> {
+        let since = now
+            .unwrap_or_else(now_millis)
+            .saturating_sub(duration_millis(live_within));
+        self.read(move |conn| lease::process_list(conn, since))
+    }
+
     fn task_status(&self, id: TaskId) -> BoxFuture<Result<TaskStatus>> {
         self.read(move |conn| sql::task_status(conn, id))
     }
@@ -337,6 +381,11 @@ impl Driver for SqliteDriver {
 
     fn task_list_waiting(&self, queue: &'static str) -> BoxFuture<Result<Vec<TaskRecord>>> {
         self.read(move |conn| browse::task_list_waiting(conn, queue))
+    }
+
+    #[cfg(test)]
+    fn task_request_cancel_for_test(&self, id: TaskId) -> BoxFuture<Result<()>> {
+        self.read(move |conn| lease::request_cancel_for_test(conn, id))
     }
 
     #[cfg(test)]

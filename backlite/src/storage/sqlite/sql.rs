@@ -55,7 +55,8 @@ pub(crate) fn claim_sql(queue_count: usize) -> String {
 }
 
 /// Claims up to `limit` due tasks: reads them in due order, then marks each claimed by its
-/// rowid, with its lease's end and the next fencing number. The writer runs this inside its `BEGIN IMMEDIATE` transaction, which no other
+/// rowid, with its lease's end, its claimer (a process id) and the next fencing number. The
+/// writer runs this inside its `BEGIN IMMEDIATE` transaction, which no other
 /// connection can write during, so the read and the marks are one atomic claim; the
 /// `claimed_at IS NULL` guard keeps it so on any connection.
 ///
@@ -66,7 +67,7 @@ pub(crate) fn task_claim(
     conn: &Connection,
     sql: &str,
     queues: &[&'static str],
-    limit: usize,
+    (limit, claimer): (usize, Option<&str>),
     lease_until: Millis,
     now: Millis,
 ) -> rusqlite::Result<Vec<ClaimedTask>> {
@@ -96,12 +97,12 @@ pub(crate) fn task_claim(
         }
     }
     let mut mark = conn.prepare_cached(
-        "UPDATE backlite_tasks SET claimed_at = ?1, lease_until = ?2, fence = ?3 \
-         WHERE rowid = ?4 AND claimed_at IS NULL",
+        "UPDATE backlite_tasks SET claimed_at = ?1, lease_until = ?2, fence = ?3, \
+         claimed_by = ?5, lease_renewed_at = ?1 WHERE rowid = ?4 AND claimed_at IS NULL",
     )?;
     let mut claimed = Vec::with_capacity(picked.len());
     for (rowid, task) in picked {
-        if mark.execute(params![now, lease_until, task.token.0, rowid])? == 1 {
+        if mark.execute(params![now, lease_until, task.token.0, rowid, claimer])? == 1 {
             claimed.push(task);
         }
     }
@@ -160,8 +161,8 @@ pub(crate) fn task_complete_many(
 
 /// Every write about a claimed task is guarded by its claim: still claimed, by that claim.
 const RETRY: &str = "UPDATE backlite_tasks SET claimed_at = NULL, lease_until = NULL, \
-     attempts = attempts + 1, run_at = ?3, last_executed_at = ?4, last_duration_us = ?5, \
-     last_error = ?6 WHERE id = ?1 AND fence = ?2 AND claimed_at IS NOT NULL";
+     claimed_by = NULL, lease_renewed_at = NULL, attempts = attempts + 1, run_at = ?3, \
+     last_executed_at = ?4, last_duration_us = ?5, last_error = ?6 WHERE id = ?1 AND fence = ?2 AND claimed_at IS NOT NULL";
 
 const RETAIN: &str = "INSERT OR REPLACE INTO backlite_tasks_completed (id, queue, task, \
      attempts, succeeded, last_duration_us, error, created_at, last_executed_at, expires_at, \
@@ -190,8 +191,8 @@ pub(crate) fn task_unclaim_many(
     tasks: &[(TaskId, ClaimToken)],
 ) -> rusqlite::Result<()> {
     let mut unclaim = conn.prepare_cached(
-        "UPDATE backlite_tasks SET claimed_at = NULL, lease_until = NULL \
-         WHERE id = ?1 AND fence = ?2 AND claimed_at IS NOT NULL",
+        "UPDATE backlite_tasks SET claimed_at = NULL, lease_until = NULL, claimed_by = NULL, \
+         lease_renewed_at = NULL WHERE id = ?1 AND fence = ?2 AND claimed_at IS NOT NULL",
     )?;
     for (id, token) in tasks {
         unclaim.execute(params![&id.as_bytes()[..], token.0])?;
@@ -204,7 +205,8 @@ pub(crate) fn task_unclaim_many(
 pub(crate) fn task_release_stuck(conn: &Connection, now: Millis) -> rusqlite::Result<u64> {
     let released = conn
         .prepare_cached(
-            "UPDATE backlite_tasks SET claimed_at = NULL, lease_until = NULL \
+            "UPDATE backlite_tasks SET claimed_at = NULL, lease_until = NULL, \
+             claimed_by = NULL, lease_renewed_at = NULL \
              WHERE claimed_at IS NOT NULL AND lease_until <= ?1",
         )?
         .execute([now])?;

@@ -22,14 +22,14 @@ use tokio::sync::{Notify, oneshot};
 
 use super::checkpoint::Checkpointer;
 use super::wal_hook::HookedConnection;
-use super::{Options, map_error, sql};
+use super::{Options, lease, map_error, sql};
 use crate::error::{Error, Result};
 use crate::storage::{
-    ClaimToken, ClaimedTask, Completion, Millis, NewTask, duration_millis, now_millis,
+    ClaimToken, ClaimedTask, Completion, Millis, NewTask, ProcessId, duration_millis, now_millis,
 };
 use crate::task::TaskId;
 
-type Reply<T> = oneshot::Sender<Result<T>>;
+pub(super) type Reply<T> = oneshot::Sender<Result<T>>;
 
 /// A command and when it was sent: its busy timeout runs from then.
 pub(crate) type Request = (Instant, Command);
@@ -37,6 +37,7 @@ pub(crate) type Request = (Instant, Command);
 pub(crate) enum Command {
     Insert(Vec<NewTask>, Reply<()>),
     Claim {
+        process: Option<ProcessId>,
         limit: usize,
         lease: Duration,
         now: Option<Millis>,
@@ -46,12 +47,14 @@ pub(crate) enum Command {
     Unclaim(Vec<(TaskId, ClaimToken)>, Reply<()>),
     Release(Option<Millis>, Reply<u64>),
     DeleteExpired(Millis, Reply<u64>),
+    Lease(lease::Command),
 }
 
 enum Output {
     Done,
     Claimed(Vec<ClaimedTask>),
     Count(u64),
+    Lease(lease::Output),
 }
 
 impl Command {
@@ -62,7 +65,7 @@ impl Command {
             Command::Complete(completions, _) => completions
                 .iter()
                 .any(|c| matches!(c.next, crate::storage::Next::Retry { .. })),
-            Command::Claim { .. } | Command::DeleteExpired(..) => false,
+            Command::Claim { .. } | Command::DeleteExpired(..) | Command::Lease(..) => false,
         }
     }
 
@@ -73,12 +76,24 @@ impl Command {
                 Output::Done
             }
             Command::Claim {
-                limit, lease, now, ..
+                process,
+                limit,
+                lease,
+                now,
+                ..
             } => Output::Claimed({
                 claim.count.fetch_add(1, Ordering::Relaxed);
                 let now = now.unwrap_or_else(now_millis);
                 let lease_until = now.saturating_add(duration_millis(*lease));
-                sql::task_claim(conn, &claim.sql, &claim.queues, *limit, lease_until, now)?
+                let claimer = process.map(|p| p.to_string());
+                sql::task_claim(
+                    conn,
+                    &claim.sql,
+                    &claim.queues,
+                    (*limit, claimer.as_deref()),
+                    lease_until,
+                    now,
+                )?
             }),
             Command::Complete(completions, _) => {
                 sql::task_complete_many(conn, completions)?;
@@ -95,6 +110,7 @@ impl Command {
             Command::DeleteExpired(now, _) => {
                 Output::Count(sql::completed_delete_expired(conn, *now)?)
             }
+            Command::Lease(command) => Output::Lease(command.execute(conn)?),
         })
     }
 
@@ -122,6 +138,10 @@ impl Command {
                     _ => None,
                 })
             }
+            Command::Lease(command) => command.finish(outcome.and_then(|out| match out {
+                Output::Lease(out) => Ok(out),
+                _ => Err(Error::Storage("writer answered the wrong kind".into())),
+            })),
         }
     }
 }
