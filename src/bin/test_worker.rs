@@ -13,12 +13,15 @@
 //!   to `<log>` around every run, each task taking its `millis`.
 //! - `test_worker <db> crash <log> <workers> <release_ms>` serves the crash harness's queue
 //!   (see `backlite_suite::crash`) the same way.
+//! - `test_worker <db> lease <log> <workers> <release_ms>` serves the lease tests' queue (see
+//!   `backlite_suite::leased`) the same way.
 
 use std::io::Write;
 use std::time::Duration;
 
 use backlite::{Client, ClientBuilder, Context, Task, processor, processors};
 use backlite_suite::crash::{self, CrashTask, Line};
+use backlite_suite::leased::Leased;
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize, Task)]
@@ -94,6 +97,21 @@ async fn crash_work(ctx: Context, task: CrashTask) -> Result<(), Told> {
     if ok { Ok(()) } else { Err(Told(attempt)) }
 }
 
+#[processor]
+async fn leased(ctx: Context, task: Leased) -> backlite::Result<()> {
+    let (id, pid, fence) = (ctx.task_id(), std::process::id(), ctx.fence());
+    log(&format!(
+        "start {id} {pid} {fence} {}\n",
+        crash::now_millis()
+    ));
+    let cancelled = tokio::select! {
+        _ = tokio::time::sleep(Duration::from_millis(task.millis)) => false,
+        _ = ctx.cancelled() => true,
+    };
+    log(&format!("end {id} {pid} {fence} {cancelled}\n"));
+    Ok(())
+}
+
 type Fallible<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
 /// A builder on the database the process was given, in its schema if one was given.
@@ -109,7 +127,7 @@ fn open(db: &str, schema: Option<&str>) -> ClientBuilder {
 async fn main() -> Fallible {
     let mut args: Vec<String> = std::env::args().collect();
     let usage = "usage: test_worker [--schema <schema>] <db> add <n> <millis> \
-                 | produce <first> <n> <millis> <batch> | work|crash <log> <workers> <release_ms>";
+                 | produce <first> <n> <millis> <batch> | work|crash|lease <log> <workers> <release_ms>";
     let schema = if args.get(1).map(String::as_str) == Some("--schema") {
         let schema = args.get(2).ok_or(usage)?.clone();
         args.drain(1..3);
@@ -150,16 +168,16 @@ async fn main() -> Fallible {
                 std::process::exit(1);
             }
         }
-        "work" | "crash" => {
+        "work" | "crash" | "lease" => {
             let file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(args.get(3).ok_or(usage)?)?;
             let _ = LOG.set(std::sync::Mutex::new(file));
-            let registry = if mode == "work" {
-                processors![work]
-            } else {
-                processors![crash_work]
+            let registry = match mode {
+                "work" => processors![work],
+                "crash" => processors![crash_work],
+                _ => processors![leased],
             };
             let client = open(db, schema)
                 .workers(arg(4)? as usize)

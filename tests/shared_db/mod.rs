@@ -123,6 +123,31 @@ impl SharedDb {
         }
     }
 
+    /// The completed table's outcomes: whether each succeeded, and when its recorded attempt
+    /// started (ms since the epoch).
+    pub fn completed_runs(&self) -> Vec<(bool, i64)> {
+        match self {
+            SharedDb::Sqlite(db) => {
+                let conn = db.conn();
+                let mut rows = conn
+                    .prepare("SELECT succeeded, last_executed_at FROM backlite_tasks_completed")
+                    .unwrap();
+                rows.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap()
+            }
+            SharedDb::Postgres(pg) => {
+                let sql = format!(
+                    "SELECT succeeded, last_executed_at FROM {}",
+                    pg.table("backlite_tasks_completed")
+                );
+                let rows = pg.block_on(pg.client.query(&sql, &[])).expect("completed");
+                rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+            }
+        }
+    }
+
     /// The completed table: each task's payload, whether it succeeded, and its attempts.
     pub fn completed(&self) -> Vec<(Vec<u8>, bool, u32)> {
         match self {
