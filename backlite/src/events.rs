@@ -84,8 +84,8 @@ pub enum TaskEvent<'a> {
         /// The error, with its chain of sources.
         error: &'a str,
     },
-    /// Tasks claimed longer ago than `release_after` were handed back to be run again: their
-    /// worker is taken for dead.
+    /// Tasks whose lease ended (their process did not renew it for `release_after`) were
+    /// handed back to be run again: their process is taken for dead.
     #[non_exhaustive]
     Released {
         /// How many tasks, over every queue.

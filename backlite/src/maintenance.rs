@@ -11,8 +11,8 @@ use crate::metrics;
 use crate::storage::{Page, TaskState, duration_millis};
 
 /// Says, at start, how many tasks other processes hold claimed. Those of a process that was
-/// killed look like running tasks until `release_after` has passed since their claim, and
-/// nothing else would explain why they do not run.
+/// killed look like running tasks until `release_after` has passed since its last renewal,
+/// and nothing else would explain why they do not run.
 pub(crate) async fn report_claimed(client: &Client) {
     let now = client.now();
     let driver = client.driver();
@@ -37,7 +37,10 @@ pub(crate) async fn report_claimed(client: &Client) {
     let release_after = client.inner.settings.release_after;
     let first_release_in = oldest
         .ok()
-        .and_then(|rows| rows.first().and_then(|t| t.claimed_at))
+        .and_then(|rows| {
+            rows.first()
+                .and_then(|t| t.lease_renewed_at.or(t.claimed_at))
+        })
         .map(|at| {
             let left = at.saturating_add(duration_millis(release_after)) - now;
             Duration::from_millis(u64::try_from(left).unwrap_or(0))
@@ -47,8 +50,8 @@ pub(crate) async fn report_claimed(client: &Client) {
         ?release_after,
         ?first_release_in,
         "tasks are claimed by other processes; those of a process that died show as running, \
-         and run again once `release_after` has passed since their claim (the first in \
-         `first_release_in`)"
+         and run again once `release_after` has passed since its last renewal (the oldest \
+         claim's in `first_release_in`, unless its process renews it)"
     );
 }
 

@@ -36,7 +36,7 @@ pub const TASKS_SUCCEEDED: &str = "backlite_tasks_succeeded_total";
 pub const TASKS_RETRIED: &str = "backlite_tasks_retried_total";
 /// Tasks that failed for good: attempts used up, or a failure retrying cannot fix.
 pub const TASKS_FAILED: &str = "backlite_tasks_failed_total";
-/// Tasks taken back from a worker that stopped responding (claimed longer than
+/// Tasks taken back from a process that stopped renewing their lease (for longer than
 /// `release_after`), to run again. The release is one statement over every queue, which
 /// counts the tasks without naming their queues, hence no label.
 pub const TASKS_RELEASED: &str = "backlite_tasks_released_total";

@@ -44,6 +44,8 @@ pub(crate) struct TaskRecord {
     pub(crate) last_executed_at: Option<Millis>,
     pub(crate) last_duration: Option<Duration>,
     pub(crate) last_error: Option<String>,
+    /// When the claim's holder last renewed its lease (the claim's time until then).
+    pub(crate) lease_renewed_at: Option<Millis>,
 }
 
 /// A retained completed task, as stored.

@@ -242,8 +242,9 @@ pub(crate) struct TaskView {
     pub(crate) created: Time,
     pub(crate) run_at: Time,
     pub(crate) claimed: Option<Time>,
-    /// Why a running task is shown as stale: it was claimed longer ago than the client's
-    /// `release_after`, so its worker most likely died and it waits to be released.
+    /// Why a running task is shown as stale: its lease was last renewed (or, never renewed,
+    /// claimed) longer ago than the client's `release_after`, so its process most likely died
+    /// or froze and it waits to be released.
     pub(crate) stale: Option<String>,
     pub(crate) last_executed: Option<Time>,
     pub(crate) last_duration: Option<String>,
@@ -291,12 +292,14 @@ impl TaskView {
             run_at: Time::new(t.run_at, now),
             claimed: t.claimed_at.map(|at| Time::new(at, now)),
             stale: t
-                .claimed_at
+                .lease_renewed_at
+                .or(t.claimed_at)
                 .filter(|at| now.saturating_sub(*at) > duration_millis(release_after))
                 .map(|_| {
                     format!(
-                        "Claimed more than {} ago (release_after): its worker has probably \
-                         died. A started client runs it again once it releases it.",
+                        "Its lease was not renewed for more than {} (release_after): its \
+                         process has probably died or frozen. A started client runs it again \
+                         once it releases it.",
                         format::duration(release_after)
                     )
                 }),

@@ -66,6 +66,7 @@ fn task_record(row: &Row) -> PgResult<TaskRecord> {
         last_executed_at: row.try_get(8)?,
         last_duration: row.try_get::<_, Option<i64>>(9)?.map(micros),
         last_error: row.try_get(10)?,
+        lease_renewed_at: row.try_get(11)?,
     })
 }
 

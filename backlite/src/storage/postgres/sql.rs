@@ -64,7 +64,8 @@ fn channel(schema_name: &str) -> String {
 fn task_columns(payload: &str) -> String {
     format!(
         "t.id, t.queue, {payload}, octet_length(t.task)::int8, t.attempts, t.run_at, \
-         t.created_at, t.claimed_at, t.last_executed_at, t.last_duration_us, t.last_error"
+         t.created_at, t.claimed_at, t.last_executed_at, t.last_duration_us, t.last_error, \
+         t.lease_renewed_at"
     )
 }
 

@@ -15,7 +15,8 @@ use crate::task::TaskId;
 fn task_columns(payload: &str) -> String {
     format!(
         "t.id, t.queue, {payload}, length(t.task), t.attempts, t.run_at, t.created_at, \
-         t.claimed_at, t.last_executed_at, t.last_duration_us, t.last_error"
+         t.claimed_at, t.last_executed_at, t.last_duration_us, t.last_error, \
+         t.lease_renewed_at"
     )
 }
 
@@ -115,6 +116,7 @@ fn task_record(row: &Row<'_>) -> rusqlite::Result<TaskRecord> {
         last_executed_at: row.get(8)?,
         last_duration: row.get::<_, Option<i64>>(9)?.map(micros),
         last_error: row.get(10)?,
+        lease_renewed_at: row.get(11)?,
     })
 }
 
