@@ -69,9 +69,9 @@ async fn run(
                     break;
                 }
                 let completions = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_MAX));
-                let ids: Vec<_> = completions.iter().map(|c| c.id).collect();
+                let claims: Vec<_> = completions.iter().map(|c| (c.id, c.token)).collect();
                 store(&client, &shutdown, completions).await;
-                leases.release(ids);
+                leases.release(claims);
             }
             // Closing keeps what was sent: `recv_many` returns it, then 0.
             _ = flush.cancelled(), if !closed => {

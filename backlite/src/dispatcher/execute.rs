@@ -211,7 +211,7 @@ async fn run_attempt(
         }
     };
     let duration = started.elapsed();
-    if leases.is_some_and(|leases| leases.finish(task.id)) {
+    if leases.is_some_and(|leases| leases.finish(task.id, task.token)) {
         tracing::info!(task_id = %task.id, queue, attempt, ?duration, "task cancelled");
         metrics::attempt_finished(queue, Outcome::Failed, duration);
         hooks.emit(&TaskEvent::Failed {

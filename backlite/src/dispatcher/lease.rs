@@ -20,7 +20,9 @@ use crate::client::Client;
 use crate::storage::{ClaimToken, ClaimedTask, Millis, ProcessId, ProcessRecord, to_millis};
 use crate::task::TaskId;
 
-/// The claims a started client holds, by task.
+/// The claims a started client holds, by task. Every change names the claim's token too: a
+/// task this client lost and claimed again is two claims, and what ends the old one (its
+/// attempt's outcome, its loss) must leave the new one alone.
 pub(crate) struct Leases {
     pub(crate) process: ProcessId,
     held: Mutex<HashMap<TaskId, Held>>,
@@ -68,7 +70,7 @@ impl Leases {
 
     /// Holds a task just claimed; its attempt's cancellation is a child of `shutdown`.
     pub(super) fn hold(&self, task: &ClaimedTask, shutdown: &CancellationToken) {
-        self.held().insert(
+        let earlier = self.held().insert(
             task.id,
             Held {
                 token: task.token,
@@ -78,11 +80,17 @@ impl Leases {
                 finished: false,
             },
         );
+        // An older claim of the same task, lost while this process was frozen, whose attempt
+        // may still run: the new claim proves it lost.
+        if let Some(earlier) = earlier.filter(|e| e.token != task.token) {
+            earlier.cancel.cancel();
+        }
     }
 
     /// What to do with a held task about to start.
-    pub(super) fn fate(&self, id: TaskId) -> Fate {
+    pub(super) fn fate(&self, id: TaskId, token: ClaimToken) -> Fate {
         match self.held().get(&id) {
+            Some(held) if held.token != token => Fate::Lost,
             None => Fate::Lost,
             Some(held) if held.cancel_requested => Fate::Cancel,
             Some(held) => Fate::Run(held.cancel.clone()),
@@ -90,21 +98,23 @@ impl Leases {
     }
 
     /// Marks an attempt ended; returns whether it was asked to cancel.
-    pub(super) fn finish(&self, id: TaskId) -> bool {
+    pub(super) fn finish(&self, id: TaskId, token: ClaimToken) -> bool {
         match self.held().get_mut(&id) {
-            Some(held) => {
+            Some(held) if held.token == token => {
                 held.finished = true;
                 held.cancel_requested
             }
-            None => false,
+            _ => false,
         }
     }
 
-    /// Stops holding tasks: their outcome is stored, or they were handed back.
-    pub(super) fn release(&self, ids: impl IntoIterator<Item = TaskId>) {
+    /// Stops holding claims: their outcome is stored, or they were handed back.
+    pub(super) fn release(&self, claims: impl IntoIterator<Item = (TaskId, ClaimToken)>) {
         let mut held = self.held();
-        for id in ids {
-            held.remove(&id);
+        for (id, token) in claims {
+            if held.get(&id).is_some_and(|h| h.token == token) {
+                held.remove(&id);
+            }
         }
     }
 
@@ -127,10 +137,14 @@ impl Leases {
 
     /// A claim that moved on: forget it and cancel its attempt, whose outcome the database
     /// would refuse anyway. Returns the task's queue when this is news.
-    fn lose(&self, id: TaskId) -> Option<String> {
-        let held = self.held().remove(&id)?;
-        held.cancel.cancel();
-        (!held.finished).then_some(held.queue)
+    fn lose(&self, id: TaskId, token: ClaimToken) -> Option<String> {
+        let mut held = self.held();
+        if held.get(&id).is_none_or(|h| h.token != token) {
+            return None;
+        }
+        let lost = held.remove(&id)?;
+        lost.cancel.cancel();
+        (!lost.finished).then_some(lost.queue)
     }
 
     fn snapshot(&self) -> Vec<(TaskId, ClaimToken)> {
@@ -165,6 +179,7 @@ pub(super) async fn keep(client: Client, leases: std::sync::Arc<Leases>, stop: C
         }
         let held = leases.snapshot();
         let count = held.len();
+        let tokens: HashMap<TaskId, ClaimToken> = held.iter().copied().collect();
         let renewal = match client
             .driver()
             .task_renew_leases(leases.process, held, lease, client.test_now())
@@ -181,7 +196,8 @@ pub(super) async fn keep(client: Client, leases: std::sync::Arc<Leases>, stop: C
             registered = register(&client, &leases, started_at).await;
         }
         for id in &renewal.lost {
-            if let Some(queue) = leases.lose(*id) {
+            let lost = tokens.get(id).and_then(|token| leases.lose(*id, *token));
+            if let Some(queue) = lost {
                 tracing::warn!(
                     task_id = %id,
                     queue,
@@ -223,5 +239,68 @@ async fn register(client: &Client, leases: &Leases, started_at: Millis) -> bool 
             tracing::warn!(error = %e, process = %leases.process, "backlite could not register its process; will retry");
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claimed(id: TaskId, token: i64) -> ClaimedTask {
+        ClaimedTask {
+            id,
+            queue: "q".into(),
+            payload: Vec::new(),
+            attempts: 0,
+            token: ClaimToken(token),
+            run_at: 0,
+        }
+    }
+
+    /// A task claimed ahead and asked to cancel before it starts is ended, not run.
+    #[test]
+    fn a_cancel_before_the_start_makes_the_task_end_unrun() {
+        let (leases, shutdown) = (Leases::new(), CancellationToken::new());
+        let id = TaskId::new();
+        leases.hold(&claimed(id, 1), &shutdown);
+        assert!(matches!(leases.fate(id, ClaimToken(1)), Fate::Run(_)));
+        assert!(leases.request_cancel(id));
+        assert!(matches!(leases.fate(id, ClaimToken(1)), Fate::Cancel));
+        assert!(leases.finish(id, ClaimToken(1)), "ends as cancelled");
+        assert!(!leases.request_cancel(TaskId::new()), "not held here");
+    }
+
+    /// A task lost and claimed again by the same client is two claims: the new one cancels
+    /// the old attempt, and what ends the old one leaves the new one held.
+    #[test]
+    fn an_old_claim_of_a_task_claimed_again_leaves_the_new_one_alone() {
+        let (leases, shutdown) = (Leases::new(), CancellationToken::new());
+        let id = TaskId::new();
+        leases.hold(&claimed(id, 1), &shutdown);
+        let Fate::Run(old) = leases.fate(id, ClaimToken(1)) else {
+            panic!("not runnable");
+        };
+        leases.hold(&claimed(id, 2), &shutdown);
+        assert!(old.is_cancelled(), "the older attempt is told");
+        assert!(matches!(leases.fate(id, ClaimToken(1)), Fate::Lost));
+        assert!(!leases.finish(id, ClaimToken(1)));
+        leases.release([(id, ClaimToken(1))]);
+        assert_eq!(leases.lose(id, ClaimToken(1)), None);
+        assert_eq!(leases.snapshot(), [(id, ClaimToken(2))]);
+        // The new claim's loss is news, once.
+        assert_eq!(leases.lose(id, ClaimToken(2)).as_deref(), Some("q"));
+        assert!(leases.snapshot().is_empty());
+    }
+
+    /// A loss found after the attempt ended (its outcome's commit racing the renewal) is no
+    /// news: it is dropped without a warning.
+    #[test]
+    fn a_loss_after_the_attempt_ended_is_quiet() {
+        let (leases, shutdown) = (Leases::new(), CancellationToken::new());
+        let id = TaskId::new();
+        leases.hold(&claimed(id, 3), &shutdown);
+        assert!(!leases.finish(id, ClaimToken(3)));
+        assert_eq!(leases.lose(id, ClaimToken(3)), None);
+        assert!(leases.snapshot().is_empty());
     }
 }

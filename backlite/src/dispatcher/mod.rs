@@ -186,7 +186,7 @@ impl Running {
         };
         shared.workers.wait().await;
         completer.finish().await;
-        shared.leases.release(abandoned.iter().map(|(id, _)| *id));
+        shared.leases.release(abandoned.iter().copied());
         let count = abandoned.len();
         if let Err(e) = shared.client.driver().task_unclaim_many(abandoned).await {
             tracing::error!(error = %e, count, "could not hand back abandoned tasks; they run again after release_after");
@@ -245,7 +245,7 @@ async fn dispatch(shared: Arc<Shared>, stop: CancellationToken) -> Arc<Shared> {
                 break;
             };
             if let Some(task) = buffer.pop_front() {
-                match shared.leases.fate(task.id) {
+                match shared.leases.fate(task.id, task.token) {
                     Fate::Run(cancel) => execute::spawn(&shared, task, slot, cancel),
                     Fate::Cancel => end_unstarted(&shared, &task),
                     Fate::Lost => {}
@@ -366,7 +366,7 @@ async fn dispatch(shared: Arc<Shared>, stop: CancellationToken) -> Arc<Shared> {
     // Tasks claimed but not started go back to pending, attempts untouched.
     if !buffer.is_empty() {
         let unclaim: Vec<_> = buffer.iter().map(|t| (t.id, t.token)).collect();
-        shared.leases.release(unclaim.iter().map(|(id, _)| *id));
+        shared.leases.release(unclaim.iter().copied());
         let count = unclaim.len();
         if let Err(e) = client.driver().task_unclaim_many(unclaim).await {
             tracing::error!(error = %e, count, "could not hand back unstarted tasks; they run again after release_after");
@@ -377,7 +377,7 @@ async fn dispatch(shared: Arc<Shared>, stop: CancellationToken) -> Arc<Shared> {
 
 /// Ends a claimed task that someone asked to cancel before it started: it never runs.
 fn end_unstarted(shared: &Shared, task: &ClaimedTask) {
-    shared.leases.finish(task.id);
+    shared.leases.finish(task.id, task.token);
     let completion = execute::cancelled(&shared.client, task, shared.client.now(), Duration::ZERO);
     tracing::info!(task_id = %task.id, queue = %task.queue, "task cancelled before it started");
     if shared.completions.send(completion).is_err() {
@@ -388,7 +388,7 @@ fn end_unstarted(shared: &Shared, task: &ClaimedTask) {
 /// Drops the claimed tasks waiting for a worker whose claim was lost, and ends those asked
 /// to cancel.
 fn sweep(shared: &Shared, buffer: &mut VecDeque<ClaimedTask>) {
-    buffer.retain(|task| match shared.leases.fate(task.id) {
+    buffer.retain(|task| match shared.leases.fate(task.id, task.token) {
         Fate::Run(_) => true,
         Fate::Cancel => {
             end_unstarted(shared, task);
