@@ -10,6 +10,9 @@
 //! | [`TASKS_RETRIED`] | counter | `queue` |
 //! | [`TASKS_FAILED`] | counter | `queue` |
 //! | [`TASKS_RELEASED`] | counter | none |
+//! | [`LEASE_RENEWALS`] | counter | none |
+//! | [`LEASES_RENEWED`] | counter | none |
+//! | [`LEASES_LOST`] | counter | none |
 //! | [`ATTEMPT_DURATION`] | histogram, seconds | `queue` |
 //! | [`PICKUP_LATENCY`] | histogram, seconds | `queue` |
 //! | [`QUEUE_DEPTH`] | gauge | `queue`, `state` |
@@ -40,6 +43,14 @@ pub const TASKS_FAILED: &str = "backlite_tasks_failed_total";
 /// `release_after`), to run again. The release is one statement over every queue, which
 /// counts the tasks without naming their queues, hence no label.
 pub const TASKS_RELEASED: &str = "backlite_tasks_released_total";
+/// Renewal writes of a started client: one every third of `release_after`, whatever it
+/// holds (it heartbeats the process too).
+pub const LEASE_RENEWALS: &str = "backlite_lease_renewals_total";
+/// Claims whose lease a renewal extended.
+pub const LEASES_RENEWED: &str = "backlite_leases_renewed_total";
+/// Claims a renewal found lost: the process did not renew them in time and the task was
+/// released (and perhaps claimed by another process).
+pub const LEASES_LOST: &str = "backlite_leases_lost_total";
 /// How long each attempt ran, in seconds.
 pub const ATTEMPT_DURATION: &str = "backlite_attempt_duration_seconds";
 /// From a task's due time to the start of its attempt, in seconds.
@@ -82,7 +93,22 @@ pub(crate) fn describe() {
         describe_counter!(
             TASKS_RELEASED,
             Unit::Count,
-            "Tasks taken back from a worker that stopped responding, to be run again."
+            "Tasks taken back from a process that stopped renewing their lease, to be run again."
+        );
+        describe_counter!(
+            LEASE_RENEWALS,
+            Unit::Count,
+            "Renewal writes: the leases of every task a client holds, and its heartbeat."
+        );
+        describe_counter!(
+            LEASES_RENEWED,
+            Unit::Count,
+            "Claims whose lease a renewal extended."
+        );
+        describe_counter!(
+            LEASES_LOST,
+            Unit::Count,
+            "Claims a renewal found lost: not renewed in time, and released."
         );
         describe_histogram!(
             ATTEMPT_DURATION,
@@ -171,6 +197,18 @@ pub(crate) fn tasks_released(count: u64) {
     metrics::counter!(TASKS_RELEASED).increment(count);
     #[cfg(not(feature = "metrics"))]
     let _ = count;
+}
+
+/// One renewal write: `renewed` claims extended, `lost` found lost.
+pub(crate) fn leases_renewed(renewed: u64, lost: u64) {
+    #[cfg(feature = "metrics")]
+    {
+        metrics::counter!(LEASE_RENEWALS).increment(1);
+        metrics::counter!(LEASES_RENEWED).increment(renewed);
+        metrics::counter!(LEASES_LOST).increment(lost);
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = (renewed, lost);
 }
 
 /// The queues the depth gauges have reported, so that a queue that empties (and drops out of

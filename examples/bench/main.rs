@@ -20,6 +20,7 @@
 //! a raw PostgreSQL baseline (`pg_raw.rs`). Every line says its `backend`.
 
 mod db;
+mod leases;
 mod pg_raw;
 mod processes;
 mod raw;
@@ -41,14 +42,15 @@ fn main() -> anyhow::Result<()> {
 /// Every workload, in the order a full run measures them: each raw baseline right before the
 /// backlite figures compared to it, and W7 last, in a child process.
 const ALL: &[&str] = &[
-    "raw-W1", "W1", "raw-W2", "W2", "raw-W3", "W3", "W3b", "W3r", "raw-W4", "W4", "W6", "W8", "W7",
+    "raw-W1", "W1", "raw-W2", "W2", "raw-W3", "W3", "W3b", "W3r", "raw-W4", "W4", "W6", "W8",
+    "W3l", "W3lx", "W7",
 ];
 
 /// The same on PostgreSQL, with two more raw baselines for W6 (16 concurrent inserters,
 /// without and with a NOTIFY each) and the multi-process drain W3p.
 const PG_ALL: &[&str] = &[
     "raw-W1", "W1", "raw-W2", "W2", "raw-W3", "W3", "W3b", "W3r", "raw-W4", "W4", "raw-W6",
-    "raw-W6n", "W6", "W8", "W3p", "W7",
+    "raw-W6n", "W6", "W8", "W3p", "W3l", "W3lx", "W7",
 ];
 
 /// The figures a workload's ratios are computed from; they run too when it is picked alone.
@@ -61,6 +63,7 @@ fn needs(workload: &str) -> &'static [&'static str] {
         "W4" => &["raw-W4"],
         "W6" => &["raw-W1", "W1", "raw-W6", "raw-W6n"],
         "W7" | "W3p" => &["raw-W3", "W3"],
+        "W3l" | "W3lx" => &["W3l", "W3lx"],
         _ => &[],
     }
 }
@@ -156,6 +159,8 @@ pub struct Sizes {
     pub scheduled_ahead: Duration,
     /// Rows per claim and per delete transaction of the raw drain.
     pub raw_claim: usize,
+    /// The lease workloads: tasks, workers, and how long each task runs (ms).
+    pub sleepers: (usize, usize, u64),
 }
 
 impl Sizes {
@@ -188,6 +193,7 @@ impl Sizes {
                 scheduled: 500,
                 scheduled_ahead: Duration::from_millis(500),
                 raw_claim: 1_000,
+                sleepers: (40, 20, 200),
             }
         } else {
             Sizes {
@@ -202,6 +208,7 @@ impl Sizes {
                 scheduled: 10_000,
                 scheduled_ahead: Duration::from_secs(1),
                 raw_claim: 1_000,
+                sleepers: (1_000, 200, 2_000),
             }
         }
     }
@@ -243,6 +250,21 @@ pub struct Figure {
     pub last_late_ms: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_rss_mib: Option<f64>,
+    /// W3l, W3lx: what the workers could do at best (workers over the task's run time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ideal_per_sec: Option<f64>,
+    /// W3l, W3lx: `per_sec` over `ideal_per_sec`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vs_ideal: Option<f64>,
+    /// W3l, W3lx: the client's `release_after`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_after_ms: Option<u64>,
+    /// W3l, W3lx: renewal writes per second (each renews every lease the client holds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewals_per_sec: Option<f64>,
+    /// W3l, W3lx: leases renewed per second, over all renewal writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewed_per_sec: Option<f64>,
 }
 
 impl Figure {
@@ -441,6 +463,18 @@ fn measure(
         ("W6", db) => runtime.block_on(workloads::concurrent_saves(db, sizes))?,
         ("W8", db) => runtime.block_on(workloads::scheduled(db, sizes))?,
         ("W3p", db) => processes::drain(runtime, db, sizes, smoke)?,
+        ("W3l", db) => runtime.block_on(leases::drain(
+            db,
+            "W3l",
+            sizes.sleepers,
+            Duration::from_millis(300),
+        ))?,
+        ("W3lx", db) => runtime.block_on(leases::drain(
+            db,
+            "W3lx",
+            sizes.sleepers,
+            Duration::from_secs(30),
+        ))?,
         ("W7", db) => backlog_in_child(db, smoke)?,
         _ => unreachable!("every workload of ALL and PG_ALL is matched"),
     })

@@ -191,6 +191,16 @@ pub(super) async fn keep(client: Client, leases: std::sync::Arc<Leases>, stop: C
                 continue;
             }
         };
+        crate::metrics::leases_renewed(
+            count.saturating_sub(renewal.lost.len()) as u64,
+            renewal.lost.len() as u64,
+        );
+        tracing::debug!(
+            held = count,
+            lost = renewal.lost.len(),
+            cancel_requested = renewal.cancel_requested.len(),
+            "backlite renewed its leases"
+        );
         if !renewal.registered && registered {
             // Taken for dead while it was frozen, and its row deleted: it is back.
             registered = register(&client, &leases, started_at).await;
