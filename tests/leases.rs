@@ -12,7 +12,7 @@ use std::process::{Child, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use backlite::{Context, Task, TaskStatus, processor, processors};
+use backlite::{Client, Context, Task, TaskStatus, processor, processors};
 use backlite_suite::leased::{LeaseLine, Leased};
 use common::backend::{TestDb, open_postgres, open_sqlite};
 use common::{eventually, eventually_async, record, runs};
@@ -119,6 +119,64 @@ async fn a_task_running_ten_times_its_lease_runs_once_while_its_process_lives(db
     );
     assert!(first.stop(LONG).await);
     assert!(second.stop(LONG).await);
+}
+
+/// A renewal that fails (here, SQLite locked by another connection past the busy timeout for
+/// most of a lease) is made again at the next tick: the running task keeps its lease and runs
+/// once, and the dispatcher goes on to run what is saved after. SQLite only: a PostgreSQL
+/// renewal waits for a lock instead of failing, and its lost connections are the faults suite's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_renewal_is_retried_and_the_dispatcher_goes_on() {
+    let db = common::temp_db();
+    let key = "renewal-locked".to_owned();
+    let client = Client::builder()
+        .database(&db.path)
+        .release_after(Duration::from_millis(1_500))
+        .busy_timeout(Duration::from_millis(100))
+        .processors(processors![run_long])
+        .build()
+        .await
+        .unwrap();
+    client.start();
+    let id = client
+        .add(Long {
+            key: key.clone(),
+            millis: 4_000,
+        })
+        .save()
+        .await
+        .unwrap()[0];
+    assert!(
+        eventually(LONG, || runs(&key).len() == 1).await,
+        "never ran"
+    );
+    // Renewals come every 500 ms: one or two of them find the file locked.
+    let path = db.path.clone();
+    std::thread::spawn(move || {
+        let conn = backlite::rusqlite::Connection::open(path).unwrap();
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        std::thread::sleep(Duration::from_millis(900));
+        conn.execute_batch("COMMIT").unwrap();
+    })
+    .join()
+    .unwrap();
+    let after = client
+        .add(Long {
+            key: key.clone(),
+            millis: 10,
+        })
+        .save()
+        .await
+        .unwrap()[0];
+    for id in [id, after] {
+        let done = eventually_async(LONG, || async {
+            client.status(&id).await.unwrap() == TaskStatus::Succeeded
+        })
+        .await;
+        assert!(done, "{id} did not finish");
+    }
+    assert_eq!(runs(&key).len(), 2, "{:?}", runs(&key));
+    assert!(client.stop(LONG).await);
 }
 
 // ---------------------------------------------------------------- cancel
