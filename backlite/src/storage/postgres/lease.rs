@@ -30,24 +30,42 @@ impl Statements {
             tasks: tasks.clone(),
             // One statement: the renewal of every claim still current, the heartbeat, and the
             // removal of the processes not seen for a lease (never this one: a statement may
-            // not both update and delete a row). The heartbeat's row comes back with a NULL
-            // id; the caller reports the claims that did not come back as lost.
+            // not both update and delete a row).
+            //
+            // Claims whose rows are locked at this moment are skipped, not waited for: the
+            // locker is this client's own completer or hand-back (the claim is ending), or a
+            // release or a cancel. Waiting would order this statement's row locks against
+            // the completer's, and PostgreSQL resolves such a deadlock only after
+            // `deadlock_timeout` (1 s), long enough for a short lease to end. A skipped claim
+            // is renewed at the next tick. `held` reads the claims still current (in the
+            // statement's snapshot, where a row being deleted is still there): those not in
+            // it are lost. Rows come back as (0, renewed id, cancel requested), (1, held id)
+            // and (2) for the heartbeat.
             renew: format!(
                 "WITH clock AS (SELECT {now} AS now), \
+                 u AS (SELECT * FROM unnest($1::uuid[], $2::int8[]) AS u(id, fence)), \
+                 free AS ( \
+                     SELECT t.id FROM {tasks} AS t JOIN u ON t.id = u.id AND t.fence = u.fence \
+                     WHERE t.claimed_at IS NOT NULL \
+                     FOR UPDATE OF t SKIP LOCKED), \
                  renewed AS ( \
                      UPDATE {tasks} AS t SET lease_until = clock.now + $3::int8, \
                          lease_renewed_at = clock.now \
-                     FROM unnest($1::uuid[], $2::int8[]) AS u(id, fence), clock \
-                     WHERE t.id = u.id AND t.fence = u.fence AND t.claimed_at IS NOT NULL \
+                     FROM free, clock WHERE t.id = free.id \
                      RETURNING t.id, t.cancel_requested_at IS NOT NULL AS cancel), \
+                 held AS ( \
+                     SELECT u.id FROM u WHERE EXISTS ( \
+                         SELECT 1 FROM {tasks} AS t \
+                         WHERE t.id = u.id AND t.fence = u.fence AND t.claimed_at IS NOT NULL)), \
                  seen AS ( \
                      UPDATE {processes} AS p SET last_seen_at = clock.now FROM clock \
                      WHERE p.id = $5::uuid RETURNING p.id), \
                  gone AS ( \
                      DELETE FROM {processes} AS p USING clock \
                      WHERE p.last_seen_at < clock.now - $3::int8 AND p.id <> $5::uuid) \
-                 SELECT r.id, r.cancel FROM renewed AS r \
-                 UNION ALL SELECT NULL::uuid, false FROM seen",
+                 SELECT 0, r.id, r.cancel FROM renewed AS r \
+                 UNION ALL SELECT 1, h.id, false FROM held AS h \
+                 UNION ALL SELECT 2, NULL::uuid, false FROM seen",
                 now = now_or("$4")
             ),
             register: format!(
@@ -86,23 +104,24 @@ pub(super) async fn renew(
         )
         .await?;
     let mut renewal = Renewal::default();
-    let mut renewed = std::collections::HashSet::with_capacity(rows.len());
+    let mut held = std::collections::HashSet::with_capacity(rows.len());
     for row in rows {
-        match row.try_get::<_, Option<uuid::Uuid>>(0)? {
-            None => renewal.registered = true,
-            Some(id) => {
-                let id = task_id(id);
-                renewed.insert(id);
-                if row.try_get(1)? {
-                    renewal.cancel_requested.push(id);
+        match row.try_get::<_, i32>(0)? {
+            0 => {
+                if row.try_get(2)? {
+                    renewal.cancel_requested.push(task_id(row.try_get(1)?));
                 }
             }
+            1 => {
+                held.insert(task_id(row.try_get(1)?));
+            }
+            _ => renewal.registered = true,
         }
     }
     renewal.lost = tasks
         .into_iter()
         .map(|(id, _)| id)
-        .filter(|id| !renewed.contains(id))
+        .filter(|id| !held.contains(id))
         .collect();
     Ok(renewal)
 }
@@ -187,3 +206,49 @@ pub(super) async fn request_cancel_for_test(
 crate::storage::lease_conformance::lease_conformance!(conformance, |queues| async move {
     crate::storage::postgres::open_for_test(queues).await
 });
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::storage::conformance::{LEASE, new_task};
+    use crate::storage::{Driver, ProcessId};
+
+    /// A claim whose row another transaction holds locked (the client's own completer, say) is
+    /// skipped, not waited for: waiting would let the two deadlock, and PostgreSQL breaks a
+    /// deadlock only after a second. It is neither renewed nor reported lost.
+    #[tokio::test]
+    async fn a_renewal_skips_a_locked_claim_instead_of_waiting_for_it() {
+        let Some(d) = super::super::open_for_test(vec!["a"]).await else {
+            return;
+        };
+        let p = ProcessId::new();
+        let (locked, free) = (new_task("a", 10, "locked"), new_task("a", 11, "free"));
+        d.task_insert_many(vec![locked.clone(), free.clone()])
+            .await
+            .unwrap();
+        let claimed = d.task_claim(Some(p), 2, LEASE, Some(100)).await.unwrap();
+        let held: Vec<_> = claimed.iter().map(|c| (c.id, c.token)).collect();
+        let mut conn = d.pool.get().await.unwrap();
+        let tx = conn.transaction().await.unwrap();
+        let lock = format!(
+            "SELECT 1 FROM {}.backlite_tasks WHERE id = $1 FOR UPDATE",
+            d.statements.schema
+        );
+        tx.execute(&lock, &[&super::uuid(&locked.id)])
+            .await
+            .unwrap();
+        let renewal = tokio::time::timeout(
+            Duration::from_millis(900),
+            d.task_renew_leases(p, held, LEASE, Some(600)),
+        )
+        .await
+        .expect("the renewal waited for the lock")
+        .unwrap();
+        tx.rollback().await.unwrap();
+        assert!(renewal.lost.is_empty(), "{renewal:?}");
+        // The free claim's lease now ends at 1600, the locked one's still at 1100.
+        assert_eq!(d.task_release_stuck(Some(1100)).await.unwrap(), 1);
+        assert_eq!(d.task_release_stuck(Some(1600)).await.unwrap(), 1);
+    }
+}
