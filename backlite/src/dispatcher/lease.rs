@@ -191,12 +191,10 @@ pub(super) async fn keep(client: Client, leases: std::sync::Arc<Leases>, stop: C
                 continue;
             }
         };
-        crate::metrics::leases_renewed(
-            count.saturating_sub(renewal.lost.len()) as u64,
-            renewal.lost.len() as u64,
-        );
+        crate::metrics::leases_renewed(renewal.renewed, renewal.lost.len() as u64);
         tracing::debug!(
             held = count,
+            renewed = renewal.renewed,
             lost = renewal.lost.len(),
             cancel_requested = renewal.cancel_requested.len(),
             "backlite renewed its leases"

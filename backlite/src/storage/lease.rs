@@ -31,6 +31,9 @@ pub(crate) struct Renewal {
     pub(crate) lost: Vec<TaskId>,
     /// Renewed tasks that someone asked to cancel.
     pub(crate) cancel_requested: Vec<TaskId>,
+    /// How many claims were renewed: those neither lost nor, on a backend with row locks,
+    /// skipped because another transaction held them at that moment.
+    pub(crate) renewed: u64,
     /// Whether the process's row was there to heartbeat: `false` once others took the
     /// process for dead (it was frozen past its lease) and deleted it.
     pub(crate) registered: bool,

@@ -42,6 +42,7 @@ macro_rules! lease_conformance {
                     .unwrap();
                 assert!(renewal.lost.is_empty(), "{renewal:?}");
                 assert!(renewal.cancel_requested.is_empty(), "{renewal:?}");
+                assert_eq!(renewal.renewed, 1);
                 assert_eq!(d.task_release_stuck(Some(1100)).await.unwrap(), 0);
                 assert_eq!(d.task_release_stuck(Some(1599)).await.unwrap(), 0);
                 assert_eq!(d.task_release_stuck(Some(1600)).await.unwrap(), 1);
@@ -82,6 +83,7 @@ macro_rules! lease_conformance {
                     )
                     .await
                     .unwrap();
+                assert_eq!(renewal.renewed, 0);
                 let mut lost = renewal.lost.clone();
                 lost.sort();
                 let mut expected = vec![moved.id, finished.id, handed_back.id];

@@ -108,6 +108,7 @@ pub(super) async fn renew(
     for row in rows {
         match row.try_get::<_, i32>(0)? {
             0 => {
+                renewal.renewed += 1;
                 if row.try_get(2)? {
                     renewal.cancel_requested.push(task_id(row.try_get(1)?));
                 }
@@ -247,6 +248,7 @@ mod tests {
         .unwrap();
         tx.rollback().await.unwrap();
         assert!(renewal.lost.is_empty(), "{renewal:?}");
+        assert_eq!(renewal.renewed, 1, "{renewal:?}");
         // The free claim's lease now ends at 1600, the locked one's still at 1100.
         assert_eq!(d.task_release_stuck(Some(1100)).await.unwrap(), 1);
         assert_eq!(d.task_release_stuck(Some(1600)).await.unwrap(), 1);

@@ -103,6 +103,7 @@ fn renew(
             Some(true) => renewal.cancel_requested.push(*id),
             Some(false) => {}
         }
+        renewal.renewed += u64::from(renewed.is_some());
     }
     let id = process.to_string();
     renewal.registered = conn
