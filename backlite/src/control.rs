@@ -9,7 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::client::{Client, retention_expiry};
 use crate::error::{Error, Result};
-use crate::storage::{CancelRetention, Cancelled, Millis, PurgeFilter, QueueStats, Retain, to_millis};
+use crate::storage::{
+    CancelRetention, Cancelled, Millis, PurgeFilter, QueueStats, Retain, to_millis,
+};
 use crate::task::TaskId;
 
 /// A queue the database knows: it has tasks (waiting, running or retained), or it was paused

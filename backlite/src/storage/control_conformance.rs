@@ -63,11 +63,18 @@ macro_rules! control_conformance {
 
             #[tokio::test]
             async fn a_paused_queue_is_skipped_by_claims_and_next_due_until_resumed() {
-                let Some(d) = open(&["a", "b"]).await else { return };
+                let Some(d) = open(&["a", "b"]).await else {
+                    return;
+                };
                 let (a, b) = (new_task("a", 10, "a"), new_task("b", 20, "b"));
-                d.task_insert_many(vec![a.clone(), b.clone()]).await.unwrap();
+                d.task_insert_many(vec![a.clone(), b.clone()])
+                    .await
+                    .unwrap();
                 assert!(d.queue_pause("a".into(), Some(50)).await.unwrap());
-                assert!(!d.queue_pause("a".into(), Some(60)).await.unwrap(), "paused twice");
+                assert!(
+                    !d.queue_pause("a".into(), Some(60)).await.unwrap(),
+                    "paused twice"
+                );
                 let claimed = claim(&d, 10, 100).await;
                 assert_eq!(claimed.iter().map(|c| c.id).collect::<Vec<_>>(), [b.id]);
                 assert_eq!(
@@ -76,7 +83,9 @@ macro_rules! control_conformance {
                     "a paused queue's task is not due"
                 );
                 // Adding to a paused queue works; its tasks wait.
-                d.task_insert_many(vec![new_task("a", 5, "a2")]).await.unwrap();
+                d.task_insert_many(vec![new_task("a", 5, "a2")])
+                    .await
+                    .unwrap();
                 assert!(claim(&d, 10, 100).await.is_empty());
                 assert!(d.queue_resume("a".into()).await.unwrap());
                 assert!(!d.queue_resume("a".into()).await.unwrap(), "resumed twice");
@@ -108,7 +117,9 @@ macro_rules! control_conformance {
                 let cancel = new_task("a", 900, "c");
                 d.task_insert_many(vec![cancel.clone()]).await.unwrap();
                 assert_eq!(
-                    d.task_cancel(cancel.id, keep_all(), Some(100)).await.unwrap(),
+                    d.task_cancel(cancel.id, keep_all(), Some(100))
+                        .await
+                        .unwrap(),
                     Cancelled::Waiting
                 );
                 let list = d.queue_list(100).await.unwrap();
@@ -139,7 +150,9 @@ macro_rules! control_conformance {
             async fn cancel_of_a_waiting_task_retains_it_cancelled_and_it_never_runs() {
                 let Some(d) = open(&["a"]).await else { return };
                 let (due, later) = (new_task("a", 10, "due"), new_task("a", 50_000, "later"));
-                d.task_insert_many(vec![due.clone(), later.clone()]).await.unwrap();
+                d.task_insert_many(vec![due.clone(), later.clone()])
+                    .await
+                    .unwrap();
                 for t in [&due, &later] {
                     let outcome = d.task_cancel(t.id, keep_all(), Some(300)).await.unwrap();
                     assert_eq!(outcome, Cancelled::Waiting);
@@ -157,16 +170,22 @@ macro_rules! control_conformance {
                     "a completed task is not cancelled again"
                 );
                 assert_eq!(
-                    d.task_cancel(TaskId::new(), keep_all(), None).await.unwrap(),
+                    d.task_cancel(TaskId::new(), keep_all(), None)
+                        .await
+                        .unwrap(),
                     Cancelled::NotFound
                 );
             }
 
             #[tokio::test]
             async fn cancel_follows_the_retention_of_a_known_queue() {
-                let Some(d) = open(&["a", "b"]).await else { return };
+                let Some(d) = open(&["a", "b"]).await else {
+                    return;
+                };
                 let (a, b) = (new_task("a", 10, "a"), new_task("b", 10, "b"));
-                d.task_insert_many(vec![a.clone(), b.clone()]).await.unwrap();
+                d.task_insert_many(vec![a.clone(), b.clone()])
+                    .await
+                    .unwrap();
                 let retention = CancelRetention {
                     known: vec![
                         ("a", None),
@@ -214,7 +233,9 @@ macro_rules! control_conformance {
                 let failed_id = failed(&d, "a", true, false).await;
                 let cancelled = new_task("a", 70_000, "{\"n\":2}");
                 d.task_insert_many(vec![cancelled.clone()]).await.unwrap();
-                d.task_cancel(cancelled.id, keep_all(), Some(200)).await.unwrap();
+                d.task_cancel(cancelled.id, keep_all(), Some(200))
+                    .await
+                    .unwrap();
                 for id in [failed_id, cancelled.id] {
                     assert!(d.completed_retry(id, Some(500)).await.unwrap());
                     assert_eq!(d.task_status(id).await.unwrap(), TaskStatus::Pending);
@@ -238,9 +259,15 @@ macro_rules! control_conformance {
                 for id in [succeeded, no_payload, pending.id, TaskId::new()] {
                     assert!(!d.completed_retry(id, Some(500)).await.unwrap());
                 }
-                assert_eq!(d.task_status(succeeded).await.unwrap(), TaskStatus::Succeeded);
+                assert_eq!(
+                    d.task_status(succeeded).await.unwrap(),
+                    TaskStatus::Succeeded
+                );
                 assert_eq!(d.task_status(no_payload).await.unwrap(), TaskStatus::Failed);
-                assert_eq!(d.task_status(pending.id).await.unwrap(), TaskStatus::Pending);
+                assert_eq!(
+                    d.task_status(pending.id).await.unwrap(),
+                    TaskStatus::Pending
+                );
             }
 
             #[tokio::test]
@@ -256,7 +283,12 @@ macro_rules! control_conformance {
                         assert_eq!(claim(&d, 1, 100).await.len(), 1);
                     }
                     assert!(!d.completed_retry(id, Some(500)).await.unwrap());
-                    assert_eq!(d.completed_retry_queue("a".into(), Some(500)).await.unwrap(), 0);
+                    assert_eq!(
+                        d.completed_retry_queue("a".into(), Some(500))
+                            .await
+                            .unwrap(),
+                        0
+                    );
                     let kept = d.completed_get(id).await.unwrap();
                     assert!(kept.is_some_and(|k| !k.succeeded), "the retained row stays");
                 }
@@ -265,7 +297,9 @@ macro_rules! control_conformance {
 
             #[tokio::test]
             async fn retry_of_a_queue_moves_every_retryable_task_of_it_only() {
-                let Some(d) = open(&["a", "b"]).await else { return };
+                let Some(d) = open(&["a", "b"]).await else {
+                    return;
+                };
                 let mut moved = vec![
                     failed(&d, "a", true, false).await,
                     failed(&d, "a", true, false).await,
@@ -279,7 +313,12 @@ macro_rules! control_conformance {
                     failed(&d, "a", false, false).await,
                     failed(&d, "b", true, false).await,
                 ];
-                assert_eq!(d.completed_retry_queue("a".into(), Some(700)).await.unwrap(), 3);
+                assert_eq!(
+                    d.completed_retry_queue("a".into(), Some(700))
+                        .await
+                        .unwrap(),
+                    3
+                );
                 for id in &moved {
                     assert_eq!(d.task_status(*id).await.unwrap(), TaskStatus::Pending);
                 }
@@ -290,8 +329,16 @@ macro_rules! control_conformance {
                 ]) {
                     assert_eq!(d.task_status(*id).await.unwrap(), status);
                 }
-                assert_eq!(d.completed_retry_queue("a".into(), Some(700)).await.unwrap(), 0);
-                assert_eq!(d.completed_retry_queue("none".into(), None).await.unwrap(), 0);
+                assert_eq!(
+                    d.completed_retry_queue("a".into(), Some(700))
+                        .await
+                        .unwrap(),
+                    0
+                );
+                assert_eq!(
+                    d.completed_retry_queue("none".into(), None).await.unwrap(),
+                    0
+                );
             }
 
             #[tokio::test]
@@ -307,7 +354,10 @@ macro_rules! control_conformance {
                     .unwrap();
                 assert_eq!(claim(&d, 1, 100).await[0].id, running.id);
                 assert!(d.task_run_now(later.id, Some(100)).await.unwrap());
-                assert!(!d.task_run_now(later.id, Some(100)).await.unwrap(), "due already");
+                assert!(
+                    !d.task_run_now(later.id, Some(100)).await.unwrap(),
+                    "due already"
+                );
                 assert!(!d.task_run_now(due.id, Some(100)).await.unwrap());
                 assert!(!d.task_run_now(running.id, Some(100)).await.unwrap());
                 assert!(!d.task_run_now(TaskId::new(), Some(100)).await.unwrap());
@@ -332,12 +382,17 @@ macro_rules! control_conformance {
                 for id in [waiting.id, retained] {
                     assert_eq!(d.task_status(id).await.unwrap(), TaskStatus::NotFound);
                 }
-                assert_eq!(d.task_status(running.id).await.unwrap(), TaskStatus::Running);
+                assert_eq!(
+                    d.task_status(running.id).await.unwrap(),
+                    TaskStatus::Running
+                );
             }
 
             #[tokio::test]
             async fn purge_deletes_by_queue_outcome_and_completion_time() {
-                let Some(d) = open(&["a", "b"]).await else { return };
+                let Some(d) = open(&["a", "b"]).await else {
+                    return;
+                };
                 // Completed at 1_000 (the suite's `done`), or cancelled at 100 and 5_000.
                 let (a_ok, a_failed, b_failed) = (
                     failed(&d, "a", true, true).await,
@@ -345,9 +400,15 @@ macro_rules! control_conformance {
                     failed(&d, "b", false, false).await,
                 );
                 let (early, late) = (new_task("a", 10, "e"), new_task("a", 10, "l"));
-                d.task_insert_many(vec![early.clone(), late.clone()]).await.unwrap();
-                d.task_cancel(early.id, keep_all(), Some(100)).await.unwrap();
-                d.task_cancel(late.id, keep_all(), Some(5_000)).await.unwrap();
+                d.task_insert_many(vec![early.clone(), late.clone()])
+                    .await
+                    .unwrap();
+                d.task_cancel(early.id, keep_all(), Some(100))
+                    .await
+                    .unwrap();
+                d.task_cancel(late.id, keep_all(), Some(5_000))
+                    .await
+                    .unwrap();
                 let cancelled_before = PurgeFilter {
                     cancelled: true,
                     completed_before: Some(1_000),
@@ -450,13 +511,18 @@ macro_rules! control_conformance {
             /// of the queue, while claims run all along.
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn no_claim_started_after_a_pause_returns_its_queue() {
-                let Some(d) = open(&["a", "b"]).await else { return };
+                let Some(d) = open(&["a", "b"]).await else {
+                    return;
+                };
                 let d = Arc::new(d);
                 let tasks: Vec<_> = (0..4_000)
                     .map(|i| new_task(if i % 2 == 0 { "a" } else { "b" }, i, "x"))
                     .collect();
                 d.task_insert_many(tasks).await.unwrap();
-                let (started, stop) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
+                let (started, stop) = (
+                    Arc::new(AtomicUsize::new(0)),
+                    Arc::new(AtomicBool::new(false)),
+                );
                 let claimer = {
                     let (d, started, stop) = (d.clone(), started.clone(), stop.clone());
                     tokio::spawn(async move {
@@ -465,8 +531,7 @@ macro_rules! control_conformance {
                             let at = Instant::now();
                             started.fetch_add(1, Ordering::SeqCst);
                             let batch = d.task_claim(2, LEASE, Some(10_000)).await.unwrap();
-                            let queues: Vec<String> =
-                                batch.into_iter().map(|c| c.queue).collect();
+                            let queues: Vec<String> = batch.into_iter().map(|c| c.queue).collect();
                             claims.push((at, queues));
                         }
                         claims

@@ -239,8 +239,7 @@ pub(crate) trait Driver: Send + Sync + 'static {
 
     /// `completed_retry` for every retained task of `queue` that failed or was cancelled and
     /// kept its payload; the count moved.
-    fn completed_retry_queue(&self, queue: String, now: Option<Millis>)
-    -> BoxFuture<Result<u64>>;
+    fn completed_retry_queue(&self, queue: String, now: Option<Millis>) -> BoxFuture<Result<u64>>;
 
     /// Makes a waiting task that is due later (scheduled, or backing off) due `now`, and
     /// wakes the claimers. Whether it did.

@@ -169,7 +169,11 @@ async fn notify(
 }
 
 impl PgDriver {
-    pub(super) fn control_pause(&self, queue: String, now: Option<Millis>) -> BoxFuture<Result<bool>> {
+    pub(super) fn control_pause(
+        &self,
+        queue: String,
+        now: Option<Millis>,
+    ) -> BoxFuture<Result<bool>> {
         in_transaction(self, move |tx, sql| {
             Box::pin(async move {
                 let changed = tx.execute(&sql.pause, &[&queue, &now]).await?;
@@ -297,7 +301,11 @@ impl PgDriver {
         })
     }
 
-    pub(super) fn control_run_now(&self, id: TaskId, now: Option<Millis>) -> BoxFuture<Result<bool>> {
+    pub(super) fn control_run_now(
+        &self,
+        id: TaskId,
+        now: Option<Millis>,
+    ) -> BoxFuture<Result<bool>> {
         in_transaction(self, move |tx, sql| {
             Box::pin(async move {
                 let changed = tx.execute(&sql.run_now, &[&uuid(&id), &now]).await? == 1;

@@ -519,11 +519,7 @@ impl Driver for PgDriver {
         self.control_retry(id, now)
     }
 
-    fn completed_retry_queue(
-        &self,
-        queue: String,
-        now: Option<Millis>,
-    ) -> BoxFuture<Result<u64>> {
+    fn completed_retry_queue(&self, queue: String, now: Option<Millis>) -> BoxFuture<Result<u64>> {
         self.control_retry_queue(queue, now)
     }
 
@@ -844,9 +840,10 @@ crate::storage::browse_conformance::browse_conformance!(browse_conformance, |que
 });
 
 #[cfg(test)]
-crate::storage::control_conformance::control_conformance!(control_conformance, |queues| async move {
-    crate::storage::postgres::open_for_test(queues).await
-});
+crate::storage::control_conformance::control_conformance!(
+    control_conformance,
+    |queues| async move { crate::storage::postgres::open_for_test(queues).await }
+);
 
 #[cfg(test)]
 crate::storage::model::lifecycle_model!(lifecycle, |queues| async move {

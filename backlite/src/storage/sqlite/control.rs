@@ -14,17 +14,33 @@ use crate::task::TaskId;
 
 /// A control operation for the writer thread.
 pub(crate) enum Op {
-    Pause { queue: String, now: Millis },
-    Resume { queue: String },
+    Pause {
+        queue: String,
+        now: Millis,
+    },
+    Resume {
+        queue: String,
+    },
     Cancel {
         id: TaskId,
         retention: CancelRetention,
         now: Millis,
     },
-    Retry { id: TaskId, now: Millis },
-    RetryQueue { queue: String, now: Millis },
-    RunNow { id: TaskId, now: Millis },
-    Delete { id: TaskId },
+    Retry {
+        id: TaskId,
+        now: Millis,
+    },
+    RetryQueue {
+        queue: String,
+        now: Millis,
+    },
+    RunNow {
+        id: TaskId,
+        now: Millis,
+    },
+    Delete {
+        id: TaskId,
+    },
     Purge(PurgeFilter),
 }
 

@@ -27,8 +27,7 @@ use crate::BoxFuture;
 use crate::error::{Error, Result};
 use crate::storage::{
     CancelRetention, Cancelled, ClaimToken, ClaimedTask, CompletedRecord, Completion, Driver,
-    Millis, NewTask, Page, PurgeFilter, QueueRecord, QueueStats, TaskRecord, TaskState,
-    now_millis,
+    Millis, NewTask, Page, PurgeFilter, QueueRecord, QueueStats, TaskRecord, TaskState, now_millis,
 };
 use crate::task::{TaskId, TaskStatus};
 
@@ -364,12 +363,13 @@ impl Driver for SqliteDriver {
         now: Option<Millis>,
     ) -> BoxFuture<Result<Cancelled>> {
         let now = now.unwrap_or_else(now_millis);
-        self.control(control::Op::Cancel { id, retention, now }, |answer| {
-            match answer {
+        self.control(
+            control::Op::Cancel { id, retention, now },
+            |answer| match answer {
                 control::Answer::Cancel(cancelled) => Some(cancelled),
                 _ => None,
-            }
-        })
+            },
+        )
     }
 
     fn completed_retry(&self, id: TaskId, now: Option<Millis>) -> BoxFuture<Result<bool>> {
@@ -377,11 +377,7 @@ impl Driver for SqliteDriver {
         self.control(control::Op::Retry { id, now }, changed)
     }
 
-    fn completed_retry_queue(
-        &self,
-        queue: String,
-        now: Option<Millis>,
-    ) -> BoxFuture<Result<u64>> {
+    fn completed_retry_queue(&self, queue: String, now: Option<Millis>) -> BoxFuture<Result<u64>> {
         let now = now.unwrap_or_else(now_millis);
         self.control(control::Op::RetryQueue { queue, now }, counted)
     }
