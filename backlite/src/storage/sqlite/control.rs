@@ -252,3 +252,40 @@ fn completed_purge(conn: &Connection, filter: &PurgeFilter) -> rusqlite::Result<
         ])?;
     Ok(deleted as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    fn plan(conn: &Connection, sql: &str) -> String {
+        let mut explain = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let mut rows = explain.raw_query();
+        let mut steps = Vec::new();
+        while let Some(row) = rows.next().unwrap() {
+            steps.push(row.get::<_, String>(3).unwrap());
+        }
+        steps.join("\n")
+    }
+
+    /// The claim and the next-due query stay on indexes with the paused test in them: the
+    /// queues table is read by its key, the tasks table by the due index, neither scanned.
+    #[test]
+    fn claims_and_next_due_look_paused_queues_up_by_key() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::super::migrations::migrate(&mut conn, 0)
+            .unwrap()
+            .unwrap();
+        for queues in [1, 3] {
+            for sql in [
+                super::sql::claim_sql(queues),
+                super::sql::next_due_sql(queues),
+            ] {
+                let plan = plan(&conn, &sql);
+                let lookups = plan.matches("SEARCH backlite_queues USING INDEX").count();
+                assert_eq!(lookups, queues, "{plan}");
+                assert!(plan.contains("backlite_tasks_due"), "{plan}");
+                assert!(!plan.contains("SCAN backlite_"), "{plan}");
+            }
+        }
+    }
+}
