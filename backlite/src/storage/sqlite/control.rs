@@ -288,4 +288,58 @@ mod tests {
             }
         }
     }
+
+    /// Two drivers on one file, as two processes would be: each writes through its own
+    /// writer, so a claim of one and a cancel of the other meet only in SQLite's write lock.
+    /// Every task still ends one way: claimed (its cancel only a request) or cancelled and
+    /// never claimed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cancels_of_one_process_race_claims_of_another() {
+        use std::collections::HashSet;
+        use std::sync::Arc;
+        use std::time::Duration;
+
+        use crate::storage::conformance::{LEASE, new_task};
+        use crate::storage::sqlite::{Options, SqliteDriver, Synchronous};
+        use crate::storage::{CancelRetention, Cancelled, Driver};
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("two.db").to_string_lossy().into_owned();
+        let open = || {
+            let options = Options {
+                path: path.clone(),
+                synchronous: Synchronous::Normal,
+                busy_timeout: Duration::from_secs(10),
+                queues: vec!["a"],
+            };
+            SqliteDriver::open(options, Arc::default()).unwrap().0
+        };
+        let (claimer, canceller) = (Arc::new(open()), open());
+        let tasks: Vec<_> = (0..200).map(|i| new_task("a", i, "x")).collect();
+        canceller.task_insert_many(tasks.clone()).await.unwrap();
+        let claims = tokio::spawn(async move {
+            let mut claimed = Vec::new();
+            for _ in 0..150 {
+                let batch = claimer.task_claim(2, LEASE, Some(1_000)).await.unwrap();
+                claimed.extend(batch.into_iter().map(|c| c.id));
+            }
+            claimed
+        });
+        let mut outcomes = Vec::new();
+        for t in tasks.iter().rev() {
+            let cancelled = canceller.task_cancel(t.id, CancelRetention::default(), Some(1_000));
+            outcomes.push((t.id, cancelled.await.unwrap()));
+        }
+        let claimed = claims.await.unwrap();
+        let claimed_set: HashSet<_> = claimed.iter().copied().collect();
+        assert_eq!(claimed.len(), claimed_set.len(), "a task claimed twice");
+        for (id, outcome) in outcomes {
+            match outcome {
+                Cancelled::Requested => assert!(claimed_set.contains(&id)),
+                Cancelled::Waiting => assert!(!claimed_set.contains(&id), "cancelled and claimed"),
+                Cancelled::NotFound => panic!("task {id} vanished"),
+            }
+        }
+        assert!(!claimed_set.is_empty(), "the claims never met the cancels");
+    }
 }
