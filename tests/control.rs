@@ -375,9 +375,42 @@ async fn cancelling_a_running_task_marks_it_and_it_stays_running(db: TestDb) {
         "asked again: still running"
     );
     assert_eq!(status(&client, &id).await, TaskStatus::Running);
+    assert!(
+        cancel_requested(&db, &id).await,
+        "the request is stored for its worker"
+    );
     assert!(db.completed_row(&id).await.is_none());
     release(&key);
     assert!(client.stop(SHORT).await);
+}
+
+/// Whether task `id`'s row carries a cancel request, read behind backlite's back.
+async fn cancel_requested(db: &TestDb, id: &TaskId) -> bool {
+    let at: Option<i64> = match db {
+        TestDb::Sqlite(file) => file
+            .conn()
+            .query_row(
+                "SELECT cancel_requested_at FROM backlite_tasks WHERE id = ?1",
+                [&common::uuid_bytes(id)[..]],
+                |r| r.get(0),
+            )
+            .expect("read the task"),
+        TestDb::Postgres(pg) => pg
+            .conn
+            .query_one(
+                format!(
+                    "SELECT cancel_requested_at FROM \"{}\".backlite_tasks \
+                     WHERE id = $1::text::uuid",
+                    pg.schema
+                )
+                .as_str(),
+                &[&id.to_string()],
+            )
+            .await
+            .expect("read the task")
+            .get(0),
+    };
+    at.is_some()
 }
 
 // ---------------------------------------------------------------- retry

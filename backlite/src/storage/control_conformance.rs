@@ -472,6 +472,7 @@ macro_rules! control_conformance {
                             requested += 1;
                             assert!(claimed_set.contains(&id));
                             assert_eq!(d.task_status(id).await.unwrap(), TaskStatus::Running);
+                            assert!(d.completed_get(id).await.unwrap().is_none());
                         }
                         Cancelled::Waiting => {
                             cancelled += 1;
