@@ -566,7 +566,7 @@ impl Driver for PgDriver {
 }
 
 /// The counts per queue from the rows of `Statements::queue_stats`, in name order.
-pub(crate) fn queue_stats_of(
+fn queue_stats_of(
     rows: Vec<tokio_postgres::Row>,
 ) -> Result<Vec<QueueStats>, tokio_postgres::Error> {
     let mut stats: std::collections::BTreeMap<String, QueueStats> = Default::default();

@@ -52,6 +52,29 @@ pub(crate) enum Answer {
     Cancel(Cancelled),
 }
 
+impl Answer {
+    pub(crate) fn changed(self) -> Option<bool> {
+        match self {
+            Answer::Changed(changed) => Some(changed),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn count(self) -> Option<u64> {
+        match self {
+            Answer::Count(count) => Some(count),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn cancelled(self) -> Option<Cancelled> {
+        match self {
+            Answer::Cancel(cancelled) => Some(cancelled),
+            _ => None,
+        }
+    }
+}
+
 impl Op {
     /// Whether committing this may have made a task due, so the dispatcher should look.
     /// Other processes see the commit through `PRAGMA data_version`, as they see inserts.

@@ -209,20 +209,6 @@ impl SqliteDriver {
     }
 }
 
-fn changed(answer: control::Answer) -> Option<bool> {
-    match answer {
-        control::Answer::Changed(changed) => Some(changed),
-        _ => None,
-    }
-}
-
-fn counted(answer: control::Answer) -> Option<u64> {
-    match answer {
-        control::Answer::Count(count) => Some(count),
-        _ => None,
-    }
-}
-
 /// The database file of a client, for `save_in` to check a transaction against.
 #[derive(Debug, Clone)]
 pub(crate) struct SqliteTarget {
@@ -345,11 +331,11 @@ impl Driver for SqliteDriver {
 
     fn queue_pause(&self, queue: String, now: Option<Millis>) -> BoxFuture<Result<bool>> {
         let now = now.unwrap_or_else(now_millis);
-        self.control(control::Op::Pause { queue, now }, changed)
+        self.control(control::Op::Pause { queue, now }, control::Answer::changed)
     }
 
     fn queue_resume(&self, queue: String) -> BoxFuture<Result<bool>> {
-        self.control(control::Op::Resume { queue }, changed)
+        self.control(control::Op::Resume { queue }, control::Answer::changed)
     }
 
     fn queue_list(&self, now: Millis) -> BoxFuture<Result<Vec<QueueRecord>>> {
@@ -365,34 +351,34 @@ impl Driver for SqliteDriver {
         let now = now.unwrap_or_else(now_millis);
         self.control(
             control::Op::Cancel { id, retention, now },
-            |answer| match answer {
-                control::Answer::Cancel(cancelled) => Some(cancelled),
-                _ => None,
-            },
+            control::Answer::cancelled,
         )
     }
 
     fn completed_retry(&self, id: TaskId, now: Option<Millis>) -> BoxFuture<Result<bool>> {
         let now = now.unwrap_or_else(now_millis);
-        self.control(control::Op::Retry { id, now }, changed)
+        self.control(control::Op::Retry { id, now }, control::Answer::changed)
     }
 
     fn completed_retry_queue(&self, queue: String, now: Option<Millis>) -> BoxFuture<Result<u64>> {
         let now = now.unwrap_or_else(now_millis);
-        self.control(control::Op::RetryQueue { queue, now }, counted)
+        self.control(
+            control::Op::RetryQueue { queue, now },
+            control::Answer::count,
+        )
     }
 
     fn task_run_now(&self, id: TaskId, now: Option<Millis>) -> BoxFuture<Result<bool>> {
         let now = now.unwrap_or_else(now_millis);
-        self.control(control::Op::RunNow { id, now }, changed)
+        self.control(control::Op::RunNow { id, now }, control::Answer::changed)
     }
 
     fn task_delete(&self, id: TaskId) -> BoxFuture<Result<bool>> {
-        self.control(control::Op::Delete { id }, changed)
+        self.control(control::Op::Delete { id }, control::Answer::changed)
     }
 
     fn completed_purge(&self, filter: PurgeFilter) -> BoxFuture<Result<u64>> {
-        self.control(control::Op::Purge(filter), counted)
+        self.control(control::Op::Purge(filter), control::Answer::count)
     }
 
     fn task_list(&self, state: TaskState, page: Page) -> BoxFuture<Result<Vec<TaskRecord>>> {
