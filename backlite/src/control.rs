@@ -98,9 +98,10 @@ impl Purge {
 
 impl Client {
     /// Pauses `queue` on every process that shares the database: claims started after this
-    /// returns take none of its tasks, and processes stop claiming them within a second.
-    /// Tasks already running finish; tasks can still be added, and wait. Returns whether the
-    /// queue was running before (`false`: it was paused already).
+    /// returns take none of its tasks. Tasks claimed before it (running, or claimed a moment
+    /// ahead for a worker about to be free) still run and finish; tasks can still be added,
+    /// and wait. Returns whether the queue was running before (`false`: it was paused
+    /// already).
     ///
     /// The queue need not have tasks, or a processor here: a queue can be paused before its
     /// first task is added. The name must follow the queue-name rules
