@@ -100,6 +100,16 @@ pub enum Error {
     #[error("the database rolled the transaction back after a conflict: {0}")]
     Conflict(#[source] BoxError),
 
+    /// A queue name given to a control call (`pause_queue`, `retry_failed`, ...) breaks the
+    /// queue-name rules: 1 to 100 ASCII letters, digits and `_ - . :`.
+    #[error("invalid queue name `{name}`: {reason}")]
+    InvalidQueueName {
+        /// The name given.
+        name: String,
+        /// The rule it breaks.
+        reason: String,
+    },
+
     /// `save_in` was given a transaction on another database (or another PostgreSQL schema)
     /// than the client's. Nothing was written.
     #[error("the transaction is on {found}, but this client's database is {expected}")]

@@ -5,6 +5,7 @@
 
 mod client;
 mod clock;
+mod control;
 mod database;
 mod dispatcher;
 mod error;
@@ -28,6 +29,7 @@ pub mod ui;
 
 pub use backlite_macros::{Task, processor, processors};
 pub use client::{AddTasks, Client, ClientBuilder};
+pub use control::{Purge, QueueInfo};
 pub use error::{Error, Result};
 pub use events::TaskEvent;
 pub use processor::{BoxError, Context, Processor, Registry};

@@ -9,6 +9,7 @@
 
 mod browse;
 mod commit_watch;
+mod control;
 mod listener;
 mod migrations;
 mod sql;
@@ -29,8 +30,9 @@ use crate::BoxFuture;
 use crate::database::redact;
 use crate::error::{Error, Result};
 use crate::storage::{
-    ClaimToken, ClaimedTask, CompletedRecord, Completion, Driver, Millis, NewTask, Next, Page,
-    QueueStats, TaskRecord, TaskState, duration_millis,
+    CancelRetention, Cancelled, ClaimToken, ClaimedTask, CompletedRecord, Completion, Driver,
+    Millis, NewTask, Next, Page, PurgeFilter, QueueRecord, QueueStats, TaskRecord, TaskState,
+    duration_millis, without_cancelled,
 };
 use crate::task::{TaskId, TaskStatus};
 
@@ -153,6 +155,7 @@ impl std::fmt::Debug for PgTarget {
 pub(crate) struct PgDriver {
     pool: Pool,
     statements: Arc<Statements>,
+    control: Arc<control::ControlStatements>,
     queues: Arc<Vec<String>>,
     writer: writer::Writer,
     wake: Arc<Notify>,
@@ -246,6 +249,7 @@ impl PgDriver {
         let driver = PgDriver {
             pool,
             statements,
+            control: Arc::new(control::ControlStatements::new(&schema)),
             queues: Arc::new(options.queues.iter().map(|q| q.to_string()).collect()),
             writer,
             wake,
@@ -485,23 +489,50 @@ impl Driver for PgDriver {
         self.with(move |conn, sql| {
             Box::pin(async move {
                 let statement = conn.prepare_cached(&sql.queue_stats).await?;
-                let mut stats: std::collections::BTreeMap<String, QueueStats> = Default::default();
-                for row in conn.query(&statement, &[&now]).await? {
-                    let queue: String = row.try_get(0)?;
-                    let count = |i| -> Result<u64, tokio_postgres::Error> {
-                        Ok(u64::try_from(row.try_get::<_, i64>(i)?).unwrap_or(0))
-                    };
-                    let entry = stats.entry(queue.clone()).or_default();
-                    entry.queue = queue;
-                    match row.try_get::<_, i32>(1)? {
-                        0 => (entry.pending, entry.scheduled) = (count(2)?, count(3)?),
-                        1 => entry.running = count(2)?,
-                        _ => (entry.succeeded, entry.failed) = (count(2)?, count(3)?),
-                    }
-                }
-                Ok(stats.into_values().collect())
+                queue_stats_of(conn.query(&statement, &[&now]).await?)
             })
         })
+    }
+
+    fn queue_pause(&self, queue: String, now: Option<Millis>) -> BoxFuture<Result<bool>> {
+        self.control_pause(queue, now)
+    }
+
+    fn queue_resume(&self, queue: String) -> BoxFuture<Result<bool>> {
+        self.control_resume(queue)
+    }
+
+    fn queue_list(&self, now: Millis) -> BoxFuture<Result<Vec<QueueRecord>>> {
+        self.control_queue_list(now)
+    }
+
+    fn task_cancel(
+        &self,
+        id: TaskId,
+        retention: CancelRetention,
+        now: Option<Millis>,
+    ) -> BoxFuture<Result<Cancelled>> {
+        self.control_cancel(id, retention, now)
+    }
+
+    fn completed_retry(&self, id: TaskId, now: Option<Millis>) -> BoxFuture<Result<bool>> {
+        self.control_retry(id, now)
+    }
+
+    fn completed_retry_queue(&self, queue: String, now: Option<Millis>) -> BoxFuture<Result<u64>> {
+        self.control_retry_queue(queue, now)
+    }
+
+    fn task_run_now(&self, id: TaskId, now: Option<Millis>) -> BoxFuture<Result<bool>> {
+        self.control_run_now(id, now)
+    }
+
+    fn task_delete(&self, id: TaskId) -> BoxFuture<Result<bool>> {
+        self.control_delete(id)
+    }
+
+    fn completed_purge(&self, filter: PurgeFilter) -> BoxFuture<Result<u64>> {
+        self.control_purge(filter)
     }
 
     fn task_list(&self, state: TaskState, page: Page) -> BoxFuture<Result<Vec<TaskRecord>>> {
@@ -532,6 +563,28 @@ impl Driver for PgDriver {
     fn table_reads(&self) -> u64 {
         self.table_reads.load(std::sync::atomic::Ordering::Relaxed)
     }
+}
+
+/// The counts per queue from the rows of `Statements::queue_stats`, in name order.
+fn queue_stats_of(
+    rows: Vec<tokio_postgres::Row>,
+) -> Result<Vec<QueueStats>, tokio_postgres::Error> {
+    let mut stats: std::collections::BTreeMap<String, QueueStats> = Default::default();
+    for row in rows {
+        let queue: String = row.try_get(0)?;
+        let count = |i| -> Result<u64, tokio_postgres::Error> {
+            Ok(u64::try_from(row.try_get::<_, i64>(i)?).unwrap_or(0))
+        };
+        let entry = stats.entry(queue.clone()).or_default();
+        entry.queue = queue;
+        match row.try_get::<_, i32>(1)? {
+            0 => (entry.pending, entry.scheduled) = (count(2)?, count(3)?),
+            1 => entry.running = count(2)?,
+            2 => (entry.succeeded, entry.failed) = (count(2)?, count(3)?),
+            _ => entry.cancelled = count(2)?,
+        }
+    }
+    Ok(stats.into_values().map(without_cancelled).collect())
 }
 
 /// Records a batch of outcomes in one transaction: one statement for the retries, one for the
@@ -787,6 +840,12 @@ crate::storage::browse_conformance::browse_conformance!(browse_conformance, |que
 });
 
 #[cfg(test)]
+crate::storage::control_conformance::control_conformance!(
+    control_conformance,
+    |queues| async move { crate::storage::postgres::open_for_test(queues).await }
+);
+
+#[cfg(test)]
 crate::storage::model::lifecycle_model!(lifecycle, |queues| async move {
     crate::storage::postgres::open_for_test(queues).await
 });
@@ -828,6 +887,8 @@ mod plans {
             let tasks: Vec<_> = (0..4_000).map(|i| new_task(queue, i, &payload)).collect();
             d.task_insert_many(tasks).await.unwrap();
         }
+        // A paused queue: claims and next-due queries look each served queue up by key.
+        d.queue_pause("c".into(), None).await.unwrap();
         let claimed = d.task_claim(500, LEASE, Some(10_000)).await.unwrap();
         let retain = Some(Retain {
             payload: true,

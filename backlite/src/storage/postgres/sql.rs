@@ -8,7 +8,7 @@
 const NOW_MS: &str = "(extract(epoch from now()) * 1000)::int8";
 
 /// `$n` when given, else the server's clock.
-fn now_or(param: &str) -> String {
+pub(super) fn now_or(param: &str) -> String {
     format!("COALESCE({param}::int8, {NOW_MS})")
 }
 
@@ -85,6 +85,14 @@ impl Statements {
         let completed = format!("{schema}.backlite_tasks_completed");
         let insert_rows = "SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], \
                            $4::int8[], $5::int8[])";
+        // The served queues (`$1`) that are not paused. The paused test is a subquery per
+        // queue, planned as one lookup of the queues table's key, rather than a join that
+        // could read that table whole.
+        let served = format!(
+            "(SELECT u.name FROM unnest($1::text[]) AS u(name) \
+              WHERE (SELECT p.paused_at FROM {schema}.backlite_queues AS p \
+                     WHERE p.name = u.name) IS NULL)"
+        );
         Statements {
             schema: schema.to_owned(),
             channel: channel(schema_name),
@@ -102,7 +110,7 @@ impl Statements {
             claim: format!(
                 "WITH clock AS (SELECT {now} AS now), \
                  picked AS ( \
-                     SELECT p.id FROM unnest($1::text[]) AS q(name) \
+                     SELECT p.id FROM {served} AS q \
                      CROSS JOIN LATERAL ( \
                          SELECT id, run_at, seq FROM {tasks} \
                          WHERE claimed_at IS NULL AND queue = q.name \
@@ -114,7 +122,7 @@ impl Statements {
                      lease_until = clock.now + $4::int8, fence = t.fence + 1 \
                  FROM picked, clock WHERE t.id = picked.id \
                  RETURNING t.id, t.queue, t.task, t.attempts, t.fence, t.run_at, t.seq",
-                now = now_or("$3")
+                now = now_or("$3"),
             ),
             retry: format!(
                 "UPDATE {tasks} AS t SET claimed_at = NULL, lease_until = NULL, \
@@ -163,7 +171,7 @@ impl Statements {
             ),
             // The top of the due index per served queue, as a wait from now.
             next_due: format!(
-                "SELECT MIN(GREATEST(d.run_at - {now}, 0)) FROM unnest($1::text[]) AS q(name) \
+                "SELECT MIN(GREATEST(d.run_at - {now}, 0)) FROM {served} AS q \
                  CROSS JOIN LATERAL ( \
                      SELECT run_at FROM {tasks} WHERE claimed_at IS NULL AND queue = q.name \
                      ORDER BY run_at LIMIT 1) AS d",
@@ -177,7 +185,9 @@ impl Statements {
                  LIMIT 1"
             ),
             delete_expired: format!("DELETE FROM {completed} WHERE expires_at <= $1"),
-            // One statement, one snapshot; each arm is answered from an index.
+            // One statement, one snapshot; each arm is answered from an index. The cancelled
+            // count reads the rows of the tasks that did not succeed: no index holds
+            // `cancelled`.
             queue_stats: format!(
                 "SELECT queue, 0, count(*) FILTER (WHERE run_at <= $1), \
                      count(*) FILTER (WHERE run_at > $1) \
@@ -188,7 +198,10 @@ impl Statements {
                  UNION ALL \
                  SELECT queue, 2, count(*) FILTER (WHERE succeeded), \
                      count(*) FILTER (WHERE NOT succeeded) \
-                     FROM {completed} GROUP BY queue"
+                     FROM {completed} GROUP BY queue \
+                 UNION ALL \
+                 SELECT queue, 3, count(*) FILTER (WHERE cancelled), 0 \
+                     FROM {completed} WHERE succeeded = false GROUP BY queue"
             ),
             running: format!(
                 "SELECT {} FROM {tasks} AS t WHERE t.claimed_at IS NOT NULL \

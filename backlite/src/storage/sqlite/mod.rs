@@ -8,6 +8,7 @@
 
 mod browse;
 mod checkpoint;
+mod control;
 mod migrations;
 pub(crate) mod sql;
 #[cfg(feature = "sqlx-sqlite")]
@@ -25,8 +26,8 @@ use tokio::sync::{Notify, oneshot};
 use crate::BoxFuture;
 use crate::error::{Error, Result};
 use crate::storage::{
-    ClaimToken, ClaimedTask, CompletedRecord, Completion, Driver, Millis, NewTask, Page,
-    QueueStats, TaskRecord, TaskState, now_millis,
+    CancelRetention, Cancelled, ClaimToken, ClaimedTask, CompletedRecord, Completion, Driver,
+    Millis, NewTask, Page, PurgeFilter, QueueRecord, QueueStats, TaskRecord, TaskState, now_millis,
 };
 use crate::task::{TaskId, TaskStatus};
 
@@ -182,6 +183,19 @@ impl SqliteDriver {
         })
     }
 
+    /// Runs a control operation on the writer and reads its answer with `pick`.
+    fn control<T: Send + 'static>(
+        &self,
+        op: control::Op,
+        pick: fn(control::Answer) -> Option<T>,
+    ) -> BoxFuture<Result<T>> {
+        let answer = self.send(|reply| Command::Control(op, reply));
+        Box::pin(async move {
+            pick(answer.await?)
+                .ok_or_else(|| Error::Storage("writer answered the wrong kind".into()))
+        })
+    }
+
     fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
@@ -313,6 +327,58 @@ impl Driver for SqliteDriver {
 
     fn queue_stats(&self, now: Millis) -> BoxFuture<Result<Vec<QueueStats>>> {
         self.read(move |conn| sql::queue_stats(conn, now))
+    }
+
+    fn queue_pause(&self, queue: String, now: Option<Millis>) -> BoxFuture<Result<bool>> {
+        let now = now.unwrap_or_else(now_millis);
+        self.control(control::Op::Pause { queue, now }, control::Answer::changed)
+    }
+
+    fn queue_resume(&self, queue: String) -> BoxFuture<Result<bool>> {
+        self.control(control::Op::Resume { queue }, control::Answer::changed)
+    }
+
+    fn queue_list(&self, now: Millis) -> BoxFuture<Result<Vec<QueueRecord>>> {
+        self.read(move |conn| control::queue_list(conn, now))
+    }
+
+    fn task_cancel(
+        &self,
+        id: TaskId,
+        retention: CancelRetention,
+        now: Option<Millis>,
+    ) -> BoxFuture<Result<Cancelled>> {
+        let now = now.unwrap_or_else(now_millis);
+        self.control(
+            control::Op::Cancel { id, retention, now },
+            control::Answer::cancelled,
+        )
+    }
+
+    fn completed_retry(&self, id: TaskId, now: Option<Millis>) -> BoxFuture<Result<bool>> {
+        let now = now.unwrap_or_else(now_millis);
+        self.control(control::Op::Retry { id, now }, control::Answer::changed)
+    }
+
+    fn completed_retry_queue(&self, queue: String, now: Option<Millis>) -> BoxFuture<Result<u64>> {
+        let now = now.unwrap_or_else(now_millis);
+        self.control(
+            control::Op::RetryQueue { queue, now },
+            control::Answer::count,
+        )
+    }
+
+    fn task_run_now(&self, id: TaskId, now: Option<Millis>) -> BoxFuture<Result<bool>> {
+        let now = now.unwrap_or_else(now_millis);
+        self.control(control::Op::RunNow { id, now }, control::Answer::changed)
+    }
+
+    fn task_delete(&self, id: TaskId) -> BoxFuture<Result<bool>> {
+        self.control(control::Op::Delete { id }, control::Answer::changed)
+    }
+
+    fn completed_purge(&self, filter: PurgeFilter) -> BoxFuture<Result<u64>> {
+        self.control(control::Op::Purge(filter), control::Answer::count)
     }
 
     fn task_list(&self, state: TaskState, page: Page) -> BoxFuture<Result<Vec<TaskRecord>>> {
@@ -452,6 +518,16 @@ crate::storage::conformance::driver_conformance!(conformance_file, |queues| asyn
 
 #[cfg(test)]
 crate::storage::conformance::driver_conformance!(conformance_memory, |queues| async move {
+    Some(crate::storage::sqlite::open_for_test(true, queues))
+});
+
+#[cfg(test)]
+crate::storage::control_conformance::control_conformance!(control_file, |queues| async move {
+    Some(crate::storage::sqlite::open_for_test(false, queues))
+});
+
+#[cfg(test)]
+crate::storage::control_conformance::control_conformance!(control_memory, |queues| async move {
     Some(crate::storage::sqlite::open_for_test(true, queues))
 });
 

@@ -21,6 +21,7 @@ use rusqlite::Connection;
 use tokio::sync::{Notify, oneshot};
 
 use super::checkpoint::Checkpointer;
+use super::control;
 use super::wal_hook::HookedConnection;
 use super::{Options, map_error, sql};
 use crate::error::{Error, Result};
@@ -46,12 +47,14 @@ pub(crate) enum Command {
     Unclaim(Vec<(TaskId, ClaimToken)>, Reply<()>),
     Release(Option<Millis>, Reply<u64>),
     DeleteExpired(Millis, Reply<u64>),
+    Control(control::Op, Reply<control::Answer>),
 }
 
 enum Output {
     Done,
     Claimed(Vec<ClaimedTask>),
     Count(u64),
+    Control(control::Answer),
 }
 
 impl Command {
@@ -62,6 +65,7 @@ impl Command {
             Command::Complete(completions, _) => completions
                 .iter()
                 .any(|c| matches!(c.next, crate::storage::Next::Retry { .. })),
+            Command::Control(op, _) => op.may_add_work(),
             Command::Claim { .. } | Command::DeleteExpired(..) => false,
         }
     }
@@ -95,6 +99,7 @@ impl Command {
             Command::DeleteExpired(now, _) => {
                 Output::Count(sql::completed_delete_expired(conn, *now)?)
             }
+            Command::Control(op, _) => Output::Control(op.execute(conn)?),
         })
     }
 
@@ -122,6 +127,10 @@ impl Command {
                     _ => None,
                 })
             }
+            Command::Control(_, reply) => send(reply, outcome, |o| match o {
+                Output::Control(answer) => Some(answer),
+                _ => None,
+            }),
         }
     }
 }
