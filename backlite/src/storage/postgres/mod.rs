@@ -9,6 +9,7 @@
 
 mod browse;
 mod commit_watch;
+mod inspect;
 mod listener;
 mod migrations;
 mod sql;
@@ -29,8 +30,8 @@ use crate::BoxFuture;
 use crate::database::redact;
 use crate::error::{Error, Result};
 use crate::storage::{
-    ClaimToken, ClaimedTask, CompletedRecord, Completion, Driver, Millis, NewTask, Next, Page,
-    QueueStats, TaskRecord, TaskState, duration_millis,
+    ClaimToken, ClaimedTask, CompletedRecord, Completion, Driver, Facts, InfoRecord, ListQuery,
+    Millis, NewTask, Next, Page, QueueStats, SummaryRecord, TaskRecord, TaskState, duration_millis,
 };
 use crate::task::{TaskId, TaskStatus};
 
@@ -153,6 +154,7 @@ impl std::fmt::Debug for PgTarget {
 pub(crate) struct PgDriver {
     pool: Pool,
     statements: Arc<Statements>,
+    inspect: Arc<inspect::InspectSql>,
     queues: Arc<Vec<String>>,
     writer: writer::Writer,
     wake: Arc<Notify>,
@@ -245,6 +247,7 @@ impl PgDriver {
         };
         let driver = PgDriver {
             pool,
+            inspect: Arc::new(inspect::InspectSql::new(&schema)),
             statements,
             queues: Arc::new(options.queues.iter().map(|q| q.to_string()).collect()),
             writer,
@@ -526,6 +529,39 @@ impl Driver for PgDriver {
 
     fn completed_get(&self, id: TaskId) -> BoxFuture<Result<Option<CompletedRecord>>> {
         self.with(move |conn, sql| Box::pin(browse::completed_get(conn, sql, id)))
+    }
+
+    fn task_info(&self, id: TaskId) -> BoxFuture<Result<Option<InfoRecord>>> {
+        let sql = self.inspect.clone();
+        self.with(move |conn, _| Box::pin(async move { inspect::task_info(conn, &sql, id).await }))
+    }
+
+    fn task_page(&self, query: ListQuery) -> BoxFuture<Result<Vec<SummaryRecord>>> {
+        let sql = self.inspect.clone();
+        self.with(move |conn, _| {
+            Box::pin(async move { inspect::task_page(conn, &sql, &query).await })
+        })
+    }
+
+    fn task_facts(
+        &self,
+        id: TaskId,
+        now: Option<Millis>,
+        live_within: Duration,
+    ) -> BoxFuture<Result<Facts>> {
+        let sql = self.inspect.clone();
+        let live_within = duration_millis(live_within);
+        self.with(move |conn, _| {
+            Box::pin(async move { inspect::task_facts(conn, &sql, id, now, live_within).await })
+        })
+    }
+
+    #[cfg(test)]
+    fn inspect_fixture(&self, fixture: crate::storage::inspect::Fixture) -> BoxFuture<Result<()>> {
+        let sql = self.inspect.clone();
+        self.with(move |conn, _| {
+            Box::pin(async move { inspect::inspect_fixture(conn, &sql, fixture).await })
+        })
     }
 
     #[cfg(test)]
