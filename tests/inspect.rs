@@ -316,6 +316,20 @@ async fn lists_page_by_state_and_filter_with_a_cursor(db: TestDb) {
     assert!(matches!(refused, Err(Error::Config(_))), "{refused:?}");
     let too_many = client.tasks(ListState::Pending).limit(0).fetch().await;
     assert!(matches!(too_many, Err(Error::Config(_))), "{too_many:?}");
+    let pending_cursor = client
+        .tasks(ListState::Pending)
+        .limit(1)
+        .fetch()
+        .await
+        .unwrap()
+        .next
+        .unwrap();
+    let crossed = client
+        .tasks(ListState::Scheduled)
+        .after(pending_cursor)
+        .fetch()
+        .await;
+    assert!(matches!(crossed, Err(Error::Config(_))), "{crossed:?}");
 
     client.start();
     for id in &due_now {

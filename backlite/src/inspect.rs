@@ -203,10 +203,10 @@ pub struct TaskList<'a> {
     limit: u32,
 }
 
-/// The most rows a page holds.
-pub const MAX_PAGE: u32 = 1000;
-
 impl<'a> TaskList<'a> {
+    /// The most rows a page holds.
+    pub const MAX_LIMIT: u32 = 1000;
+
     pub(crate) fn new(client: &'a Client, state: ListState) -> TaskList<'a> {
         TaskList {
             client,
@@ -239,14 +239,15 @@ impl<'a> TaskList<'a> {
         self
     }
 
-    /// The page after the row `cursor` came from ([`TaskPage::next`]). Give it with the same
-    /// state as the page it came from: each state is listed in its own order.
+    /// The page after the row `cursor` came from ([`TaskPage::next`]). A cursor pages only
+    /// the list of the state it came from, each being in its own order: another state's
+    /// list refuses it.
     pub fn after(mut self, cursor: TaskCursor) -> Self {
         self.after = Some(cursor);
         self
     }
 
-    /// At most `limit` rows a page (100 unless set; at most [`MAX_PAGE`]).
+    /// At most `limit` rows a page (100 unless set; at most [`MAX_LIMIT`](Self::MAX_LIMIT)).
     pub fn limit(mut self, limit: u32) -> Self {
         self.limit = limit;
         self
@@ -254,10 +255,17 @@ impl<'a> TaskList<'a> {
 
     /// Reads one page: one short statement on one index.
     pub async fn fetch(self) -> Result<TaskPage> {
-        if self.limit == 0 || self.limit > MAX_PAGE {
+        if self.limit == 0 || self.limit > Self::MAX_LIMIT {
             return Err(Error::Config(format!(
-                "a task list's limit must be 1 to {MAX_PAGE}, not {}",
+                "a task list's limit must be 1 to {}, not {}",
+                Self::MAX_LIMIT,
                 self.limit
+            )));
+        }
+        if let Some(cursor) = self.after.filter(|c| c.state != self.state) {
+            return Err(Error::Config(format!(
+                "a cursor of the {:?} list cannot page the {:?} list: each is in its own order",
+                cursor.state, self.state
             )));
         }
         let now = self.client.now();
@@ -274,14 +282,17 @@ impl<'a> TaskList<'a> {
             queue: self.queue,
             created: self.created,
             due,
-            after: self.after.map(|c| c.0),
+            after: self.after.map(|c| c.keyset),
             // One more than asked: whether it comes back says whether a next page exists.
             limit: self.limit + 1,
         };
         let mut rows = self.client.driver().task_page(query).await?;
         let next = (rows.len() > self.limit as usize).then(|| {
             rows.truncate(self.limit as usize);
-            rows.last().map(|r| TaskCursor(r.keyset))
+            rows.last().map(|r| TaskCursor {
+                state: self.state,
+                keyset: r.keyset,
+            })
         });
         Ok(TaskPage {
             tasks: rows.into_iter().map(TaskSummary::from_record).collect(),
@@ -385,14 +396,32 @@ impl TaskSummary {
     }
 }
 
-/// Where the next page of a task list starts: the place of the last row read. It shows as
-/// text (`Display`) and parses back (`FromStr`), to travel in a URL.
+/// Where the next page of a task list starts: the list's state and the place of the last
+/// row read. It shows as text (`Display`, e.g. `failed.1764560000000.42`) and parses back
+/// (`FromStr`), to travel in a URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct TaskCursor(Keyset);
+pub struct TaskCursor {
+    state: ListState,
+    keyset: Keyset,
+}
+
+/// Each list state's name in a cursor's text.
+const STATE_NAMES: [(ListState, &str); 6] = [
+    (ListState::Pending, "pending"),
+    (ListState::Scheduled, "scheduled"),
+    (ListState::Running, "running"),
+    (ListState::Succeeded, "succeeded"),
+    (ListState::Failed, "failed"),
+    (ListState::Cancelled, "cancelled"),
+];
 
 impl fmt::Display for TaskCursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.0.key, self.0.seq)
+        let name = STATE_NAMES
+            .iter()
+            .find(|(state, _)| *state == self.state)
+            .map_or("?", |(_, name)| name);
+        write!(f, "{name}.{}.{}", self.keyset.key, self.keyset.seq)
     }
 }
 
@@ -406,11 +435,22 @@ impl FromStr for TaskCursor {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let invalid = || ParseTaskCursorError(s.chars().take(64).collect());
-        let (key, seq) = s.split_once('.').ok_or_else(invalid)?;
-        Ok(TaskCursor(Keyset {
-            key: key.parse().map_err(|_| invalid())?,
-            seq: seq.parse().map_err(|_| invalid())?,
-        }))
+        let mut parts = s.splitn(3, '.');
+        let (Some(name), Some(key), Some(seq)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(invalid());
+        };
+        let state = STATE_NAMES
+            .iter()
+            .find(|(_, known)| *known == name)
+            .map(|(state, _)| *state)
+            .ok_or_else(invalid)?;
+        Ok(TaskCursor {
+            state,
+            keyset: Keyset {
+                key: key.parse().map_err(|_| invalid())?,
+                seq: seq.parse().map_err(|_| invalid())?,
+            },
+        })
     }
 }
 
@@ -464,11 +504,21 @@ mod tests {
 
     #[test]
     fn cursors_travel_as_text() {
-        let cursor = TaskCursor(Keyset { key: -5, seq: 42 });
-        assert_eq!(cursor.to_string(), "-5.42");
-        assert_eq!("-5.42".parse::<TaskCursor>().unwrap(), cursor);
-        assert!("5".parse::<TaskCursor>().is_err());
-        assert!("a.1".parse::<TaskCursor>().is_err());
+        for (state, _) in STATE_NAMES {
+            let cursor = TaskCursor {
+                state,
+                keyset: Keyset { key: -5, seq: 42 },
+            };
+            assert_eq!(cursor.to_string().parse::<TaskCursor>().unwrap(), cursor);
+        }
+        let failed = TaskCursor {
+            state: ListState::Failed,
+            keyset: Keyset { key: -5, seq: 42 },
+        };
+        assert_eq!(failed.to_string(), "failed.-5.42");
+        for bad in ["5", "failed.5", "failed.a.1", "lost.1.2", "failed.1.2.3"] {
+            assert!(bad.parse::<TaskCursor>().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -35,8 +35,8 @@ pub use error::{Error, Result};
 pub use events::TaskEvent;
 pub use explain::{Explanation, ProcessInfo};
 pub use inspect::{
-    AttemptError, Lease, ListState, MAX_PAGE, ParseTaskCursorError, TaskCursor, TaskInfo, TaskList,
-    TaskPage, TaskSummary,
+    AttemptError, Lease, ListState, ParseTaskCursorError, TaskCursor, TaskInfo, TaskList, TaskPage,
+    TaskSummary,
 };
 pub use processor::{BoxError, Context, Processor, Registry};
 pub use save_in::SaveIn;
