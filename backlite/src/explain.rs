@@ -229,7 +229,8 @@ impl Client {
     /// ```no_run
     /// # async fn run(client: backlite::Client, id: backlite::TaskId) -> backlite::Result<()> {
     /// let why = client.explain(&id).await?;
-    /// println!("{id}: {why}"); // e.g. "queue `emails` is paused (since 2026-11-22 10:44:12.000 UTC)"
+    /// // e.g. "queue `emails` is paused (since 2026-11-22 10:44:12.000 UTC)"
+    /// println!("{id}: {why}");
     /// # Ok(()) }
     /// ```
     pub async fn explain(&self, id: &TaskId) -> Result<Explanation> {

@@ -76,9 +76,9 @@ fn completed_columns(payload: &str) -> String {
 }
 
 /// The `errors` of the task row `t` with the attempt of the outcome row `u` appended when it
-/// failed, keeping the last [`ERRORS_KEPT`](crate::storage::inspect::ERRORS_KEPT) (each append keeps at
-/// most ten, so dropping the first entry of a full array is enough). A success (`u.error`
-/// NULL) leaves the array as it is, at the cost of one NULL test.
+/// failed, keeping the last [`ERRORS_KEPT`](crate::storage::inspect::ERRORS_KEPT) (each
+/// append keeps at most ten, so dropping the first entry of a full array is enough). A
+/// success (`u.error` NULL) leaves the array as it is, at the cost of one NULL test.
 fn errors_appended(t: &str) -> String {
     format!(
         "CASE WHEN u.error IS NULL THEN {t}.errors ELSE \

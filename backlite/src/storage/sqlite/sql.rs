@@ -159,10 +159,10 @@ pub(crate) fn task_complete_many(
 }
 
 /// The task's `errors` with this attempt's error appended when it failed, keeping the last
-/// [`ERRORS_KEPT`](crate::storage::inspect::ERRORS_KEPT): `$executed_at`, `$duration_us` and `$error`
-/// name the statement's parameters. A success (`$error` NULL) leaves the array as it is, at
-/// the cost of one NULL test. Each append keeps at most ten, so dropping the first entry of a
-/// full array is enough.
+/// [`ERRORS_KEPT`](crate::storage::inspect::ERRORS_KEPT): `$executed_at`, `$duration_us`
+/// and `$error` name the statement's parameters. A success (`$error` NULL) leaves the array
+/// as it is, at the cost of one NULL test. Each append keeps at most ten, so dropping the
+/// first entry of a full array is enough.
 macro_rules! errors_appended {
     ($executed_at:literal, $duration_us:literal, $error:literal) => {
         concat!(
