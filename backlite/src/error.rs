@@ -81,6 +81,17 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    /// A stored payload is not JSON (it was written behind backlite's back), so it cannot be
+    /// shown as JSON; the task itself can still be read.
+    #[error("the stored payload of task {id} is not JSON: {source}")]
+    Payload {
+        /// The task.
+        id: crate::task::TaskId,
+        /// What serde_json reported.
+        #[source]
+        source: serde_json::Error,
+    },
+
     /// Any other storage failure.
     #[error("database error: {0}")]
     Storage(#[source] BoxError),

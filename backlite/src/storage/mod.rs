@@ -10,6 +10,9 @@ pub(crate) mod control_conformance;
 #[cfg(test)]
 #[macro_use]
 pub(crate) mod conformance;
+pub(crate) mod inspect;
+#[cfg(test)]
+pub(crate) mod inspect_conformance;
 #[cfg(test)]
 pub(crate) mod model;
 #[cfg(feature = "postgres")]
@@ -26,6 +29,7 @@ pub(crate) use browse::{CompletedRecord, PREVIEW_BYTES, Page, TaskRecord, TaskSt
 pub(crate) use control::{
     CANCELLED_ERROR, CancelRetention, Cancelled, PurgeFilter, QueueRecord, without_cancelled,
 };
+pub(crate) use inspect::{Facts, InfoRecord, ListQuery, SummaryRecord};
 
 /// Milliseconds since the Unix epoch: the unit of every stored time.
 pub(crate) type Millis = i64;
@@ -38,6 +42,16 @@ pub(crate) fn to_millis(time: SystemTime) -> Millis {
     match time.duration_since(UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
         Err(before) => -i64::try_from(before.duration().as_millis()).unwrap_or(i64::MAX),
+    }
+}
+
+/// A stored time as a `SystemTime`.
+pub(crate) fn from_millis(ms: Millis) -> SystemTime {
+    let magnitude = Duration::from_millis(ms.unsigned_abs());
+    if ms >= 0 {
+        UNIX_EPOCH + magnitude
+    } else {
+        UNIX_EPOCH - magnitude
     }
 }
 
@@ -251,6 +265,29 @@ pub(crate) trait Driver: Send + Sync + 'static {
 
     /// Deletes the retained tasks the filter names; the count deleted.
     fn completed_purge(&self, filter: PurgeFilter) -> BoxFuture<Result<u64>>;
+    // Reads for inspecting tasks (`Client::task`, `Client::tasks`, `Client::explain`), each
+    // one short statement (or, for a task's facts, a few reads of one row each).
+
+    /// A task wherever it is (waiting, running or retained), its payload whole and its
+    /// errors' JSON array; `None` when it is in neither table.
+    fn task_info(&self, id: TaskId) -> BoxFuture<Result<Option<InfoRecord>>>;
+
+    /// Up to `query.limit` rows of one list after its keyset, in the list's order, from the
+    /// index that order follows.
+    fn task_page(&self, query: ListQuery) -> BoxFuture<Result<Vec<SummaryRecord>>>;
+
+    /// What explains where a task is: its row, its queue's pause, the processes seen within
+    /// `live_within` of `now` that serve its queue, the due tasks ahead of it, its claimer.
+    fn task_facts(
+        &self,
+        id: TaskId,
+        now: Option<Millis>,
+        live_within: Duration,
+    ) -> BoxFuture<Result<Facts>>;
+
+    /// Writes rows that other layers own, for the inspection suite.
+    #[cfg(test)]
+    fn inspect_fixture(&self, fixture: inspect::Fixture) -> BoxFuture<Result<()>>;
 
     /// How many claims and next-due queries this driver has run.
     #[cfg(test)]

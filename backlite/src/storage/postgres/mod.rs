@@ -10,6 +10,7 @@
 mod browse;
 mod commit_watch;
 mod control;
+mod inspect;
 mod listener;
 mod migrations;
 mod sql;
@@ -31,8 +32,8 @@ use crate::database::redact;
 use crate::error::{Error, Result};
 use crate::storage::{
     CancelRetention, Cancelled, ClaimToken, ClaimedTask, CompletedRecord, Completion, Driver,
-    Millis, NewTask, Next, Page, PurgeFilter, QueueRecord, QueueStats, TaskRecord, TaskState,
-    duration_millis, without_cancelled,
+    Facts, InfoRecord, ListQuery, Millis, NewTask, Next, Page, PurgeFilter, QueueRecord,
+    QueueStats, SummaryRecord, TaskRecord, TaskState, duration_millis, without_cancelled,
 };
 use crate::task::{TaskId, TaskStatus};
 
@@ -156,6 +157,7 @@ pub(crate) struct PgDriver {
     pool: Pool,
     statements: Arc<Statements>,
     control: Arc<control::ControlStatements>,
+    inspect: Arc<inspect::InspectSql>,
     queues: Arc<Vec<String>>,
     writer: writer::Writer,
     wake: Arc<Notify>,
@@ -248,6 +250,7 @@ impl PgDriver {
         };
         let driver = PgDriver {
             pool,
+            inspect: Arc::new(inspect::InspectSql::new(&schema)),
             statements,
             control: Arc::new(control::ControlStatements::new(&schema)),
             queues: Arc::new(options.queues.iter().map(|q| q.to_string()).collect()),
@@ -557,6 +560,39 @@ impl Driver for PgDriver {
 
     fn completed_get(&self, id: TaskId) -> BoxFuture<Result<Option<CompletedRecord>>> {
         self.with(move |conn, sql| Box::pin(browse::completed_get(conn, sql, id)))
+    }
+
+    fn task_info(&self, id: TaskId) -> BoxFuture<Result<Option<InfoRecord>>> {
+        let sql = self.inspect.clone();
+        self.with(move |conn, _| Box::pin(async move { inspect::task_info(conn, &sql, id).await }))
+    }
+
+    fn task_page(&self, query: ListQuery) -> BoxFuture<Result<Vec<SummaryRecord>>> {
+        let sql = self.inspect.clone();
+        self.with(move |conn, _| {
+            Box::pin(async move { inspect::task_page(conn, &sql, &query).await })
+        })
+    }
+
+    fn task_facts(
+        &self,
+        id: TaskId,
+        now: Option<Millis>,
+        live_within: Duration,
+    ) -> BoxFuture<Result<Facts>> {
+        let sql = self.inspect.clone();
+        let live_within = duration_millis(live_within);
+        self.with(move |conn, _| {
+            Box::pin(async move { inspect::task_facts(conn, &sql, id, now, live_within).await })
+        })
+    }
+
+    #[cfg(test)]
+    fn inspect_fixture(&self, fixture: crate::storage::inspect::Fixture) -> BoxFuture<Result<()>> {
+        let sql = self.inspect.clone();
+        self.with(move |conn, _| {
+            Box::pin(async move { inspect::inspect_fixture(conn, &sql, fixture).await })
+        })
     }
 
     #[cfg(test)]

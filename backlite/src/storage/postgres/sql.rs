@@ -75,6 +75,20 @@ fn completed_columns(payload: &str) -> String {
     )
 }
 
+/// The `errors` of the task row `t` with the attempt of the outcome row `u` appended when it
+/// failed, keeping the last [`ERRORS_KEPT`](crate::storage::inspect::ERRORS_KEPT) (each
+/// append keeps at most ten, so dropping the first entry of a full array is enough). A
+/// success (`u.error` NULL) leaves the array as it is, at the cost of one NULL test.
+fn errors_appended(t: &str) -> String {
+    format!(
+        "CASE WHEN u.error IS NULL THEN {t}.errors ELSE \
+         (CASE WHEN jsonb_array_length({t}.errors) >= 10 THEN {t}.errors - 0 \
+          ELSE COALESCE({t}.errors, '[]'::jsonb) END) \
+         || jsonb_build_array(jsonb_build_object('attempt', {t}.attempts + 1, \
+             'at', u.executed_at, 'duration_us', u.duration_us, 'error', u.error)) END"
+    )
+}
+
 /// Lists read a payload's first `$3` bytes only.
 const PREVIEW: &str = "substring(t.task from 1 for $3::int4)";
 
@@ -128,10 +142,11 @@ impl Statements {
                 "UPDATE {tasks} AS t SET claimed_at = NULL, lease_until = NULL, \
                      attempts = t.attempts + 1, run_at = u.run_at, \
                      last_executed_at = u.executed_at, last_duration_us = u.duration_us, \
-                     last_error = u.error \
+                     last_error = u.error, errors = {errors} \
                  FROM unnest($1::uuid[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], \
                      $6::text[]) AS u(id, fence, run_at, executed_at, duration_us, error) \
-                 WHERE t.id = u.id AND t.fence = u.fence AND t.claimed_at IS NOT NULL"
+                 WHERE t.id = u.id AND t.fence = u.fence AND t.claimed_at IS NOT NULL",
+                errors = errors_appended("t")
             ),
             // Deletes the finished tasks and keeps a copy of those to retain, in one statement.
             finish: format!(
@@ -144,20 +159,22 @@ impl Statements {
                  gone AS ( \
                      DELETE FROM {tasks} AS t USING u \
                      WHERE t.id = u.id AND t.fence = u.fence AND t.claimed_at IS NOT NULL \
-                     RETURNING t.id, t.queue, t.task, t.attempts, t.created_at) \
+                     RETURNING t.id, t.queue, t.task, t.attempts, t.created_at, t.errors) \
                  INSERT INTO {completed} (id, queue, task, attempts, succeeded, \
                      last_duration_us, error, created_at, last_executed_at, expires_at, \
-                     cancelled) \
+                     cancelled, errors) \
                  SELECT g.id, g.queue, CASE WHEN u.keep_payload THEN g.task END, \
                      g.attempts + 1, u.succeeded, u.duration_us, u.error, g.created_at, \
-                     u.executed_at, u.expires_at, u.cancelled \
+                     u.executed_at, u.expires_at, u.cancelled, {errors} \
                  FROM gone AS g JOIN u ON u.id = g.id WHERE u.retain \
                  ON CONFLICT (id) DO UPDATE SET queue = excluded.queue, task = excluded.task, \
                      attempts = excluded.attempts, succeeded = excluded.succeeded, \
                      last_duration_us = excluded.last_duration_us, error = excluded.error, \
                      created_at = excluded.created_at, \
                      last_executed_at = excluded.last_executed_at, \
-                     expires_at = excluded.expires_at, cancelled = excluded.cancelled"
+                     expires_at = excluded.expires_at, cancelled = excluded.cancelled, \
+                     errors = excluded.errors",
+                errors = errors_appended("g")
             ),
             unclaim: format!(
                 "UPDATE {tasks} AS t SET claimed_at = NULL, lease_until = NULL \

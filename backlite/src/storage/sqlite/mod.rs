@@ -9,6 +9,7 @@
 mod browse;
 mod checkpoint;
 mod control;
+mod inspect;
 mod migrations;
 pub(crate) mod sql;
 #[cfg(feature = "sqlx-sqlite")]
@@ -27,7 +28,8 @@ use crate::BoxFuture;
 use crate::error::{Error, Result};
 use crate::storage::{
     CancelRetention, Cancelled, ClaimToken, ClaimedTask, CompletedRecord, Completion, Driver,
-    Millis, NewTask, Page, PurgeFilter, QueueRecord, QueueStats, TaskRecord, TaskState, now_millis,
+    Facts, InfoRecord, ListQuery, Millis, NewTask, Page, PurgeFilter, QueueRecord, QueueStats,
+    SummaryRecord, TaskRecord, TaskState, duration_millis, now_millis,
 };
 use crate::task::{TaskId, TaskStatus};
 
@@ -403,6 +405,32 @@ impl Driver for SqliteDriver {
 
     fn task_list_waiting(&self, queue: &'static str) -> BoxFuture<Result<Vec<TaskRecord>>> {
         self.read(move |conn| browse::task_list_waiting(conn, queue))
+    }
+
+    fn task_info(&self, id: TaskId) -> BoxFuture<Result<Option<InfoRecord>>> {
+        self.read(move |conn| inspect::task_info(conn, id))
+    }
+
+    fn task_page(&self, query: ListQuery) -> BoxFuture<Result<Vec<SummaryRecord>>> {
+        self.read(move |conn| inspect::task_page(conn, &query))
+    }
+
+    fn task_facts(
+        &self,
+        id: TaskId,
+        now: Option<Millis>,
+        live_within: Duration,
+    ) -> BoxFuture<Result<Facts>> {
+        let live_within = duration_millis(live_within);
+        self.read(move |conn| {
+            inspect::task_facts(conn, id, now.unwrap_or_else(now_millis), live_within)
+        })
+    }
+
+    /// On a reader connection: it can write, waiting for the writer's lock like any other.
+    #[cfg(test)]
+    fn inspect_fixture(&self, fixture: crate::storage::inspect::Fixture) -> BoxFuture<Result<()>> {
+        self.read(move |conn| inspect::inspect_fixture(conn, &fixture))
     }
 
     #[cfg(test)]

@@ -163,17 +163,48 @@ pub(crate) fn task_complete_many(
     Ok(())
 }
 
-/// Every write about a claimed task is guarded by its claim: still claimed, by that claim.
-const RETRY: &str = "UPDATE backlite_tasks SET claimed_at = NULL, lease_until = NULL, \
-     attempts = attempts + 1, run_at = ?3, last_executed_at = ?4, last_duration_us = ?5, \
-     last_error = ?6 WHERE id = ?1 AND fence = ?2 AND claimed_at IS NOT NULL";
+/// The task's `errors` with this attempt's error appended when it failed, keeping the last
+/// [`ERRORS_KEPT`](crate::storage::inspect::ERRORS_KEPT): `$executed_at`, `$duration_us`
+/// and `$error` name the statement's parameters. A success (`$error` NULL) leaves the array
+/// as it is, at the cost of one NULL test. Each append keeps at most ten, so dropping the
+/// first entry of a full array is enough.
+macro_rules! errors_appended {
+    ($executed_at:literal, $duration_us:literal, $error:literal) => {
+        concat!(
+            "CASE WHEN ",
+            $error,
+            " IS NULL THEN errors ELSE json_insert(",
+            "CASE WHEN json_array_length(errors) >= 10 THEN json_remove(errors, '$[0]') ",
+            "ELSE COALESCE(errors, '[]') END, '$[#]', json_object('attempt', attempts + 1, ",
+            "'at', ",
+            $executed_at,
+            ", 'duration_us', ",
+            $duration_us,
+            ", 'error', ",
+            $error,
+            ")) END"
+        )
+    };
+}
 
-const RETAIN: &str = "INSERT OR REPLACE INTO backlite_tasks_completed (id, queue, task, \
+/// Every write about a claimed task is guarded by its claim: still claimed, by that claim.
+const RETRY: &str = concat!(
+    "UPDATE backlite_tasks SET claimed_at = NULL, lease_until = NULL, \
+     attempts = attempts + 1, run_at = ?3, last_executed_at = ?4, last_duration_us = ?5, \
+     last_error = ?6, errors = ",
+    errors_appended!("?4", "?5", "?6"),
+    " WHERE id = ?1 AND fence = ?2 AND claimed_at IS NOT NULL"
+);
+
+const RETAIN: &str = concat!(
+    "INSERT OR REPLACE INTO backlite_tasks_completed (id, queue, task, \
      attempts, succeeded, last_duration_us, error, created_at, last_executed_at, expires_at, \
-     cancelled) \
+     cancelled, errors) \
      SELECT id, queue, CASE WHEN ?3 THEN task END, attempts + 1, ?4, ?5, ?6, created_at, ?7, ?8, \
-     ?9 \
-     FROM backlite_tasks WHERE id = ?1 AND fence = ?2 AND claimed_at IS NOT NULL";
+     ?9, ",
+    errors_appended!("?7", "?5", "?6"),
+    " FROM backlite_tasks WHERE id = ?1 AND fence = ?2 AND claimed_at IS NOT NULL"
+);
 
 const DELETE: &str =
     "DELETE FROM backlite_tasks WHERE id = ?1 AND fence = ?2 AND claimed_at IS NOT NULL";
