@@ -32,6 +32,7 @@ macro_rules! lease_suite {
             lease_suite!(@tests $open;
                 a_task_running_ten_times_its_lease_runs_once_while_its_process_lives,
                 a_cancel_request_reaches_the_running_processor_and_ends_the_task_cancelled,
+                a_cancel_made_where_the_task_runs_fires_at_once,
                 processes_lists_a_started_client_and_not_a_stopped_one,
             );
 
@@ -201,8 +202,9 @@ async fn run_until_cancelled(ctx: Context, task: UntilCancelled) -> Result<(), s
     Err(std::io::Error::other("stopped"))
 }
 
-/// A cancel request stored while the task runs reaches `ctx.cancelled()` with the next lease
-/// renewal, and the task ends cancelled, with no retry.
+/// A cancel request made by another client (another process, as far as the worker knows)
+/// while the task runs reaches `ctx.cancelled()` with the next lease renewal, and the task
+/// ends cancelled, with no retry.
 async fn a_cancel_request_reaches_the_running_processor_and_ends_the_task_cancelled(db: TestDb) {
     let key = db.key("cancel");
     let client = db
@@ -222,7 +224,8 @@ async fn a_cancel_request_reaches_the_running_processor_and_ends_the_task_cancel
         eventually(LONG, || runs(&key).len() == 1).await,
         "never ran"
     );
-    db.request_cancel(&id).await;
+    let elsewhere = db.builder().build().await.unwrap();
+    assert!(elsewhere.cancel(&id).await.unwrap());
     let cancelled = eventually_async(LONG, || async {
         client.status(&id).await.unwrap() == TaskStatus::Cancelled
     })
@@ -236,6 +239,42 @@ async fn a_cancel_request_reaches_the_running_processor_and_ends_the_task_cancel
     assert_eq!(row.error.as_deref(), Some("cancelled"));
     assert!(!row.succeeded);
     assert_eq!(runs(&key).len(), 1, "a cancelled task is not retried");
+    assert!(client.stop(LONG).await);
+}
+
+/// A cancel made in the process that runs the task fires its context at once, without waiting
+/// for a renewal: here the lease is the default 30 s, renewed every 10 s.
+async fn a_cancel_made_where_the_task_runs_fires_at_once(db: TestDb) {
+    let key = db.key("cancel-here");
+    let client = db
+        .builder()
+        .processors(processors![run_until_cancelled])
+        .build()
+        .await
+        .unwrap();
+    client.start();
+    let id = client
+        .add(UntilCancelled { key: key.clone() })
+        .save()
+        .await
+        .unwrap()[0];
+    assert!(
+        eventually(LONG, || runs(&key).len() == 1).await,
+        "never ran"
+    );
+    let asked = Instant::now();
+    assert!(client.cancel(&id).await.unwrap());
+    let cancelled = eventually_async(LONG, || async {
+        client.status(&id).await.unwrap() == TaskStatus::Cancelled
+    })
+    .await;
+    assert!(cancelled, "status: {:?}", client.status(&id).await);
+    assert!(
+        asked.elapsed() < Duration::from_secs(8),
+        "ended {:?} after the cancel: it waited for a renewal",
+        asked.elapsed()
+    );
+    assert!(SAW_CANCEL.lock().unwrap().contains(&key));
     assert!(client.stop(LONG).await);
 }
 

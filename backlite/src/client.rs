@@ -276,10 +276,6 @@ impl Client {
         }
     }
 
-    #[cfg_attr(
-        not(feature = "ui"),
-        allow(dead_code, reason = "the UI reads queue settings")
-    )]
     pub(crate) fn registry(&self) -> &Registry {
         &self.inner.registry
     }

@@ -81,6 +81,17 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    /// A stored payload is not JSON (it was written behind backlite's back), so it cannot be
+    /// shown as JSON; the task itself can still be read.
+    #[error("the stored payload of task {id} is not JSON: {source}")]
+    Payload {
+        /// The task.
+        id: crate::task::TaskId,
+        /// What serde_json reported.
+        #[source]
+        source: serde_json::Error,
+    },
+
     /// Any other storage failure.
     #[error("database error: {0}")]
     Storage(#[source] BoxError),
@@ -99,6 +110,16 @@ pub enum Error {
     /// serialization failure or a deadlock). Nothing was written; the call can be retried.
     #[error("the database rolled the transaction back after a conflict: {0}")]
     Conflict(#[source] BoxError),
+
+    /// A queue name given to a control call (`pause_queue`, `retry_failed`, ...) breaks the
+    /// queue-name rules: 1 to 100 ASCII letters, digits and `_ - . :`.
+    #[error("invalid queue name `{name}`: {reason}")]
+    InvalidQueueName {
+        /// The name given.
+        name: String,
+        /// The rule it breaks.
+        reason: String,
+    },
 
     /// `save_in` was given a transaction on another database (or another PostgreSQL schema)
     /// than the client's. Nothing was written.

@@ -5,10 +5,13 @@
 
 mod client;
 mod clock;
+mod control;
 mod database;
 mod dispatcher;
 mod error;
 mod events;
+mod explain;
+mod inspect;
 mod maintenance;
 pub mod metrics;
 mod processes;
@@ -26,11 +29,18 @@ pub mod testing;
 #[cfg(feature = "ui")]
 #[cfg_attr(docsrs, doc(cfg(feature = "ui")))]
 pub mod ui;
+mod utc;
 
 pub use backlite_macros::{Task, processor, processors};
 pub use client::{AddTasks, Client, ClientBuilder};
+pub use control::{Purge, QueueInfo};
 pub use error::{Error, Result};
 pub use events::TaskEvent;
+pub use explain::{Claimer, Explanation};
+pub use inspect::{
+    AttemptError, Lease, ListState, ParseTaskCursorError, TaskCursor, TaskInfo, TaskList, TaskPage,
+    TaskSummary,
+};
 pub use processor::{BoxError, Context, Processor, Registry};
 pub use save_in::SaveIn;
 pub use state::{State, StateType};

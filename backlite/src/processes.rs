@@ -34,10 +34,6 @@ impl Client {
     /// as cancelled once its processor returns (at once, if it had not started). Returns
     /// whether this client holds the task. Elsewhere the request reaches the task's holder
     /// with its next lease renewal, from `cancel_requested_at`.
-    #[cfg_attr(
-        not(test),
-        allow(dead_code, reason = "the cancel operation calls it after its write")
-    )]
     pub(crate) fn cancel_running_here(&self, id: TaskId) -> bool {
         let running = self.inner.running.lock();
         running

@@ -153,34 +153,6 @@ impl TestDb {
         }
     }
 
-    /// Asks task `id` to cancel, as the control operations write it: its holder learns it
-    /// at its next lease renewal.
-    pub async fn request_cancel(&self, id: &TaskId) {
-        let changed = match self {
-            TestDb::Sqlite(db) => db
-                .conn()
-                .execute(
-                    "UPDATE backlite_tasks SET cancel_requested_at = 1 WHERE id = ?1",
-                    [&uuid_bytes(id)[..]],
-                )
-                .expect("request a cancel") as u64,
-            TestDb::Postgres(pg) => pg
-                .conn
-                .execute(
-                    format!(
-                        "UPDATE \"{}\".backlite_tasks SET cancel_requested_at = 1 \
-                         WHERE id = $1::text::uuid",
-                        pg.schema
-                    )
-                    .as_str(),
-                    &[&id.to_string()],
-                )
-                .await
-                .expect("request a cancel"),
-        };
-        assert_eq!(changed, 1, "task {id} is not waiting or running");
-    }
-
     /// Overwrites the stored payload of waiting task `id`.
     pub async fn set_payload(&self, id: &TaskId, payload: &[u8]) {
         let changed = match self {

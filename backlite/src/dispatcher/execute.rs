@@ -22,7 +22,9 @@ use crate::client::{Client, retention_expiry};
 use crate::events::TaskEvent;
 use crate::metrics::{self, Outcome};
 use crate::processor::{BoxError, Context};
-use crate::storage::{ClaimedTask, Completion, Millis, Next, Retain, duration_millis};
+use crate::storage::{
+    CANCELLED_ERROR, ClaimedTask, Completion, Millis, Next, Retain, duration_millis,
+};
 
 /// Why an attempt failed.
 enum Failure {
@@ -65,9 +67,6 @@ impl Failure {
         }
     }
 }
-
-/// The error text of a task that ended because someone asked to cancel it.
-const CANCELLED: &str = "cancelled";
 
 pub(super) fn spawn(
     shared: &Arc<Shared>,
@@ -219,7 +218,7 @@ async fn run_attempt(
             queue,
             attempt,
             duration,
-            error: CANCELLED,
+            error: CANCELLED_ERROR,
         });
         return cancelled(client, &task, executed_at, duration);
     }
@@ -344,7 +343,7 @@ pub(super) fn cancelled(
         token: task.token,
         executed_at,
         duration,
-        error: Some(CANCELLED.to_owned()),
+        error: Some(CANCELLED_ERROR.to_owned()),
         next: Next::Done {
             retain,
             cancelled: true,

@@ -456,11 +456,11 @@ mod tests {
         client.start();
         let id = client.add(Patient).save().await.expect("save")[0];
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while client.status(&id).await.expect("status") != crate::TaskStatus::Running {
-            assert!(tokio::time::Instant::now() < deadline, "never ran");
+        // Held from just after its claim commits: until then it is not this client's.
+        while !client.cancel_running_here(id) {
+            assert!(tokio::time::Instant::now() < deadline, "never held");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert!(client.cancel_running_here(id));
         while client.status(&id).await.expect("status") != crate::TaskStatus::Cancelled {
             assert!(
                 tokio::time::Instant::now() < deadline,

@@ -8,7 +8,7 @@ macro_rules! lease_conformance {
         #[cfg(test)]
         mod $name {
             use crate::storage::conformance::{LEASE, done, new_task};
-            use crate::storage::{Driver, ProcessId, ProcessRecord};
+            use crate::storage::{CancelRetention, Cancelled, Driver, ProcessId, ProcessRecord};
             use std::time::Duration;
 
             async fn open(queues: &[&'static str]) -> Option<impl Driver> {
@@ -106,7 +106,11 @@ macro_rules! lease_conformance {
                     .unwrap();
                 let claimed = d.task_claim(Some(p), 2, LEASE, Some(100)).await.unwrap();
                 let held: Vec<_> = claimed.iter().map(|c| (c.id, c.token)).collect();
-                d.task_request_cancel_for_test(stop.id).await.unwrap();
+                let asked = d
+                    .task_cancel(stop.id, CancelRetention { known: Vec::new() }, Some(700))
+                    .await
+                    .unwrap();
+                assert_eq!(asked, Cancelled::Requested);
                 let renewal = d
                     .task_renew_leases(p, held, LEASE, Some(800))
                     .await

@@ -4,9 +4,15 @@
 mod browse;
 #[cfg(test)]
 pub(crate) mod browse_conformance;
+mod control;
+#[cfg(test)]
+pub(crate) mod control_conformance;
 #[cfg(test)]
 #[macro_use]
 pub(crate) mod conformance;
+pub(crate) mod inspect;
+#[cfg(test)]
+pub(crate) mod inspect_conformance;
 mod lease;
 #[cfg(test)]
 pub(crate) mod lease_conformance;
@@ -23,6 +29,10 @@ use crate::error::Result;
 use crate::task::{TaskId, TaskStatus};
 
 pub(crate) use browse::{CompletedRecord, PREVIEW_BYTES, Page, TaskRecord, TaskState};
+pub(crate) use control::{
+    CANCELLED_ERROR, CancelRetention, Cancelled, PurgeFilter, QueueRecord, without_cancelled,
+};
+pub(crate) use inspect::{Facts, InfoRecord, ListQuery, SummaryRecord};
 pub use lease::{ProcessId, ProcessInfo};
 pub(crate) use lease::{ProcessRecord, Renewal};
 
@@ -37,6 +47,16 @@ pub(crate) fn to_millis(time: SystemTime) -> Millis {
     match time.duration_since(UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
         Err(before) => -i64::try_from(before.duration().as_millis()).unwrap_or(i64::MAX),
+    }
+}
+
+/// A stored time as a `SystemTime`.
+pub(crate) fn from_millis(ms: Millis) -> SystemTime {
+    let magnitude = Duration::from_millis(ms.unsigned_abs());
+    if ms >= 0 {
+        UNIX_EPOCH + magnitude
+    } else {
+        UNIX_EPOCH - magnitude
     }
 }
 
@@ -119,8 +139,10 @@ pub struct QueueStats {
     pub running: u64,
     /// Retained tasks that succeeded.
     pub succeeded: u64,
-    /// Retained tasks that failed.
+    /// Retained tasks that failed (or expired).
     pub failed: u64,
+    /// Retained tasks that were cancelled.
+    pub cancelled: u64,
 }
 
 /// The operations every storage backend provides. Futures are boxed so that the client holds
@@ -235,9 +257,74 @@ pub(crate) trait Driver: Send + Sync + 'static {
     )]
     fn task_list_waiting(&self, queue: &'static str) -> BoxFuture<Result<Vec<TaskRecord>>>;
 
-    /// Marks a task as asked to cancel, as the control operations do, for the lease suite.
+    // Control of queues and tasks (`Client::pause_queue`, `cancel`, `retry`, ...). Each is a
+    // guarded transition: it applies only from the states it names, atomically with respect
+    // to claims, so that it races safely with every claimer on the database.
+
+    /// Marks `queue` paused from `now` on: no claim that starts after this returns tasks of
+    /// it, and the next-due query ignores it. Whether it was running before.
+    fn queue_pause(&self, queue: String, now: Option<Millis>) -> BoxFuture<Result<bool>>;
+
+    /// Lets claims take `queue`'s tasks again, and wakes every claimer on the database.
+    /// Whether it was paused before.
+    fn queue_resume(&self, queue: String) -> BoxFuture<Result<bool>>;
+
+    /// Every queue that has tasks (waiting, running or retained) or was ever paused, with
+    /// its counts and paused state, in name order.
+    fn queue_list(&self, now: Millis) -> BoxFuture<Result<Vec<QueueRecord>>>;
+
+    /// Cancels task `id`: a waiting one leaves the tasks table for the completed one as
+    /// cancelled (retained as `retention` says for its queue); a running one is marked for its
+    /// worker and stays where it is.
+    fn task_cancel(
+        &self,
+        id: TaskId,
+        retention: CancelRetention,
+        now: Option<Millis>,
+    ) -> BoxFuture<Result<Cancelled>>;
+
+    /// Moves a retained task that failed or was cancelled, with its payload, back to the
+    /// tasks table, due `now`, attempts at zero: whether it did. Nothing moves while a task
+    /// with that id waits or runs.
+    fn completed_retry(&self, id: TaskId, now: Option<Millis>) -> BoxFuture<Result<bool>>;
+
+    /// `completed_retry` for every retained task of `queue` that failed or was cancelled and
+    /// kept its payload; the count moved.
+    fn completed_retry_queue(&self, queue: String, now: Option<Millis>) -> BoxFuture<Result<u64>>;
+
+    /// Makes a waiting task that is due later (scheduled, or backing off) due `now`, and
+    /// wakes the claimers. Whether it did.
+    fn task_run_now(&self, id: TaskId, now: Option<Millis>) -> BoxFuture<Result<bool>>;
+
+    /// Deletes task `id` unless it is running: a waiting task, or a retained one. Whether
+    /// one was deleted.
+    fn task_delete(&self, id: TaskId) -> BoxFuture<Result<bool>>;
+
+    /// Deletes the retained tasks the filter names; the count deleted.
+    fn completed_purge(&self, filter: PurgeFilter) -> BoxFuture<Result<u64>>;
+    // Reads for inspecting tasks (`Client::task`, `Client::tasks`, `Client::explain`), each
+    // one short statement (or, for a task's facts, a few reads of one row each).
+
+    /// A task wherever it is (waiting, running or retained), its payload whole and its
+    /// errors' JSON array; `None` when it is in neither table.
+    fn task_info(&self, id: TaskId) -> BoxFuture<Result<Option<InfoRecord>>>;
+
+    /// Up to `query.limit` rows of one list after its keyset, in the list's order, from the
+    /// index that order follows.
+    fn task_page(&self, query: ListQuery) -> BoxFuture<Result<Vec<SummaryRecord>>>;
+
+    /// What explains where a task is: its row, its queue's pause, the processes seen within
+    /// `live_within` of `now` that serve its queue, the due tasks ahead of it, its claimer.
+    fn task_facts(
+        &self,
+        id: TaskId,
+        now: Option<Millis>,
+        live_within: Duration,
+    ) -> BoxFuture<Result<Facts>>;
+
+    /// Writes rows that other layers own, for the inspection suite.
     #[cfg(test)]
-    fn task_request_cancel_for_test(&self, id: TaskId) -> BoxFuture<Result<()>>;
+    fn inspect_fixture(&self, fixture: inspect::Fixture) -> BoxFuture<Result<()>>;
 
     /// How many claims and next-due queries this driver has run.
     #[cfg(test)]

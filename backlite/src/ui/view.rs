@@ -124,7 +124,9 @@ impl Totals {
             running: t.running + q.running,
             upcoming: t.upcoming + q.pending + q.scheduled,
             succeeded: t.succeeded + q.succeeded,
-            failed: t.failed + q.failed,
+            // The failed list shows every retained task that did not succeed, cancelled
+            // ones too.
+            failed: t.failed + q.failed + q.cancelled,
         })
     }
 

@@ -12,9 +12,6 @@ use crate::task::TaskId;
 type PgResult<T> = Result<T, tokio_postgres::Error>;
 
 pub(crate) struct Statements {
-    /// The tasks table, for the test-only write.
-    #[cfg_attr(not(test), allow(dead_code, reason = "only the lease suite writes it"))]
-    tasks: String,
     renew: String,
     register: String,
     remove: String,
@@ -27,7 +24,6 @@ impl Statements {
         let tasks = format!("{schema}.backlite_tasks");
         let processes = format!("{schema}.backlite_processes");
         Statements {
-            tasks: tasks.clone(),
             // One statement: the renewal of every claim still current, the heartbeat, and the
             // removal of the processes not seen for a lease (never this one: a statement may
             // not both update and delete a row).
@@ -187,20 +183,6 @@ pub(super) async fn list(
         });
     }
     Ok(processes)
-}
-
-/// What the control operations write to ask a running task to stop, for the lease suite.
-#[cfg(test)]
-pub(super) async fn request_cancel_for_test(
-    conn: &deadpool_postgres::Client,
-    sql: &Statements,
-    id: TaskId,
-) -> PgResult<()> {
-    let update = format!(
-        "UPDATE {} SET cancel_requested_at = 1 WHERE id = $1",
-        sql.tasks
-    );
-    conn.execute(&update, &[&uuid(&id)]).await.map(drop)
 }
 
 #[cfg(test)]

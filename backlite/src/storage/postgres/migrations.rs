@@ -160,3 +160,143 @@ pub(crate) async fn migrate(client: &mut Client, schema: &str) -> Result<uuid::U
     tx.commit().await.map_err(map)?;
     Ok(instance)
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio_postgres::NoTls;
+
+    use super::{LATEST, MIGRATIONS, migrate};
+    use crate::error::Error;
+
+    /// A connection to the test server and a fresh schema name, or `None` without a server
+    /// (outside CI).
+    async fn connect() -> Option<(tokio_postgres::Client, String)> {
+        let url = crate::storage::postgres::test_url()?;
+        let (client, connection) = tokio_postgres::connect(&url, NoTls)
+            .await
+            .expect("connect to the test server");
+        tokio::spawn(connection);
+        let schema = format!(
+            "backlite_test_{}_{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            uuid::Uuid::now_v7().simple()
+        );
+        Some((client, schema))
+    }
+
+    /// A schema as version `version` left it, holding a waiting and a claimed task.
+    async fn schema_at(client: &tokio_postgres::Client, schema: &str, version: usize) {
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA {schema};
+                 CREATE TABLE {schema}.backlite_schema (
+                     version    integer PRIMARY KEY,
+                     applied_at timestamptz NOT NULL DEFAULT now()
+                 );"
+            ))
+            .await
+            .unwrap();
+        for (n, sql) in MIGRATIONS[..version].iter().enumerate() {
+            client
+                .batch_execute(&sql.replace("{schema}", schema))
+                .await
+                .unwrap();
+            client
+                .execute(
+                    &format!("INSERT INTO {schema}.backlite_schema (version) VALUES ($1)"),
+                    &[&(n as i32 + 1)],
+                )
+                .await
+                .unwrap();
+        }
+        client
+            .batch_execute(&format!(
+                "INSERT INTO {schema}.backlite_tasks (id, queue, task, run_at, created_at)
+                     VALUES ('00000000-0000-0000-0000-000000000001', 'a', '\\x7b7d', 5, 1);
+                 INSERT INTO {schema}.backlite_tasks
+                     (id, queue, task, run_at, created_at, claimed_at, lease_until, fence)
+                     VALUES ('00000000-0000-0000-0000-000000000002', 'a', '\\x7b7d', 5, 1,
+                             1000, 31000, 1);"
+            ))
+            .await
+            .unwrap();
+    }
+
+    /// Every earlier version migrates to the latest, keeping its tasks and their claims; a
+    /// task claimed before leases were renewed counts as renewed when it was claimed.
+    #[tokio::test]
+    async fn every_earlier_version_migrates_with_its_tasks() {
+        let Some((mut client, base)) = connect().await else {
+            return;
+        };
+        for version in 1..LATEST as usize {
+            let schema = format!("{base}_{version}");
+            schema_at(&client, &schema, version).await;
+            migrate(&mut client, &schema).await.unwrap();
+            let latest: i32 = client
+                .query_one(
+                    &format!("SELECT MAX(version) FROM {schema}.backlite_schema"),
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(latest, LATEST, "from version {version}");
+            // claimed_at, lease_until, fence, lease_renewed_at
+            type Row = (Option<i64>, Option<i64>, i64, Option<i64>);
+            let rows: Vec<Row> = client
+                .query(
+                    &format!(
+                        "SELECT claimed_at, lease_until, fence, lease_renewed_at \
+                         FROM {schema}.backlite_tasks ORDER BY id"
+                    ),
+                    &[],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+                .collect();
+            assert_eq!(
+                rows,
+                [
+                    (None, None, 0, None),
+                    (Some(1000), Some(31000), 1, Some(1000))
+                ],
+                "from version {version}"
+            );
+        }
+    }
+
+    /// A schema written by a newer backlite is refused, and left as it was.
+    #[tokio::test]
+    async fn a_newer_schema_is_refused_and_left_alone() {
+        let Some((mut client, schema)) = connect().await else {
+            return;
+        };
+        migrate(&mut client, &schema).await.unwrap();
+        client
+            .execute(
+                &format!("INSERT INTO {schema}.backlite_schema (version) VALUES (99)"),
+                &[],
+            )
+            .await
+            .unwrap();
+        let result = migrate(&mut client, &schema).await;
+        assert!(
+            matches!(result, Err(Error::SchemaTooNew { found: 99, supported }) if supported == i64::from(LATEST)),
+            "{result:?}"
+        );
+        let versions: i64 = client
+            .query_one(
+                &format!("SELECT count(*) FROM {schema}.backlite_schema"),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(versions, i64::from(LATEST) + 1);
+    }
+}

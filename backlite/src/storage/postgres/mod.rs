@@ -9,6 +9,8 @@
 
 mod browse;
 mod commit_watch;
+mod control;
+mod inspect;
 mod lease;
 mod listener;
 mod migrations;
@@ -30,8 +32,10 @@ use crate::BoxFuture;
 use crate::database::redact;
 use crate::error::{Error, Result};
 use crate::storage::{
-    ClaimToken, ClaimedTask, CompletedRecord, Completion, Driver, Millis, NewTask, Next, Page,
-    ProcessId, ProcessRecord, QueueStats, Renewal, TaskRecord, TaskState, duration_millis,
+    CancelRetention, Cancelled, ClaimToken, ClaimedTask, CompletedRecord, Completion, Driver,
+    Facts, InfoRecord, ListQuery, Millis, NewTask, Next, Page, ProcessId, ProcessRecord,
+    PurgeFilter, QueueRecord, QueueStats, Renewal, SummaryRecord, TaskRecord, TaskState,
+    duration_millis, without_cancelled,
 };
 use crate::task::{TaskId, TaskStatus};
 
@@ -155,6 +159,8 @@ pub(crate) struct PgDriver {
     pool: Pool,
     statements: Arc<Statements>,
     lease_statements: Arc<lease::Statements>,
+    control: Arc<control::ControlStatements>,
+    inspect: Arc<inspect::InspectSql>,
     queues: Arc<Vec<String>>,
     writer: writer::Writer,
     wake: Arc<Notify>,
@@ -248,7 +254,9 @@ impl PgDriver {
         let driver = PgDriver {
             pool,
             lease_statements: Arc::new(lease::Statements::new(&schema)),
+            inspect: Arc::new(inspect::InspectSql::new(&schema)),
             statements,
+            control: Arc::new(control::ControlStatements::new(&schema)),
             queues: Arc::new(options.queues.iter().map(|q| q.to_string()).collect()),
             writer,
             wake,
@@ -530,23 +538,50 @@ impl Driver for PgDriver {
         self.with(move |conn, sql| {
             Box::pin(async move {
                 let statement = conn.prepare_cached(&sql.queue_stats).await?;
-                let mut stats: std::collections::BTreeMap<String, QueueStats> = Default::default();
-                for row in conn.query(&statement, &[&now]).await? {
-                    let queue: String = row.try_get(0)?;
-                    let count = |i| -> Result<u64, tokio_postgres::Error> {
-                        Ok(u64::try_from(row.try_get::<_, i64>(i)?).unwrap_or(0))
-                    };
-                    let entry = stats.entry(queue.clone()).or_default();
-                    entry.queue = queue;
-                    match row.try_get::<_, i32>(1)? {
-                        0 => (entry.pending, entry.scheduled) = (count(2)?, count(3)?),
-                        1 => entry.running = count(2)?,
-                        _ => (entry.succeeded, entry.failed) = (count(2)?, count(3)?),
-                    }
-                }
-                Ok(stats.into_values().collect())
+                queue_stats_of(conn.query(&statement, &[&now]).await?)
             })
         })
+    }
+
+    fn queue_pause(&self, queue: String, now: Option<Millis>) -> BoxFuture<Result<bool>> {
+        self.control_pause(queue, now)
+    }
+
+    fn queue_resume(&self, queue: String) -> BoxFuture<Result<bool>> {
+        self.control_resume(queue)
+    }
+
+    fn queue_list(&self, now: Millis) -> BoxFuture<Result<Vec<QueueRecord>>> {
+        self.control_queue_list(now)
+    }
+
+    fn task_cancel(
+        &self,
+        id: TaskId,
+        retention: CancelRetention,
+        now: Option<Millis>,
+    ) -> BoxFuture<Result<Cancelled>> {
+        self.control_cancel(id, retention, now)
+    }
+
+    fn completed_retry(&self, id: TaskId, now: Option<Millis>) -> BoxFuture<Result<bool>> {
+        self.control_retry(id, now)
+    }
+
+    fn completed_retry_queue(&self, queue: String, now: Option<Millis>) -> BoxFuture<Result<u64>> {
+        self.control_retry_queue(queue, now)
+    }
+
+    fn task_run_now(&self, id: TaskId, now: Option<Millis>) -> BoxFuture<Result<bool>> {
+        self.control_run_now(id, now)
+    }
+
+    fn task_delete(&self, id: TaskId) -> BoxFuture<Result<bool>> {
+        self.control_delete(id)
+    }
+
+    fn completed_purge(&self, filter: PurgeFilter) -> BoxFuture<Result<u64>> {
+        self.control_purge(filter)
     }
 
     fn task_list(&self, state: TaskState, page: Page) -> BoxFuture<Result<Vec<TaskRecord>>> {
@@ -573,11 +608,36 @@ impl Driver for PgDriver {
         self.with(move |conn, sql| Box::pin(browse::completed_get(conn, sql, id)))
     }
 
-    #[cfg(test)]
-    fn task_request_cancel_for_test(&self, id: TaskId) -> BoxFuture<Result<()>> {
-        let sql = self.lease_statements.clone();
+    fn task_info(&self, id: TaskId) -> BoxFuture<Result<Option<InfoRecord>>> {
+        let sql = self.inspect.clone();
+        self.with(move |conn, _| Box::pin(async move { inspect::task_info(conn, &sql, id).await }))
+    }
+
+    fn task_page(&self, query: ListQuery) -> BoxFuture<Result<Vec<SummaryRecord>>> {
+        let sql = self.inspect.clone();
         self.with(move |conn, _| {
-            Box::pin(async move { lease::request_cancel_for_test(conn, &sql, id).await })
+            Box::pin(async move { inspect::task_page(conn, &sql, &query).await })
+        })
+    }
+
+    fn task_facts(
+        &self,
+        id: TaskId,
+        now: Option<Millis>,
+        live_within: Duration,
+    ) -> BoxFuture<Result<Facts>> {
+        let sql = self.inspect.clone();
+        let live_within = duration_millis(live_within);
+        self.with(move |conn, _| {
+            Box::pin(async move { inspect::task_facts(conn, &sql, id, now, live_within).await })
+        })
+    }
+
+    #[cfg(test)]
+    fn inspect_fixture(&self, fixture: crate::storage::inspect::Fixture) -> BoxFuture<Result<()>> {
+        let sql = self.inspect.clone();
+        self.with(move |conn, _| {
+            Box::pin(async move { inspect::inspect_fixture(conn, &sql, fixture).await })
         })
     }
 
@@ -585,6 +645,28 @@ impl Driver for PgDriver {
     fn table_reads(&self) -> u64 {
         self.table_reads.load(std::sync::atomic::Ordering::Relaxed)
     }
+}
+
+/// The counts per queue from the rows of `Statements::queue_stats`, in name order.
+fn queue_stats_of(
+    rows: Vec<tokio_postgres::Row>,
+) -> Result<Vec<QueueStats>, tokio_postgres::Error> {
+    let mut stats: std::collections::BTreeMap<String, QueueStats> = Default::default();
+    for row in rows {
+        let queue: String = row.try_get(0)?;
+        let count = |i| -> Result<u64, tokio_postgres::Error> {
+            Ok(u64::try_from(row.try_get::<_, i64>(i)?).unwrap_or(0))
+        };
+        let entry = stats.entry(queue.clone()).or_default();
+        entry.queue = queue;
+        match row.try_get::<_, i32>(1)? {
+            0 => (entry.pending, entry.scheduled) = (count(2)?, count(3)?),
+            1 => entry.running = count(2)?,
+            2 => (entry.succeeded, entry.failed) = (count(2)?, count(3)?),
+            _ => entry.cancelled = count(2)?,
+        }
+    }
+    Ok(stats.into_values().map(without_cancelled).collect())
 }
 
 /// Records a batch of outcomes in one transaction: one statement for the retries, one for the
@@ -840,6 +922,12 @@ crate::storage::browse_conformance::browse_conformance!(browse_conformance, |que
 });
 
 #[cfg(test)]
+crate::storage::control_conformance::control_conformance!(
+    control_conformance,
+    |queues| async move { crate::storage::postgres::open_for_test(queues).await }
+);
+
+#[cfg(test)]
 crate::storage::model::lifecycle_model!(lifecycle, |queues| async move {
     crate::storage::postgres::open_for_test(queues).await
 });
@@ -881,6 +969,8 @@ mod plans {
             let tasks: Vec<_> = (0..4_000).map(|i| new_task(queue, i, &payload)).collect();
             d.task_insert_many(tasks).await.unwrap();
         }
+        // A paused queue: claims and next-due queries look each served queue up by key.
+        d.queue_pause("c".into(), None).await.unwrap();
         let claimed = d.task_claim(None, 500, LEASE, Some(10_000)).await.unwrap();
         let retain = Some(Retain {
             payload: true,

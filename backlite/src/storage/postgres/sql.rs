@@ -76,6 +76,20 @@ fn completed_columns(payload: &str) -> String {
     )
 }
 
+/// The `errors` of the task row `t` with the attempt of the outcome row `u` appended when it
+/// failed, keeping the last [`ERRORS_KEPT`](crate::storage::inspect::ERRORS_KEPT) (each
+/// append keeps at most ten, so dropping the first entry of a full array is enough). A
+/// success (`u.error` NULL) leaves the array as it is, at the cost of one NULL test.
+fn errors_appended(t: &str) -> String {
+    format!(
+        "CASE WHEN u.error IS NULL THEN {t}.errors ELSE \
+         (CASE WHEN jsonb_array_length({t}.errors) >= 10 THEN {t}.errors - 0 \
+          ELSE COALESCE({t}.errors, '[]'::jsonb) END) \
+         || jsonb_build_array(jsonb_build_object('attempt', {t}.attempts + 1, \
+             'at', u.executed_at, 'duration_us', u.duration_us, 'error', u.error)) END"
+    )
+}
+
 /// Lists read a payload's first `$3` bytes only.
 const PREVIEW: &str = "substring(t.task from 1 for $3::int4)";
 
@@ -86,6 +100,14 @@ impl Statements {
         let completed = format!("{schema}.backlite_tasks_completed");
         let insert_rows = "SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], \
                            $4::int8[], $5::int8[])";
+        // The served queues (`$1`) that are not paused. The paused test is a subquery per
+        // queue, planned as one lookup of the queues table's key, rather than a join that
+        // could read that table whole.
+        let served = format!(
+            "(SELECT u.name FROM unnest($1::text[]) AS u(name) \
+              WHERE (SELECT p.paused_at FROM {schema}.backlite_queues AS p \
+                     WHERE p.name = u.name) IS NULL)"
+        );
         Statements {
             schema: schema.to_owned(),
             channel: channel(schema_name),
@@ -103,7 +125,7 @@ impl Statements {
             claim: format!(
                 "WITH clock AS (SELECT {now} AS now), \
                  picked AS ( \
-                     SELECT p.id FROM unnest($1::text[]) AS q(name) \
+                     SELECT p.id FROM {served} AS q \
                      CROSS JOIN LATERAL ( \
                          SELECT id, run_at, seq FROM {tasks} \
                          WHERE claimed_at IS NULL AND queue = q.name \
@@ -116,16 +138,17 @@ impl Statements {
                      claimed_by = $5::uuid, lease_renewed_at = clock.now \
                  FROM picked, clock WHERE t.id = picked.id \
                  RETURNING t.id, t.queue, t.task, t.attempts, t.fence, t.run_at, t.seq",
-                now = now_or("$3")
+                now = now_or("$3"),
             ),
             retry: format!(
                 "UPDATE {tasks} AS t SET claimed_at = NULL, lease_until = NULL, \
                      claimed_by = NULL, lease_renewed_at = NULL, attempts = t.attempts + 1, \
                      run_at = u.run_at, last_executed_at = u.executed_at, \
-                     last_duration_us = u.duration_us, last_error = u.error \
+                     last_duration_us = u.duration_us, last_error = u.error, errors = {errors} \
                  FROM unnest($1::uuid[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], \
                      $6::text[]) AS u(id, fence, run_at, executed_at, duration_us, error) \
-                 WHERE t.id = u.id AND t.fence = u.fence AND t.claimed_at IS NOT NULL"
+                 WHERE t.id = u.id AND t.fence = u.fence AND t.claimed_at IS NOT NULL",
+                errors = errors_appended("t")
             ),
             // Deletes the finished tasks and keeps a copy of those to retain, in one statement.
             finish: format!(
@@ -138,20 +161,22 @@ impl Statements {
                  gone AS ( \
                      DELETE FROM {tasks} AS t USING u \
                      WHERE t.id = u.id AND t.fence = u.fence AND t.claimed_at IS NOT NULL \
-                     RETURNING t.id, t.queue, t.task, t.attempts, t.created_at) \
+                     RETURNING t.id, t.queue, t.task, t.attempts, t.created_at, t.errors) \
                  INSERT INTO {completed} (id, queue, task, attempts, succeeded, \
                      last_duration_us, error, created_at, last_executed_at, expires_at, \
-                     cancelled) \
+                     cancelled, errors) \
                  SELECT g.id, g.queue, CASE WHEN u.keep_payload THEN g.task END, \
                      g.attempts + 1, u.succeeded, u.duration_us, u.error, g.created_at, \
-                     u.executed_at, u.expires_at, u.cancelled \
+                     u.executed_at, u.expires_at, u.cancelled, {errors} \
                  FROM gone AS g JOIN u ON u.id = g.id WHERE u.retain \
                  ON CONFLICT (id) DO UPDATE SET queue = excluded.queue, task = excluded.task, \
                      attempts = excluded.attempts, succeeded = excluded.succeeded, \
                      last_duration_us = excluded.last_duration_us, error = excluded.error, \
                      created_at = excluded.created_at, \
                      last_executed_at = excluded.last_executed_at, \
-                     expires_at = excluded.expires_at, cancelled = excluded.cancelled"
+                     expires_at = excluded.expires_at, cancelled = excluded.cancelled, \
+                     errors = excluded.errors",
+                errors = errors_appended("g")
             ),
             unclaim: format!(
                 "UPDATE {tasks} AS t SET claimed_at = NULL, lease_until = NULL, \
@@ -167,7 +192,7 @@ impl Statements {
             ),
             // The top of the due index per served queue, as a wait from now.
             next_due: format!(
-                "SELECT MIN(GREATEST(d.run_at - {now}, 0)) FROM unnest($1::text[]) AS q(name) \
+                "SELECT MIN(GREATEST(d.run_at - {now}, 0)) FROM {served} AS q \
                  CROSS JOIN LATERAL ( \
                      SELECT run_at FROM {tasks} WHERE claimed_at IS NULL AND queue = q.name \
                      ORDER BY run_at LIMIT 1) AS d",
@@ -181,7 +206,9 @@ impl Statements {
                  LIMIT 1"
             ),
             delete_expired: format!("DELETE FROM {completed} WHERE expires_at <= $1"),
-            // One statement, one snapshot; each arm is answered from an index.
+            // One statement, one snapshot; each arm is answered from an index. The cancelled
+            // count reads the rows of the tasks that did not succeed: no index holds
+            // `cancelled`.
             queue_stats: format!(
                 "SELECT queue, 0, count(*) FILTER (WHERE run_at <= $1), \
                      count(*) FILTER (WHERE run_at > $1) \
@@ -192,7 +219,10 @@ impl Statements {
                  UNION ALL \
                  SELECT queue, 2, count(*) FILTER (WHERE succeeded), \
                      count(*) FILTER (WHERE NOT succeeded) \
-                     FROM {completed} GROUP BY queue"
+                     FROM {completed} GROUP BY queue \
+                 UNION ALL \
+                 SELECT queue, 3, count(*) FILTER (WHERE cancelled), 0 \
+                     FROM {completed} WHERE succeeded = false GROUP BY queue"
             ),
             running: format!(
                 "SELECT {} FROM {tasks} AS t WHERE t.claimed_at IS NOT NULL \

@@ -164,16 +164,6 @@ pub(super) fn process_list(
     rows.collect()
 }
 
-/// What the control operations write to ask a running task to stop, for the lease suite.
-#[cfg(test)]
-pub(super) fn request_cancel_for_test(conn: &Connection, id: TaskId) -> rusqlite::Result<()> {
-    conn.execute(
-        "UPDATE backlite_tasks SET cancel_requested_at = 1 WHERE id = ?1",
-        [&id.as_bytes()[..]],
-    )
-    .map(drop)
-}
-
 #[cfg(test)]
 crate::storage::lease_conformance::lease_conformance!(conformance_file, |queues| async move {
     Some(crate::storage::sqlite::open_for_test(false, queues))

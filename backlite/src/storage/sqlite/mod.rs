@@ -8,6 +8,8 @@
 
 mod browse;
 mod checkpoint;
+mod control;
+mod inspect;
 mod lease;
 mod migrations;
 pub(crate) mod sql;
@@ -26,8 +28,10 @@ use tokio::sync::{Notify, oneshot};
 use crate::BoxFuture;
 use crate::error::{Error, Result};
 use crate::storage::{
-    ClaimToken, ClaimedTask, CompletedRecord, Completion, Driver, Millis, NewTask, Page, ProcessId,
-    ProcessRecord, QueueStats, Renewal, TaskRecord, TaskState, duration_millis, now_millis,
+    CancelRetention, Cancelled, ClaimToken, ClaimedTask, CompletedRecord, Completion, Driver,
+    Facts, InfoRecord, ListQuery, Millis, NewTask, Page, ProcessId, ProcessRecord, PurgeFilter,
+    QueueRecord, QueueStats, Renewal, SummaryRecord, TaskRecord, TaskState, duration_millis,
+    now_millis,
 };
 use crate::task::{TaskId, TaskStatus};
 
@@ -180,6 +184,19 @@ impl SqliteDriver {
         Box::pin(async move {
             sent.map_err(|_| Error::Closed)?;
             answer.await.map_err(|_| Error::Closed)?
+        })
+    }
+
+    /// Runs a control operation on the writer and reads its answer with `pick`.
+    fn control<T: Send + 'static>(
+        &self,
+        op: control::Op,
+        pick: fn(control::Answer) -> Option<T>,
+    ) -> BoxFuture<Result<T>> {
+        let answer = self.send(|reply| Command::Control(op, reply));
+        Box::pin(async move {
+            pick(answer.await?)
+                .ok_or_else(|| Error::Storage("writer answered the wrong kind".into()))
         })
     }
 
@@ -359,6 +376,58 @@ impl Driver for SqliteDriver {
         self.read(move |conn| sql::queue_stats(conn, now))
     }
 
+    fn queue_pause(&self, queue: String, now: Option<Millis>) -> BoxFuture<Result<bool>> {
+        let now = now.unwrap_or_else(now_millis);
+        self.control(control::Op::Pause { queue, now }, control::Answer::changed)
+    }
+
+    fn queue_resume(&self, queue: String) -> BoxFuture<Result<bool>> {
+        self.control(control::Op::Resume { queue }, control::Answer::changed)
+    }
+
+    fn queue_list(&self, now: Millis) -> BoxFuture<Result<Vec<QueueRecord>>> {
+        self.read(move |conn| control::queue_list(conn, now))
+    }
+
+    fn task_cancel(
+        &self,
+        id: TaskId,
+        retention: CancelRetention,
+        now: Option<Millis>,
+    ) -> BoxFuture<Result<Cancelled>> {
+        let now = now.unwrap_or_else(now_millis);
+        self.control(
+            control::Op::Cancel { id, retention, now },
+            control::Answer::cancelled,
+        )
+    }
+
+    fn completed_retry(&self, id: TaskId, now: Option<Millis>) -> BoxFuture<Result<bool>> {
+        let now = now.unwrap_or_else(now_millis);
+        self.control(control::Op::Retry { id, now }, control::Answer::changed)
+    }
+
+    fn completed_retry_queue(&self, queue: String, now: Option<Millis>) -> BoxFuture<Result<u64>> {
+        let now = now.unwrap_or_else(now_millis);
+        self.control(
+            control::Op::RetryQueue { queue, now },
+            control::Answer::count,
+        )
+    }
+
+    fn task_run_now(&self, id: TaskId, now: Option<Millis>) -> BoxFuture<Result<bool>> {
+        let now = now.unwrap_or_else(now_millis);
+        self.control(control::Op::RunNow { id, now }, control::Answer::changed)
+    }
+
+    fn task_delete(&self, id: TaskId) -> BoxFuture<Result<bool>> {
+        self.control(control::Op::Delete { id }, control::Answer::changed)
+    }
+
+    fn completed_purge(&self, filter: PurgeFilter) -> BoxFuture<Result<u64>> {
+        self.control(control::Op::Purge(filter), control::Answer::count)
+    }
+
     fn task_list(&self, state: TaskState, page: Page) -> BoxFuture<Result<Vec<TaskRecord>>> {
         self.read(move |conn| browse::task_list(conn, state, page))
     }
@@ -383,9 +452,30 @@ impl Driver for SqliteDriver {
         self.read(move |conn| browse::task_list_waiting(conn, queue))
     }
 
+    fn task_info(&self, id: TaskId) -> BoxFuture<Result<Option<InfoRecord>>> {
+        self.read(move |conn| inspect::task_info(conn, id))
+    }
+
+    fn task_page(&self, query: ListQuery) -> BoxFuture<Result<Vec<SummaryRecord>>> {
+        self.read(move |conn| inspect::task_page(conn, &query))
+    }
+
+    fn task_facts(
+        &self,
+        id: TaskId,
+        now: Option<Millis>,
+        live_within: Duration,
+    ) -> BoxFuture<Result<Facts>> {
+        let live_within = duration_millis(live_within);
+        self.read(move |conn| {
+            inspect::task_facts(conn, id, now.unwrap_or_else(now_millis), live_within)
+        })
+    }
+
+    /// On a reader connection: it can write, waiting for the writer's lock like any other.
     #[cfg(test)]
-    fn task_request_cancel_for_test(&self, id: TaskId) -> BoxFuture<Result<()>> {
-        self.read(move |conn| lease::request_cancel_for_test(conn, id))
+    fn inspect_fixture(&self, fixture: crate::storage::inspect::Fixture) -> BoxFuture<Result<()>> {
+        self.read(move |conn| inspect::inspect_fixture(conn, &fixture))
     }
 
     #[cfg(test)]
@@ -501,6 +591,16 @@ crate::storage::conformance::driver_conformance!(conformance_file, |queues| asyn
 
 #[cfg(test)]
 crate::storage::conformance::driver_conformance!(conformance_memory, |queues| async move {
+    Some(crate::storage::sqlite::open_for_test(true, queues))
+});
+
+#[cfg(test)]
+crate::storage::control_conformance::control_conformance!(control_file, |queues| async move {
+    Some(crate::storage::sqlite::open_for_test(false, queues))
+});
+
+#[cfg(test)]
+crate::storage::control_conformance::control_conformance!(control_memory, |queues| async move {
     Some(crate::storage::sqlite::open_for_test(true, queues))
 });
 

@@ -3,7 +3,9 @@
 
 use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
 
-use crate::storage::{ClaimToken, ClaimedTask, Completion, Millis, NewTask, Next, QueueStats};
+use crate::storage::{
+    ClaimToken, ClaimedTask, Completion, Millis, NewTask, Next, QueueStats, without_cancelled,
+};
 use crate::task::{TaskId, TaskStatus};
 
 /// Inserts one task: `?1` id, `?2` queue, `?3` payload, `?4` run_at, `?5` created_at.
@@ -30,15 +32,18 @@ pub(crate) fn task_insert_many(conn: &Connection, tasks: &[NewTask]) -> rusqlite
 
 /// The query that picks the tasks to claim for a fixed set of queues: `?1` is now, `?2` the
 /// limit, `?3..` the queue names. One index-ordered arm per queue, so a backlog in a queue
-/// nobody here serves costs nothing.
+/// nobody here serves costs nothing. A paused queue's arm reads nothing: its test does not
+/// depend on the row, so SQLite evaluates it once, by one lookup of the queues table's key.
 pub(crate) fn claim_sql(queue_count: usize) -> String {
     let arm = |n: usize| {
         format!(
             "SELECT * FROM (SELECT rowid AS rid, run_at, id, queue, task, attempts, fence \
              FROM backlite_tasks \
-             WHERE claimed_at IS NULL AND queue = ?{} AND run_at <= ?1 \
+             WHERE claimed_at IS NULL AND queue = ?{n} AND run_at <= ?1 \
+               AND {running} \
              ORDER BY run_at, rowid LIMIT ?2)",
-            n + 3
+            n = n + 3,
+            running = queue_running(&format!("?{}", n + 3)),
         )
     };
     let arms = (0..queue_count).map(arm).collect::<Vec<_>>();
@@ -159,17 +164,48 @@ pub(crate) fn task_complete_many(
     Ok(())
 }
 
-/// Every write about a claimed task is guarded by its claim: still claimed, by that claim.
-const RETRY: &str = "UPDATE backlite_tasks SET claimed_at = NULL, lease_until = NULL, \
-     claimed_by = NULL, lease_renewed_at = NULL, attempts = attempts + 1, run_at = ?3, \
-     last_executed_at = ?4, last_duration_us = ?5, last_error = ?6 WHERE id = ?1 AND fence = ?2 AND claimed_at IS NOT NULL";
+/// The task's `errors` with this attempt's error appended when it failed, keeping the last
+/// [`ERRORS_KEPT`](crate::storage::inspect::ERRORS_KEPT): `$executed_at`, `$duration_us`
+/// and `$error` name the statement's parameters. A success (`$error` NULL) leaves the array
+/// as it is, at the cost of one NULL test. Each append keeps at most ten, so dropping the
+/// first entry of a full array is enough.
+macro_rules! errors_appended {
+    ($executed_at:literal, $duration_us:literal, $error:literal) => {
+        concat!(
+            "CASE WHEN ",
+            $error,
+            " IS NULL THEN errors ELSE json_insert(",
+            "CASE WHEN json_array_length(errors) >= 10 THEN json_remove(errors, '$[0]') ",
+            "ELSE COALESCE(errors, '[]') END, '$[#]', json_object('attempt', attempts + 1, ",
+            "'at', ",
+            $executed_at,
+            ", 'duration_us', ",
+            $duration_us,
+            ", 'error', ",
+            $error,
+            ")) END"
+        )
+    };
+}
 
-const RETAIN: &str = "INSERT OR REPLACE INTO backlite_tasks_completed (id, queue, task, \
+/// Every write about a claimed task is guarded by its claim: still claimed, by that claim.
+const RETRY: &str = concat!(
+    "UPDATE backlite_tasks SET claimed_at = NULL, lease_until = NULL, \
+     claimed_by = NULL, lease_renewed_at = NULL, attempts = attempts + 1, run_at = ?3, \
+     last_executed_at = ?4, last_duration_us = ?5, last_error = ?6, errors = ",
+    errors_appended!("?4", "?5", "?6"),
+    " WHERE id = ?1 AND fence = ?2 AND claimed_at IS NOT NULL"
+);
+
+const RETAIN: &str = concat!(
+    "INSERT OR REPLACE INTO backlite_tasks_completed (id, queue, task, \
      attempts, succeeded, last_duration_us, error, created_at, last_executed_at, expires_at, \
-     cancelled) \
+     cancelled, errors) \
      SELECT id, queue, CASE WHEN ?3 THEN task END, attempts + 1, ?4, ?5, ?6, created_at, ?7, ?8, \
-     ?9 \
-     FROM backlite_tasks WHERE id = ?1 AND fence = ?2 AND claimed_at IS NOT NULL";
+     ?9, ",
+    errors_appended!("?7", "?5", "?6"),
+    " FROM backlite_tasks WHERE id = ?1 AND fence = ?2 AND claimed_at IS NOT NULL"
+);
 
 const DELETE: &str =
     "DELETE FROM backlite_tasks WHERE id = ?1 AND fence = ?2 AND claimed_at IS NOT NULL";
@@ -220,13 +256,20 @@ pub(crate) fn completed_delete_expired(conn: &Connection, now: Millis) -> rusqli
     Ok(deleted as u64)
 }
 
-/// One `MIN` per queue, each answered from the top of the due index.
+/// Whether the queue named by the SQL expression `name` runs: it has no row in the queues
+/// table, or one that is not paused.
+fn queue_running(name: &str) -> String {
+    format!("(SELECT paused_at FROM backlite_queues WHERE name = {name}) IS NULL")
+}
+
+/// One `MIN` per queue, each answered from the top of the due index; none for a paused queue.
 pub(crate) fn next_due_sql(queue_count: usize) -> String {
     let arms: Vec<String> = (1..=queue_count)
         .map(|n| {
             format!(
-                "SELECT (SELECT MIN(run_at) FROM backlite_tasks \
-                 WHERE claimed_at IS NULL AND queue = ?{n}) AS due"
+                "SELECT CASE WHEN {running} THEN (SELECT MIN(run_at) FROM backlite_tasks \
+                 WHERE claimed_at IS NULL AND queue = ?{n}) END AS due",
+                running = queue_running(&format!("?{n}"))
             )
         })
         .collect();
@@ -267,9 +310,10 @@ pub(crate) fn task_status(conn: &Connection, id: TaskId) -> rusqlite::Result<Tas
 }
 
 /// Task counts per queue in one statement, so that they come from one snapshot (a task that
-/// completes meanwhile is counted once), and from indexes only: waiting tasks from the due
-/// index, running ones from the claimed index, retained ones from the (queue, succeeded)
-/// index. No arm reads the tasks' rows, so the statement stays short on large tables.
+/// completes meanwhile is counted once), and from indexes: waiting tasks from the due index,
+/// running ones from the claimed index, retained ones from the (queue, succeeded) index. Only
+/// the cancelled count reads rows, and only those of tasks that did not succeed (no index
+/// holds `cancelled`), so the statement stays short on large tables of successes.
 pub(crate) const QUEUE_STATS_SQL: &str = "\
     SELECT queue, 0, COALESCE(SUM(run_at <= ?1), 0), COALESCE(SUM(run_at > ?1), 0) \
         FROM backlite_tasks WHERE claimed_at IS NULL GROUP BY queue \
@@ -278,7 +322,10 @@ pub(crate) const QUEUE_STATS_SQL: &str = "\
         FROM backlite_tasks WHERE claimed_at IS NOT NULL GROUP BY queue \
     UNION ALL \
     SELECT queue, 2, COALESCE(SUM(succeeded), 0), COALESCE(SUM(NOT succeeded), 0) \
-        FROM backlite_tasks_completed GROUP BY queue";
+        FROM backlite_tasks_completed GROUP BY queue \
+    UNION ALL \
+    SELECT queue, 3, COALESCE(SUM(cancelled), 0), 0 \
+        FROM backlite_tasks_completed WHERE succeeded = 0 GROUP BY queue";
 
 pub(crate) fn queue_stats(conn: &Connection, now: Millis) -> rusqlite::Result<Vec<QueueStats>> {
     let mut stats: std::collections::BTreeMap<String, QueueStats> = Default::default();
@@ -291,10 +338,11 @@ pub(crate) fn queue_stats(conn: &Connection, now: Millis) -> rusqlite::Result<Ve
         match row.get::<_, i64>(1)? {
             0 => (entry.pending, entry.scheduled) = (count(row, 2)?, count(row, 3)?),
             1 => entry.running = count(row, 2)?,
-            _ => (entry.succeeded, entry.failed) = (count(row, 2)?, count(row, 3)?),
+            2 => (entry.succeeded, entry.failed) = (count(row, 2)?, count(row, 3)?),
+            _ => entry.cancelled = count(row, 2)?,
         }
     }
-    Ok(stats.into_values().collect())
+    Ok(stats.into_values().map(without_cancelled).collect())
 }
 
 fn count(row: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<u64> {

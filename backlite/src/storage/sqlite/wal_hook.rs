@@ -15,9 +15,24 @@ use std::ptr;
 
 use rusqlite::{Connection, ffi};
 
-/// Called after each commit with the WAL's length in pages. `true` asks the committing
-/// connection to run a PASSIVE checkpoint at once, as SQLite's automatic checkpoint does.
-type Hook = Box<dyn FnMut(c_int) -> bool + Send>;
+/// What the committing connection does after a commit, as the hook decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AfterCommit {
+    Nothing,
+    /// Run a PASSIVE checkpoint at once, as SQLite's automatic checkpoint does; skip it when
+    /// another connection's checkpoint is running.
+    Checkpoint,
+    /// The same, but wait (up to [`CHECKPOINT_WAIT`]) for another connection's checkpoint to
+    /// end rather than skip it: the WAL has grown too long, and commits must slow down to
+    /// what checkpoints keep up with.
+    CheckpointWaiting,
+}
+
+/// How long a commit waits for another connection's checkpoint at the most.
+const CHECKPOINT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Called after each commit with the WAL's length in pages.
+type Hook = Box<dyn FnMut(c_int) -> AfterCommit + Send>;
 
 /// A connection that may carry a WAL hook, and frees it only once SQLite can no longer call
 /// it. Dereferences to the connection.
@@ -41,7 +56,7 @@ impl HookedConnection {
 
     /// Calls `hook` after each commit on this connection; replaces SQLite's automatic
     /// checkpoints, which use the same slot.
-    pub(super) fn set_wal_hook(&mut self, hook: impl FnMut(c_int) -> bool + Send + 'static) {
+    pub(super) fn set_wal_hook(&mut self, hook: impl FnMut(c_int) -> AfterCommit + Send + 'static) {
         let hook: Hook = Box::new(hook);
         let context = Box::into_raw(Box::new(hook));
         // SAFETY: the handle is this connection's and open. `context` stays valid until
@@ -68,8 +83,12 @@ unsafe extern "C" fn on_commit(
     // commit at a time on its connection, so this is the only reference.
     let hook = unsafe { &mut *context.cast::<Hook>() };
     // A panic must not unwind into SQLite; the commit stands whatever the hook does.
-    let checkpoint = catch_unwind(AssertUnwindSafe(|| hook(pages))).unwrap_or(false);
-    if checkpoint {
+    let after = catch_unwind(AssertUnwindSafe(|| hook(pages))).unwrap_or(AfterCommit::Nothing);
+    if after == AfterCommit::Nothing {
+        return ffi::SQLITE_OK;
+    }
+    let started = std::time::Instant::now();
+    loop {
         // SAFETY: `db` and `name` are the ones SQLite passed for this commit, valid during it.
         // SQLite's own automatic checkpoint makes this same call from its hook.
         let code = unsafe {
@@ -81,13 +100,20 @@ unsafe extern "C" fn on_commit(
                 ptr::null_mut(),
             )
         };
-        // Refused while the checkpoint thread's is running: tried again after a later commit.
+        // SQLITE_BUSY while another connection's checkpoint runs (SQLite calls no busy handler
+        // for that lock): skipped, to be tried after a later commit, unless told to wait.
         // An error returned from here would be reported as the commit's, which stands.
-        if code != ffi::SQLITE_OK {
-            tracing::debug!(code, pages, "checkpoint after commit skipped");
+        let waiting = after == AfterCommit::CheckpointWaiting
+            && code == ffi::SQLITE_BUSY
+            && started.elapsed() < CHECKPOINT_WAIT;
+        if !waiting {
+            if code != ffi::SQLITE_OK {
+                tracing::debug!(code, pages, "checkpoint after commit skipped");
+            }
+            return ffi::SQLITE_OK;
         }
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
-    ffi::SQLITE_OK
 }
 
 impl Drop for HookedConnection {
@@ -136,7 +162,11 @@ mod tests {
         let lengths = seen.clone();
         conn.set_wal_hook(move |pages| {
             lengths.lock().expect("lengths").push(pages);
-            pages >= checkpoint_at
+            if pages >= checkpoint_at {
+                AfterCommit::Checkpoint
+            } else {
+                AfterCommit::Nothing
+            }
         });
         conn.execute_batch("CREATE TABLE t (v INTEGER)")
             .expect("table");

@@ -21,6 +21,7 @@ use rusqlite::Connection;
 use tokio::sync::{Notify, oneshot};
 
 use super::checkpoint::Checkpointer;
+use super::control;
 use super::wal_hook::HookedConnection;
 use super::{Options, lease, map_error, sql};
 use crate::error::{Error, Result};
@@ -48,6 +49,7 @@ pub(crate) enum Command {
     Release(Option<Millis>, Reply<u64>),
     DeleteExpired(Millis, Reply<u64>),
     Lease(lease::Command),
+    Control(control::Op, Reply<control::Answer>),
 }
 
 enum Output {
@@ -55,6 +57,7 @@ enum Output {
     Claimed(Vec<ClaimedTask>),
     Count(u64),
     Lease(lease::Output),
+    Control(control::Answer),
 }
 
 impl Command {
@@ -65,6 +68,7 @@ impl Command {
             Command::Complete(completions, _) => completions
                 .iter()
                 .any(|c| matches!(c.next, crate::storage::Next::Retry { .. })),
+            Command::Control(op, _) => op.may_add_work(),
             Command::Claim { .. } | Command::DeleteExpired(..) | Command::Lease(..) => false,
         }
     }
@@ -111,6 +115,7 @@ impl Command {
                 Output::Count(sql::completed_delete_expired(conn, *now)?)
             }
             Command::Lease(command) => Output::Lease(command.execute(conn)?),
+            Command::Control(op, _) => Output::Control(op.execute(conn)?),
         })
     }
 
@@ -142,6 +147,10 @@ impl Command {
                 Output::Lease(out) => Ok(out),
                 _ => Err(Error::Storage("writer answered the wrong kind".into())),
             })),
+            Command::Control(_, reply) => send(reply, outcome, |o| match o {
+                Output::Control(answer) => Some(answer),
+                _ => None,
+            }),
         }
     }
 }

@@ -1,0 +1,371 @@
+//! The statements that control queues and tasks: pause and resume, cancel, retry, run now,
+//! delete and purge. The writes run on the writer thread, inside its `BEGIN IMMEDIATE`
+//! transaction, which no other connection (of any process) can write during: each guard
+//! (`claimed_at IS NULL`, no task with the id waiting) is read and acted on atomically with
+//! respect to every claim.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::sql;
+use crate::storage::{
+    CANCELLED_ERROR, CancelRetention, Cancelled, Millis, PurgeFilter, QueueRecord,
+};
+use crate::task::TaskId;
+
+/// A control operation for the writer thread.
+pub(crate) enum Op {
+    Pause {
+        queue: String,
+        now: Millis,
+    },
+    Resume {
+        queue: String,
+    },
+    Cancel {
+        id: TaskId,
+        retention: CancelRetention,
+        now: Millis,
+    },
+    Retry {
+        id: TaskId,
+        now: Millis,
+    },
+    RetryQueue {
+        queue: String,
+        now: Millis,
+    },
+    RunNow {
+        id: TaskId,
+        now: Millis,
+    },
+    Delete {
+        id: TaskId,
+    },
+    Purge(PurgeFilter),
+}
+
+/// What an [`Op`] answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Answer {
+    Changed(bool),
+    Count(u64),
+    Cancel(Cancelled),
+}
+
+impl Answer {
+    pub(crate) fn changed(self) -> Option<bool> {
+        match self {
+            Answer::Changed(changed) => Some(changed),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn count(self) -> Option<u64> {
+        match self {
+            Answer::Count(count) => Some(count),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn cancelled(self) -> Option<Cancelled> {
+        match self {
+            Answer::Cancel(cancelled) => Some(cancelled),
+            _ => None,
+        }
+    }
+}
+
+impl Op {
+    /// Whether committing this may have made a task due, so the dispatcher should look.
+    /// Other processes see the commit through `PRAGMA data_version`, as they see inserts.
+    pub(crate) fn may_add_work(&self) -> bool {
+        matches!(
+            self,
+            Op::Resume { .. } | Op::Retry { .. } | Op::RetryQueue { .. } | Op::RunNow { .. }
+        )
+    }
+
+    pub(crate) fn execute(&self, conn: &Connection) -> rusqlite::Result<Answer> {
+        Ok(match self {
+            Op::Pause { queue, now } => Answer::Changed(queue_pause(conn, queue, *now)?),
+            Op::Resume { queue } => Answer::Changed(queue_resume(conn, queue)?),
+            Op::Cancel { id, retention, now } => {
+                Answer::Cancel(task_cancel(conn, *id, retention, *now)?)
+            }
+            Op::Retry { id, now } => Answer::Changed(completed_retry(conn, *id, *now)?),
+            Op::RetryQueue { queue, now } => {
+                Answer::Count(completed_retry_queue(conn, queue, *now)?)
+            }
+            Op::RunNow { id, now } => Answer::Changed(task_run_now(conn, *id, *now)?),
+            Op::Delete { id } => Answer::Changed(task_delete(conn, *id)?),
+            Op::Purge(filter) => Answer::Count(completed_purge(conn, filter)?),
+        })
+    }
+}
+
+fn queue_pause(conn: &Connection, queue: &str, now: Millis) -> rusqlite::Result<bool> {
+    let changed = conn
+        .prepare_cached(
+            "INSERT INTO backlite_queues (name, paused_at) VALUES (?1, ?2) \
+             ON CONFLICT (name) DO UPDATE SET paused_at = excluded.paused_at \
+             WHERE backlite_queues.paused_at IS NULL",
+        )?
+        .execute(params![queue, now])?;
+    Ok(changed == 1)
+}
+
+fn queue_resume(conn: &Connection, queue: &str) -> rusqlite::Result<bool> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE backlite_queues SET paused_at = NULL \
+             WHERE name = ?1 AND paused_at IS NOT NULL",
+        )?
+        .execute([queue])?;
+    Ok(changed == 1)
+}
+
+/// The counts and the paused state in one read transaction, so that they agree.
+pub(crate) fn queue_list(conn: &Connection, now: Millis) -> rusqlite::Result<Vec<QueueRecord>> {
+    let tx = conn.unchecked_transaction()?;
+    let stats = sql::queue_stats(&tx, now)?;
+    let mut paused: std::collections::BTreeMap<String, Option<Millis>> = tx
+        .prepare_cached("SELECT name, paused_at FROM backlite_queues")?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    tx.commit()?;
+    let mut records: Vec<QueueRecord> = stats
+        .into_iter()
+        .map(|stats| QueueRecord {
+            paused_at: paused.remove(&stats.queue).flatten(),
+            stats,
+        })
+        .collect();
+    records.extend(paused.into_iter().map(|(queue, paused_at)| QueueRecord {
+        stats: crate::storage::QueueStats {
+            queue,
+            ..Default::default()
+        },
+        paused_at,
+    }));
+    records.sort_by(|a, b| a.stats.queue.cmp(&b.stats.queue));
+    Ok(records)
+}
+
+fn task_cancel(
+    conn: &Connection,
+    id: TaskId,
+    retention: &CancelRetention,
+    now: Millis,
+) -> rusqlite::Result<Cancelled> {
+    let key = &id.as_bytes()[..];
+    let found: Option<(String, bool)> = conn
+        .prepare_cached("SELECT queue, claimed_at IS NOT NULL FROM backlite_tasks WHERE id = ?1")?
+        .query_row([key], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    let Some((queue, claimed)) = found else {
+        return Ok(Cancelled::NotFound);
+    };
+    if claimed {
+        conn.prepare_cached(
+            "UPDATE backlite_tasks SET cancel_requested_at = COALESCE(cancel_requested_at, ?2) \
+             WHERE id = ?1 AND claimed_at IS NOT NULL",
+        )?
+        .execute(params![key, now])?;
+        return Ok(Cancelled::Requested);
+    }
+    if let Some(retain) = retention.of(&queue) {
+        conn.prepare_cached(
+            "INSERT OR REPLACE INTO backlite_tasks_completed (id, queue, task, attempts, \
+             succeeded, last_duration_us, error, created_at, last_executed_at, expires_at, \
+             cancelled, errors) \
+             SELECT id, queue, CASE WHEN ?2 THEN task END, attempts, 0, \
+                 COALESCE(last_duration_us, 0), ?3, created_at, ?4, ?5, 1, errors \
+             FROM backlite_tasks WHERE id = ?1 AND claimed_at IS NULL",
+        )?
+        .execute(params![
+            key,
+            retain.payload,
+            CANCELLED_ERROR,
+            now,
+            retain.expires_at
+        ])?;
+    }
+    conn.prepare_cached("DELETE FROM backlite_tasks WHERE id = ?1 AND claimed_at IS NULL")?
+        .execute([key])?;
+    Ok(Cancelled::Waiting)
+}
+
+/// Retained tasks that may run again: they failed or were cancelled, and kept their payload.
+const RETRYABLE: &str = "succeeded = 0 AND task IS NOT NULL";
+
+fn completed_retry(conn: &Connection, id: TaskId, now: Millis) -> rusqlite::Result<bool> {
+    let key = &id.as_bytes()[..];
+    let inserted = conn
+        .prepare_cached(&format!(
+            "INSERT INTO backlite_tasks (id, queue, task, run_at, created_at) \
+             SELECT id, queue, task, ?2, created_at FROM backlite_tasks_completed \
+             WHERE id = ?1 AND {RETRYABLE} \
+               AND NOT EXISTS (SELECT 1 FROM backlite_tasks WHERE id = ?1)"
+        ))?
+        .execute(params![key, now])?;
+    if inserted == 0 {
+        return Ok(false);
+    }
+    conn.prepare_cached("DELETE FROM backlite_tasks_completed WHERE id = ?1")?
+        .execute([key])?;
+    Ok(true)
+}
+
+fn completed_retry_queue(conn: &Connection, queue: &str, now: Millis) -> rusqlite::Result<u64> {
+    // Oldest completion first, so that they run again in the order they first ended.
+    let ids: Vec<Vec<u8>> = conn
+        .prepare_cached(&format!(
+            "SELECT id FROM backlite_tasks_completed WHERE queue = ?1 AND {RETRYABLE} \
+             ORDER BY last_executed_at, rowid"
+        ))?
+        .query_map([queue], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut moved = 0;
+    for id in ids {
+        if completed_retry(conn, sql::task_id(&id)?, now)? {
+            moved += 1;
+        }
+    }
+    Ok(moved)
+}
+
+fn task_run_now(conn: &Connection, id: TaskId, now: Millis) -> rusqlite::Result<bool> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE backlite_tasks SET run_at = ?2 \
+             WHERE id = ?1 AND claimed_at IS NULL AND run_at > ?2",
+        )?
+        .execute(params![&id.as_bytes()[..], now])?;
+    Ok(changed == 1)
+}
+
+fn task_delete(conn: &Connection, id: TaskId) -> rusqlite::Result<bool> {
+    let key = &id.as_bytes()[..];
+    let waiting = conn
+        .prepare_cached("DELETE FROM backlite_tasks WHERE id = ?1 AND claimed_at IS NULL")?
+        .execute([key])?;
+    let retained = conn
+        .prepare_cached("DELETE FROM backlite_tasks_completed WHERE id = ?1")?
+        .execute([key])?;
+    Ok(waiting + retained > 0)
+}
+
+fn completed_purge(conn: &Connection, filter: &PurgeFilter) -> rusqlite::Result<u64> {
+    let (succeeded, failed, cancelled) = filter.outcomes();
+    let deleted = conn
+        .prepare_cached(
+            "DELETE FROM backlite_tasks_completed \
+             WHERE (?1 IS NULL OR queue = ?1) \
+               AND (?2 IS NULL OR last_executed_at < ?2) \
+               AND ((?3 AND succeeded) \
+                 OR (?4 AND NOT succeeded AND NOT cancelled) \
+                 OR (?5 AND NOT succeeded AND cancelled))",
+        )?
+        .execute(params![
+            filter.queue,
+            filter.completed_before,
+            succeeded,
+            failed,
+            cancelled
+        ])?;
+    Ok(deleted as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    fn plan(conn: &Connection, sql: &str) -> String {
+        let mut explain = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let mut rows = explain.raw_query();
+        let mut steps = Vec::new();
+        while let Some(row) = rows.next().unwrap() {
+            steps.push(row.get::<_, String>(3).unwrap());
+        }
+        steps.join("\n")
+    }
+
+    /// The claim and the next-due query stay on indexes with the paused test in them: the
+    /// queues table is read by its key, the tasks table by the due index, neither scanned.
+    #[test]
+    fn claims_and_next_due_look_paused_queues_up_by_key() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::super::migrations::migrate(&mut conn, 0)
+            .unwrap()
+            .unwrap();
+        for queues in [1, 3] {
+            for sql in [
+                super::sql::claim_sql(queues),
+                super::sql::next_due_sql(queues),
+            ] {
+                let plan = plan(&conn, &sql);
+                let lookups = plan.matches("SEARCH backlite_queues USING INDEX").count();
+                assert_eq!(lookups, queues, "{plan}");
+                assert!(plan.contains("backlite_tasks_due"), "{plan}");
+                assert!(!plan.contains("SCAN backlite_"), "{plan}");
+            }
+        }
+    }
+
+    /// Two drivers on one file, as two processes would be: each writes through its own
+    /// writer, so a claim of one and a cancel of the other meet only in SQLite's write lock.
+    /// Every task still ends one way: claimed (its cancel only a request) or cancelled and
+    /// never claimed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cancels_of_one_process_race_claims_of_another() {
+        use std::collections::HashSet;
+        use std::sync::Arc;
+        use std::time::Duration;
+
+        use crate::storage::conformance::{LEASE, new_task};
+        use crate::storage::sqlite::{Options, SqliteDriver, Synchronous};
+        use crate::storage::{CancelRetention, Cancelled, Driver};
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("two.db").to_string_lossy().into_owned();
+        let open = || {
+            let options = Options {
+                path: path.clone(),
+                synchronous: Synchronous::Normal,
+                busy_timeout: Duration::from_secs(10),
+                queues: vec!["a"],
+            };
+            SqliteDriver::open(options, Arc::default()).unwrap().0
+        };
+        let (claimer, canceller) = (Arc::new(open()), open());
+        let tasks: Vec<_> = (0..200).map(|i| new_task("a", i, "x")).collect();
+        canceller.task_insert_many(tasks.clone()).await.unwrap();
+        let claims = tokio::spawn(async move {
+            let mut claimed = Vec::new();
+            for _ in 0..150 {
+                let batch = claimer
+                    .task_claim(None, 2, LEASE, Some(1_000))
+                    .await
+                    .unwrap();
+                claimed.extend(batch.into_iter().map(|c| c.id));
+            }
+            claimed
+        });
+        let mut outcomes = Vec::new();
+        for t in tasks.iter().rev() {
+            let cancelled = canceller.task_cancel(t.id, CancelRetention::default(), Some(1_000));
+            outcomes.push((t.id, cancelled.await.unwrap()));
+        }
+        let claimed = claims.await.unwrap();
+        let claimed_set: HashSet<_> = claimed.iter().copied().collect();
+        assert_eq!(claimed.len(), claimed_set.len(), "a task claimed twice");
+        for (id, outcome) in outcomes {
+            match outcome {
+                Cancelled::Requested => assert!(claimed_set.contains(&id)),
+                Cancelled::Waiting => assert!(!claimed_set.contains(&id), "cancelled and claimed"),
+                Cancelled::NotFound => panic!("task {id} vanished"),
+            }
+        }
+        assert!(!claimed_set.is_empty(), "the claims never met the cancels");
+    }
+}

@@ -1,0 +1,391 @@
+//! The statements that inspect tasks: one task whole, a page of a filtered list, and the
+//! facts that explain where a task is. Each list page is one statement that walks the index
+//! its order follows from the cursor on (keyset paging), so a deep page costs what the first
+//! one does.
+
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, Row};
+
+use super::sql::task_id;
+use crate::storage::browse::{count, micros};
+use crate::storage::inspect::{Keyset, ListKind, ProcessRecord};
+use crate::storage::{Facts, InfoRecord, ListQuery, Millis, SummaryRecord};
+use crate::task::{TaskId, TaskStatus};
+
+const TASK_INFO: &str = "SELECT t.id, t.queue, t.task, t.attempts, t.created_at, t.run_at, \
+     t.claimed_at, t.last_executed_at, t.last_duration_us, t.errors, t.claimed_by, \
+     t.lease_renewed_at, t.lease_until FROM backlite_tasks t WHERE t.id = ?1";
+
+const COMPLETED_INFO: &str = "SELECT t.id, t.queue, t.task, t.attempts, t.created_at, \
+     t.succeeded, t.cancelled, t.last_executed_at, t.last_duration_us, t.expires_at, t.errors \
+     FROM backlite_tasks_completed t WHERE t.id = ?1";
+
+/// The tasks table first, then the retained one: a task moves from the first to the second
+/// in one transaction, so reading in this order never misses one that completes meanwhile.
+pub(crate) fn task_info(conn: &Connection, id: TaskId) -> rusqlite::Result<Option<InfoRecord>> {
+    let key = &id.as_bytes()[..];
+    let waiting = conn
+        .prepare_cached(TASK_INFO)?
+        .query_row([key], |row| {
+            let claimed_at: Option<Millis> = row.get(6)?;
+            Ok(InfoRecord {
+                id: task_id(row.get_ref(0)?.as_blob()?)?,
+                queue: row.get(1)?,
+                status: match claimed_at {
+                    Some(_) => TaskStatus::Running,
+                    None => TaskStatus::Pending,
+                },
+                payload: row.get(2)?,
+                attempts: row.get(3)?,
+                created_at: row.get(4)?,
+                run_at: row.get(5)?,
+                claimed_at,
+                last_executed_at: row.get(7)?,
+                last_duration: row.get::<_, Option<i64>>(8)?.map(micros),
+                expires_at: None,
+                errors: row.get(9)?,
+                claimed_by: row.get(10)?,
+                lease_renewed_at: row.get(11)?,
+                lease_until: row.get(12)?,
+            })
+        })
+        .optional()?;
+    if waiting.is_some() {
+        return Ok(waiting);
+    }
+    conn.prepare_cached(COMPLETED_INFO)?
+        .query_row([key], |row| {
+            Ok(InfoRecord {
+                id: task_id(row.get_ref(0)?.as_blob()?)?,
+                queue: row.get(1)?,
+                status: outcome(row.get(5)?, row.get(6)?),
+                payload: row.get(2)?,
+                attempts: row.get(3)?,
+                created_at: row.get(4)?,
+                run_at: None,
+                claimed_at: None,
+                last_executed_at: row.get(7)?,
+                last_duration: Some(micros(row.get(8)?)),
+                expires_at: row.get(9)?,
+                errors: row.get(10)?,
+                claimed_by: None,
+                lease_renewed_at: None,
+                lease_until: None,
+            })
+        })
+        .optional()
+}
+
+fn outcome(succeeded: bool, cancelled: bool) -> TaskStatus {
+    match (succeeded, cancelled) {
+        (true, _) => TaskStatus::Succeeded,
+        (false, true) => TaskStatus::Cancelled,
+        (false, false) => TaskStatus::Failed,
+    }
+}
+
+// The parameters of every list statement, bound by position: ?1 limit, ?2 and ?3 the keyset
+// (sort key, rowid), ?4 the queue or NULL, ?5 and ?6 the created range, ?7 and ?8 the due
+// range, ?9 succeeded, ?10 cancelled. Each statement uses a prefix of them.
+
+/// The columns of a [`SummaryRecord`] read from the tasks table, with `key` the sort key.
+fn task_summary(key: &str) -> String {
+    format!(
+        "t.id, t.queue, CASE WHEN t.claimed_at IS NULL THEN 0 ELSE 1 END, t.attempts, \
+         t.created_at, t.run_at, t.claimed_at, t.last_executed_at, t.last_duration_us, \
+         t.last_error, {key}, t.rowid"
+    )
+}
+
+const CREATED: &str = "t.created_at >= ?5 AND t.created_at < ?6";
+
+/// Waiting tasks of one queue in claim order: a range of the due index from the cursor on.
+/// One lower bound on `run_at`, the later of the cursor's and the due range's, so that the
+/// planner cannot start the range at the wrong one.
+fn waiting_one_queue_sql() -> String {
+    format!(
+        "SELECT {} FROM backlite_tasks t \
+         WHERE t.claimed_at IS NULL AND t.queue = ?4 AND t.run_at >= max(?2, ?7) \
+           AND t.run_at < ?8 AND (t.run_at, t.rowid) > (?2, ?3) AND {CREATED} \
+         ORDER BY t.run_at, t.rowid LIMIT ?1",
+        task_summary("t.run_at")
+    )
+}
+
+/// Waiting tasks of every queue in claim order. The due index is per queue: each queue
+/// (found by a walk of that index, one seek per queue) gives its first `limit` rows after the
+/// cursor, and only those are merged, as the UI's upcoming list does.
+fn waiting_all_queues_sql() -> String {
+    format!(
+        "WITH RECURSIVE queues(name) AS ( \
+             SELECT MIN(queue) FROM backlite_tasks WHERE claimed_at IS NULL \
+             UNION ALL \
+             SELECT (SELECT MIN(queue) FROM backlite_tasks \
+                     WHERE claimed_at IS NULL AND queue > queues.name) \
+             FROM queues WHERE queues.name IS NOT NULL \
+         ) \
+         SELECT {} FROM queues JOIN backlite_tasks t ON t.rowid IN ( \
+             SELECT rowid FROM backlite_tasks \
+             WHERE claimed_at IS NULL AND queue = queues.name AND run_at >= max(?2, ?7) \
+               AND run_at < ?8 AND (run_at, rowid) > (?2, ?3) \
+               AND created_at >= ?5 AND created_at < ?6 \
+             ORDER BY run_at, rowid LIMIT ?1) \
+         ORDER BY t.run_at, t.rowid LIMIT ?1",
+        task_summary("t.run_at")
+    )
+}
+
+/// Claimed tasks, longest-claimed first, from the index of claimed rows (they are few: the
+/// workers and prefetch of the live processes).
+fn running_sql() -> String {
+    format!(
+        "SELECT {} FROM backlite_tasks t \
+         WHERE t.claimed_at IS NOT NULL AND t.claimed_at >= ?2 \
+           AND (t.claimed_at, t.rowid) > (?2, ?3) \
+           AND (?4 IS NULL OR t.queue = ?4) AND {CREATED} AND t.run_at >= ?7 AND t.run_at < ?8 \
+         ORDER BY t.claimed_at, t.rowid LIMIT ?1",
+        task_summary("t.claimed_at")
+    )
+}
+
+/// Retained tasks of one outcome, most recent first: the (succeeded, last_executed_at) index
+/// read backwards from the cursor.
+fn completed_sql() -> String {
+    "SELECT t.id, t.queue, CASE WHEN t.succeeded THEN 2 WHEN t.cancelled THEN 4 ELSE 3 END, \
+         t.attempts, t.created_at, NULL, NULL, t.last_executed_at, t.last_duration_us, t.error, \
+         t.last_executed_at, t.rowid \
+     FROM backlite_tasks_completed t \
+     WHERE t.succeeded = ?9 AND t.last_executed_at <= ?2 \
+       AND (t.last_executed_at, t.rowid) < (?2, ?3) AND t.cancelled = ?10 \
+       AND (?4 IS NULL OR t.queue = ?4) AND t.created_at >= ?5 AND t.created_at < ?6 \
+     ORDER BY t.last_executed_at DESC, t.rowid DESC LIMIT ?1"
+        .to_owned()
+}
+
+fn list_sql(query: &ListQuery) -> String {
+    match query.kind {
+        ListKind::Waiting if query.queue.is_some() => waiting_one_queue_sql(),
+        ListKind::Waiting => waiting_all_queues_sql(),
+        ListKind::Running => running_sql(),
+        ListKind::Succeeded | ListKind::Failed | ListKind::Cancelled => completed_sql(),
+    }
+}
+
+pub(crate) fn task_page(
+    conn: &Connection,
+    query: &ListQuery,
+) -> rusqlite::Result<Vec<SummaryRecord>> {
+    let mut list = conn.prepare_cached(&list_sql(query))?;
+    let after = query.after_or_start();
+    let params = [
+        Value::Integer(i64::from(query.limit)),
+        Value::Integer(after.key),
+        Value::Integer(after.seq),
+        query.queue.clone().map_or(Value::Null, Value::Text),
+        Value::Integer(query.created.from),
+        Value::Integer(query.created.to),
+        Value::Integer(query.due.from),
+        Value::Integer(query.due.to),
+        Value::Integer(i64::from(query.kind == ListKind::Succeeded)),
+        Value::Integer(i64::from(query.kind == ListKind::Cancelled)),
+    ];
+    for (i, value) in params.iter().take(list.parameter_count()).enumerate() {
+        list.raw_bind_parameter(i + 1, value)?;
+    }
+    let mut rows = list.raw_query();
+    let mut page = Vec::with_capacity(query.limit.min(1024) as usize);
+    while let Some(row) = rows.next()? {
+        page.push(summary_record(row)?);
+    }
+    Ok(page)
+}
+
+fn summary_record(row: &Row<'_>) -> rusqlite::Result<SummaryRecord> {
+    Ok(SummaryRecord {
+        id: task_id(row.get_ref(0)?.as_blob()?)?,
+        queue: row.get(1)?,
+        status: match row.get::<_, i64>(2)? {
+            0 => TaskStatus::Pending,
+            1 => TaskStatus::Running,
+            2 => TaskStatus::Succeeded,
+            4 => TaskStatus::Cancelled,
+            _ => TaskStatus::Failed,
+        },
+        attempts: row.get(3)?,
+        created_at: row.get(4)?,
+        run_at: row.get(5)?,
+        claimed_at: row.get(6)?,
+        last_executed_at: row.get(7)?,
+        last_duration: row.get::<_, Option<i64>>(8)?.map(micros),
+        last_error: row.get(9)?,
+        keyset: Keyset {
+            key: row.get(10)?,
+            seq: row.get(11)?,
+        },
+    })
+}
+
+/// A task's row with what surrounds it: its queue's pause, the live processes serving its
+/// queue (`?2` is the oldest `last_seen_at` that counts as live), the due unclaimed tasks of
+/// its queue ahead of it in claim order (counted only when it is due itself, at `?3`, so that
+/// all of them are due too: a range of the due index), and its claimer's row.
+const FACTS: &str = "SELECT t.queue, t.run_at, t.attempts, t.claimed_at, t.claimed_by, \
+         t.lease_renewed_at, t.lease_until, \
+         (SELECT q.paused_at FROM backlite_queues q WHERE q.name = t.queue), \
+         CASE WHEN t.claimed_at IS NULL THEN ( \
+             SELECT COUNT(*) FROM backlite_processes s \
+             WHERE s.last_seen_at > ?2 \
+               AND EXISTS (SELECT 1 FROM json_each(s.queues) j WHERE j.value = t.queue)) END, \
+         CASE WHEN t.claimed_at IS NULL AND t.run_at <= ?3 THEN ( \
+             SELECT COUNT(*) FROM backlite_tasks a \
+             WHERE a.claimed_at IS NULL AND a.queue = t.queue AND a.run_at <= t.run_at \
+               AND (a.run_at, a.rowid) < (t.run_at, t.rowid)) END, \
+         p.host, p.pid \
+     FROM backlite_tasks t LEFT JOIN backlite_processes p ON p.id = t.claimed_by \
+     WHERE t.id = ?1";
+
+const COMPLETED_FACTS: &str = "SELECT succeeded, cancelled, last_executed_at, last_duration_us \
+     FROM backlite_tasks_completed WHERE id = ?1";
+
+pub(crate) fn task_facts(
+    conn: &Connection,
+    id: TaskId,
+    now: Millis,
+    live_within: Millis,
+) -> rusqlite::Result<Facts> {
+    let key = &id.as_bytes()[..];
+    let live_since = now.saturating_sub(live_within);
+    let facts = conn
+        .prepare_cached(FACTS)?
+        .query_row((key, live_since, now), |row| {
+            let claimed_at: Option<Millis> = row.get(3)?;
+            Ok(match claimed_at {
+                Some(claimed_at) => Facts::Running {
+                    claimed_at,
+                    claimed_by: row.get(4)?,
+                    process: match (row.get(10)?, row.get(11)?) {
+                        (Some(host), Some(pid)) => Some(ProcessRecord { host, pid }),
+                        _ => None,
+                    },
+                    lease_renewed_at: row.get(5)?,
+                    lease_until: row.get(6)?,
+                },
+                None => Facts::Waiting {
+                    queue: row.get(0)?,
+                    run_at: row.get(1)?,
+                    attempts: row.get(2)?,
+                    paused_at: row.get(7)?,
+                    live_processes: row.get::<_, Option<i64>>(8)?.map_or(0, count),
+                    ahead: row.get::<_, Option<i64>>(9)?.map_or(0, count),
+                    now,
+                },
+            })
+        })
+        .optional()?;
+    if let Some(facts) = facts {
+        return Ok(facts);
+    }
+    let completed = conn
+        .prepare_cached(COMPLETED_FACTS)?
+        .query_row([key], |row| {
+            let (executed_at, duration_us): (Millis, i64) = (row.get(2)?, row.get(3)?);
+            Ok(Facts::Completed {
+                status: outcome(row.get(0)?, row.get(1)?),
+                finished_at: executed_at.saturating_add(duration_us / 1000),
+            })
+        })
+        .optional()?;
+    Ok(completed.unwrap_or(Facts::NotFound))
+}
+
+#[cfg(test)]
+pub(crate) fn inspect_fixture(
+    conn: &Connection,
+    fixture: &crate::storage::inspect::Fixture,
+) -> rusqlite::Result<()> {
+    use crate::storage::inspect::Fixture;
+    match fixture {
+        Fixture::Process {
+            id,
+            host,
+            pid,
+            queues,
+            last_seen_at,
+        } => conn.execute(
+            "INSERT OR REPLACE INTO backlite_processes \
+             (id, host, pid, queues, workers, started_at, last_seen_at) \
+             VALUES (?1, ?2, ?3, ?4, 4, ?5, ?5)",
+            (
+                id,
+                host,
+                pid,
+                serde_json::to_string(queues).unwrap_or_default(),
+                last_seen_at,
+            ),
+        ),
+        Fixture::ClaimedBy {
+            task,
+            process,
+            renewed_at,
+        } => conn.execute(
+            "UPDATE backlite_tasks SET claimed_by = ?2, lease_renewed_at = ?3 WHERE id = ?1",
+            (&task.as_bytes()[..], process, renewed_at),
+        ),
+    }
+    .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(conn: &Connection, sql: &str) -> String {
+        let mut explain = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let mut rows = explain.raw_query();
+        let mut steps = Vec::new();
+        while let Some(row) = rows.next().unwrap() {
+            steps.push(row.get::<_, String>(3).unwrap());
+        }
+        steps.join("\n")
+    }
+
+    /// Every list page walks an index in its order: no scan of a table, no sort.
+    #[test]
+    fn pages_read_indexes_in_order() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::super::migrations::migrate(&mut conn, 0)
+            .unwrap()
+            .unwrap();
+        let table_scan = |step: &str| step == "SCAN t" || step.starts_with("SCAN backlite_");
+        for (name, sql, index) in [
+            ("one queue", waiting_one_queue_sql(), "backlite_tasks_due"),
+            ("all queues", waiting_all_queues_sql(), "backlite_tasks_due"),
+            ("running", running_sql(), "backlite_tasks_claimed"),
+            (
+                "completed",
+                completed_sql(),
+                "backlite_tasks_completed_outcome",
+            ),
+        ] {
+            let plan = plan(&conn, &sql);
+            assert!(plan.contains(index), "{name}:\n{plan}");
+            assert!(!plan.lines().any(table_scan), "{name}:\n{plan}");
+            if name != "all queues" {
+                assert!(!plan.contains("TEMP B-TREE"), "{name}:\n{plan}");
+            }
+        }
+        let facts = plan(&conn, FACTS);
+        assert!(!facts.lines().any(table_scan), "{facts}");
+    }
+}
+
+#[cfg(test)]
+crate::storage::inspect_conformance::inspect_conformance!(conformance_file, |queues| async move {
+    Some(crate::storage::sqlite::open_for_test(false, queues))
+});
+
+#[cfg(test)]
+crate::storage::inspect_conformance::inspect_conformance!(
+    conformance_memory,
+    |queues| async move { Some(crate::storage::sqlite::open_for_test(true, queues)) }
+);
