@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::Shared;
-use super::lease::Leases;
+use super::lease::{Ending, Leases};
 use crate::BoxFuture;
 use crate::client::{Client, retention_expiry};
 use crate::events::TaskEvent;
@@ -210,7 +210,30 @@ async fn run_attempt(
         }
     };
     let duration = started.elapsed();
-    if leases.is_some_and(|leases| leases.finish(task.id, task.token)) {
+    let ending = leases.map_or(Ending::AsItReturned, |l| l.finish(task.id, task.token));
+    if ending == Ending::Lost {
+        // The outcome would be refused: no hook or metric reports it as the task's.
+        tracing::warn!(
+            task_id = %task.id,
+            queue,
+            attempt,
+            ?duration,
+            "the attempt ended after its lease was lost; its outcome is not recorded"
+        );
+        // Sent all the same, and refused by its claim's token: nothing waits on it.
+        return Completion {
+            id: task.id,
+            token: task.token,
+            executed_at,
+            duration,
+            error: None,
+            next: Next::Done {
+                retain: None,
+                cancelled: false,
+            },
+        };
+    }
+    if ending == Ending::Cancelled {
         tracing::info!(task_id = %task.id, queue, attempt, ?duration, "task cancelled");
         metrics::attempt_finished(queue, Outcome::Failed, duration);
         hooks.emit(&TaskEvent::Failed {

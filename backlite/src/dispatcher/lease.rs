@@ -42,6 +42,17 @@ struct Held {
     finished: bool,
 }
 
+/// How an attempt that returned ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// As its processor's result says.
+    AsItReturned,
+    /// Cancelled: someone asked, whatever the processor returned.
+    Cancelled,
+    /// Its claim was lost meanwhile: the database refuses its outcome, so it has none.
+    Lost,
+}
+
 /// What to do with a claimed task that has not started.
 pub(super) enum Fate {
     /// Run it, under this cancellation.
@@ -97,14 +108,17 @@ impl Leases {
         }
     }
 
-    /// Marks an attempt ended; returns whether it was asked to cancel.
-    pub(super) fn finish(&self, id: TaskId, token: ClaimToken) -> bool {
+    /// Marks an attempt ended; says how.
+    pub(super) fn finish(&self, id: TaskId, token: ClaimToken) -> Ending {
         match self.held().get_mut(&id) {
             Some(held) if held.token == token => {
                 held.finished = true;
-                held.cancel_requested
+                match held.cancel_requested {
+                    true => Ending::Cancelled,
+                    false => Ending::AsItReturned,
+                }
             }
-            _ => false,
+            _ => Ending::Lost,
         }
     }
 
@@ -274,7 +288,7 @@ mod tests {
         assert!(matches!(leases.fate(id, ClaimToken(1)), Fate::Run(_)));
         assert!(leases.request_cancel(id));
         assert!(matches!(leases.fate(id, ClaimToken(1)), Fate::Cancel));
-        assert!(leases.finish(id, ClaimToken(1)), "ends as cancelled");
+        assert_eq!(leases.finish(id, ClaimToken(1)), Ending::Cancelled);
         assert!(!leases.request_cancel(TaskId::new()), "not held here");
     }
 
@@ -291,7 +305,7 @@ mod tests {
         leases.hold(&claimed(id, 2), &shutdown);
         assert!(old.is_cancelled(), "the older attempt is told");
         assert!(matches!(leases.fate(id, ClaimToken(1)), Fate::Lost));
-        assert!(!leases.finish(id, ClaimToken(1)));
+        assert_eq!(leases.finish(id, ClaimToken(1)), Ending::Lost);
         leases.release([(id, ClaimToken(1))]);
         assert_eq!(leases.lose(id, ClaimToken(1)), None);
         assert_eq!(leases.snapshot(), [(id, ClaimToken(2))]);
@@ -307,7 +321,7 @@ mod tests {
         let (leases, shutdown) = (Leases::new(), CancellationToken::new());
         let id = TaskId::new();
         leases.hold(&claimed(id, 3), &shutdown);
-        assert!(!leases.finish(id, ClaimToken(3)));
+        assert_eq!(leases.finish(id, ClaimToken(3)), Ending::AsItReturned);
         assert_eq!(leases.lose(id, ClaimToken(3)), None);
         assert!(leases.snapshot().is_empty());
     }
