@@ -69,10 +69,3 @@ impl PurgeFilter {
 
 /// The error text of a task cancelled before it ran.
 pub(crate) const CANCELLED_ERROR: &str = "cancelled";
-
-/// Counts whose `failed` was read as every retained task that did not succeed, with the
-/// cancelled ones (counted apart) taken out of it.
-pub(crate) fn without_cancelled(mut stats: QueueStats) -> QueueStats {
-    stats.failed = stats.failed.saturating_sub(stats.cancelled);
-    stats
-}

@@ -29,9 +29,7 @@ use crate::error::Result;
 use crate::task::{TaskId, TaskStatus};
 
 pub(crate) use browse::{CompletedRecord, PREVIEW_BYTES, Page, TaskRecord, TaskState};
-pub(crate) use control::{
-    CANCELLED_ERROR, CancelRetention, Cancelled, PurgeFilter, QueueRecord, without_cancelled,
-};
+pub(crate) use control::{CANCELLED_ERROR, CancelRetention, Cancelled, PurgeFilter, QueueRecord};
 pub(crate) use inspect::{Facts, InfoRecord, ListQuery, SummaryRecord};
 pub use lease::{ProcessId, ProcessInfo};
 pub(crate) use lease::{ProcessRecord, Renewal};

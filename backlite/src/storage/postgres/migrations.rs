@@ -97,6 +97,11 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX backlite_processes_last_seen
         ON {schema}.backlite_processes (last_seen_at);
+
+    -- Counts per queue and outcome, cancelled included, from the index alone.
+    DROP INDEX {schema}.backlite_tasks_completed_queue;
+    CREATE INDEX backlite_tasks_completed_queue
+        ON {schema}.backlite_tasks_completed (queue, succeeded, cancelled);
     "#,
 ];
 

@@ -211,18 +211,16 @@ impl Statements {
             // `cancelled`.
             queue_stats: format!(
                 "SELECT queue, 0, count(*) FILTER (WHERE run_at <= $1), \
-                     count(*) FILTER (WHERE run_at > $1) \
+                     count(*) FILTER (WHERE run_at > $1), 0::int8 \
                      FROM {tasks} WHERE claimed_at IS NULL GROUP BY queue \
                  UNION ALL \
-                 SELECT queue, 1, count(*), 0 \
+                 SELECT queue, 1, count(*), 0, 0 \
                      FROM {tasks} WHERE claimed_at IS NOT NULL GROUP BY queue \
                  UNION ALL \
                  SELECT queue, 2, count(*) FILTER (WHERE succeeded), \
-                     count(*) FILTER (WHERE NOT succeeded) \
-                     FROM {completed} GROUP BY queue \
-                 UNION ALL \
-                 SELECT queue, 3, count(*) FILTER (WHERE cancelled), 0 \
-                     FROM {completed} WHERE succeeded = false GROUP BY queue"
+                     count(*) FILTER (WHERE NOT succeeded AND NOT cancelled), \
+                     count(*) FILTER (WHERE cancelled) \
+                     FROM {completed} GROUP BY queue"
             ),
             running: format!(
                 "SELECT {} FROM {tasks} AS t WHERE t.claimed_at IS NOT NULL \

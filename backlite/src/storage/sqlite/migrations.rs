@@ -92,6 +92,11 @@ const MIGRATIONS: &[&str] = &[
         last_seen_at INTEGER NOT NULL
     );
     CREATE INDEX backlite_processes_last_seen ON backlite_processes (last_seen_at);
+
+    -- Counts per queue and outcome, cancelled included, from the index alone.
+    DROP INDEX backlite_tasks_completed_queue;
+    CREATE INDEX backlite_tasks_completed_queue
+        ON backlite_tasks_completed (queue, succeeded, cancelled);
     "#,
 ];
 

@@ -3,9 +3,7 @@
 
 use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
 
-use crate::storage::{
-    ClaimToken, ClaimedTask, Completion, Millis, NewTask, Next, QueueStats, without_cancelled,
-};
+use crate::storage::{ClaimToken, ClaimedTask, Completion, Millis, NewTask, Next, QueueStats};
 use crate::task::{TaskId, TaskStatus};
 
 /// Inserts one task: `?1` id, `?2` queue, `?3` payload, `?4` run_at, `?5` created_at.
@@ -311,21 +309,18 @@ pub(crate) fn task_status(conn: &Connection, id: TaskId) -> rusqlite::Result<Tas
 
 /// Task counts per queue in one statement, so that they come from one snapshot (a task that
 /// completes meanwhile is counted once), and from indexes: waiting tasks from the due index,
-/// running ones from the claimed index, retained ones from the (queue, succeeded) index. Only
-/// the cancelled count reads rows, and only those of tasks that did not succeed (no index
-/// holds `cancelled`), so the statement stays short on large tables of successes.
+/// running ones from the claimed index, retained ones from the (queue, succeeded, cancelled)
+/// index.
 pub(crate) const QUEUE_STATS_SQL: &str = "\
-    SELECT queue, 0, COALESCE(SUM(run_at <= ?1), 0), COALESCE(SUM(run_at > ?1), 0) \
+    SELECT queue, 0, COALESCE(SUM(run_at <= ?1), 0), COALESCE(SUM(run_at > ?1), 0), 0 \
         FROM backlite_tasks WHERE claimed_at IS NULL GROUP BY queue \
     UNION ALL \
-    SELECT queue, 1, COUNT(*), 0 \
+    SELECT queue, 1, COUNT(*), 0, 0 \
         FROM backlite_tasks WHERE claimed_at IS NOT NULL GROUP BY queue \
     UNION ALL \
-    SELECT queue, 2, COALESCE(SUM(succeeded), 0), COALESCE(SUM(NOT succeeded), 0) \
-        FROM backlite_tasks_completed GROUP BY queue \
-    UNION ALL \
-    SELECT queue, 3, COALESCE(SUM(cancelled), 0), 0 \
-        FROM backlite_tasks_completed WHERE succeeded = 0 GROUP BY queue";
+    SELECT queue, 2, COALESCE(SUM(succeeded), 0), \
+        COALESCE(SUM(NOT succeeded AND NOT cancelled), 0), COALESCE(SUM(cancelled), 0) \
+        FROM backlite_tasks_completed GROUP BY queue";
 
 pub(crate) fn queue_stats(conn: &Connection, now: Millis) -> rusqlite::Result<Vec<QueueStats>> {
     let mut stats: std::collections::BTreeMap<String, QueueStats> = Default::default();
@@ -338,11 +333,13 @@ pub(crate) fn queue_stats(conn: &Connection, now: Millis) -> rusqlite::Result<Ve
         match row.get::<_, i64>(1)? {
             0 => (entry.pending, entry.scheduled) = (count(row, 2)?, count(row, 3)?),
             1 => entry.running = count(row, 2)?,
-            2 => (entry.succeeded, entry.failed) = (count(row, 2)?, count(row, 3)?),
-            _ => entry.cancelled = count(row, 2)?,
+            _ => {
+                (entry.succeeded, entry.failed, entry.cancelled) =
+                    (count(row, 2)?, count(row, 3)?, count(row, 4)?)
+            }
         }
     }
-    Ok(stats.into_values().map(without_cancelled).collect())
+    Ok(stats.into_values().collect())
 }
 
 fn count(row: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<u64> {
