@@ -235,4 +235,41 @@ mod tests {
         assert_eq!(d.task_release_stuck(Some(1100)).await.unwrap(), 1);
         assert_eq!(d.task_release_stuck(Some(1600)).await.unwrap(), 1);
     }
+
+    /// A release skips a stale claim that another transaction holds (a batch of outcomes
+    /// recording it), releases the others, and takes the skipped one on a later pass.
+    #[tokio::test]
+    async fn a_release_skips_a_locked_claim_instead_of_waiting_for_it() {
+        let Some(d) = super::super::open_for_test(vec!["a"]).await else {
+            return;
+        };
+        let (locked, free) = (new_task("a", 10, "locked"), new_task("a", 11, "free"));
+        d.task_insert_many(vec![locked.clone(), free.clone()])
+            .await
+            .unwrap();
+        assert_eq!(
+            d.task_claim(None, 2, LEASE, Some(100)).await.unwrap().len(),
+            2
+        );
+        let mut conn = d.pool.get().await.unwrap();
+        let tx = conn.transaction().await.unwrap();
+        let lock = format!(
+            "SELECT 1 FROM {}.backlite_tasks WHERE id = $1 FOR UPDATE",
+            d.statements.schema
+        );
+        tx.execute(&lock, &[&super::uuid(&locked.id)])
+            .await
+            .unwrap();
+        let released = tokio::time::timeout(
+            Duration::from_millis(900),
+            d.task_release_stuck(Some(5_000)),
+        )
+        .await
+        .expect("the release waited for the lock")
+        .unwrap();
+        assert_eq!(released, 1);
+        tx.rollback().await.unwrap();
+        assert_eq!(d.task_release_stuck(Some(5_000)).await.unwrap(), 1);
+        assert_eq!(d.task_release_stuck(Some(5_000)).await.unwrap(), 0);
+    }
 }

@@ -184,10 +184,16 @@ impl Statements {
                  FROM unnest($1::uuid[], $2::int8[]) AS u(id, fence) \
                  WHERE t.id = u.id AND t.fence = u.fence AND t.claimed_at IS NOT NULL"
             ),
+            // Rows another transaction holds (a batch of outcomes, a renewal) are skipped, not
+            // waited for: locking them in another order than that transaction deadlocked with
+            // it, and whatever it leaves stale is released by the next pass.
             release: format!(
-                "UPDATE {tasks} SET claimed_at = NULL, lease_until = NULL, claimed_by = NULL, \
-                     lease_renewed_at = NULL \
-                 WHERE claimed_at IS NOT NULL AND lease_until <= {now}",
+                "UPDATE {tasks} AS t SET claimed_at = NULL, lease_until = NULL, \
+                     claimed_by = NULL, lease_renewed_at = NULL \
+                 FROM (SELECT id FROM {tasks} \
+                       WHERE claimed_at IS NOT NULL AND lease_until <= {now} \
+                       FOR UPDATE SKIP LOCKED) AS stale \
+                 WHERE t.id = stale.id",
                 now = now_or("$1")
             ),
             // The top of the due index per served queue, as a wait from now.
