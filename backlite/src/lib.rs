@@ -11,6 +11,7 @@ mod error;
 mod events;
 mod maintenance;
 pub mod metrics;
+pub(crate) mod periodic;
 mod processor;
 // Shared with `backlite-macros`, which compiles the same file; only the queue-name rule is
 // used here, to check hand-written `Task` impls again.
@@ -30,6 +31,7 @@ pub use backlite_macros::{Task, processor, processors};
 pub use client::{AddTasks, Client, ClientBuilder};
 pub use error::{Error, Result};
 pub use events::TaskEvent;
+pub use periodic::{CatchUp, Schedule};
 pub use processor::{BoxError, Context, Processor, Registry};
 pub use save_in::SaveIn;
 pub use state::{State, StateType};

@@ -265,7 +265,8 @@ mod tests {
                 .unwrap()
                 .get(0);
             assert_eq!(latest, LATEST, "from version {version}");
-            let rows: Vec<(Option<i64>, Option<i64>, i64, Option<i64>)> = client
+            type Row = (Option<i64>, Option<i64>, i64, Option<i64>);
+            let rows: Vec<Row> = client
                 .query(
                     &format!(
                         "SELECT claimed_at, lease_until, fence, lease_renewed_at \

@@ -181,8 +181,10 @@ mod tests {
         }
         if version >= 4 {
             // A claim made by version 4 records its last renewal.
-            conn.execute_batch("UPDATE backlite_tasks SET lease_renewed_at = 1000 WHERE id = x'02'")
-                .unwrap();
+            conn.execute_batch(
+                "UPDATE backlite_tasks SET lease_renewed_at = 1000 WHERE id = x'02'",
+            )
+            .unwrap();
         }
         conn
     }

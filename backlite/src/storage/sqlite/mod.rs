@@ -9,6 +9,7 @@
 mod browse;
 mod checkpoint;
 mod migrations;
+mod periodic;
 pub(crate) mod sql;
 #[cfg(feature = "sqlx-sqlite")]
 mod sqlx_conn;
@@ -24,6 +25,7 @@ use tokio::sync::{Notify, oneshot};
 
 use crate::BoxFuture;
 use crate::error::{Error, Result};
+use crate::storage::periodic::{ScheduleDef, ScheduleRow, Schedules, TickClaim, TickOutcome};
 use crate::storage::{
     ClaimToken, ClaimedTask, CompletedRecord, Completion, Driver, Millis, NewTask, Page,
     QueueStats, TaskRecord, TaskState, now_millis,
@@ -339,6 +341,25 @@ impl Driver for SqliteDriver {
         self.read(move |conn| browse::task_list_waiting(conn, queue))
     }
 
+    fn schedule_register(
+        &self,
+        schedules: Vec<ScheduleDef>,
+    ) -> BoxFuture<Result<Vec<ScheduleRow>>> {
+        self.send(|reply| Command::ScheduleRegister(schedules, reply))
+    }
+
+    fn schedule_list(
+        &self,
+        names: Vec<String>,
+        now: Option<Millis>,
+    ) -> BoxFuture<Result<Schedules>> {
+        self.read(move |conn| periodic::schedule_list(conn, &names, now.unwrap_or_else(now_millis)))
+    }
+
+    fn schedule_tick(&self, claim: TickClaim) -> BoxFuture<Result<TickOutcome>> {
+        self.send(|reply| Command::ScheduleTick(claim, reply))
+    }
+
     #[cfg(test)]
     fn table_reads(&self) -> u64 {
         self.table_reads.load(std::sync::atomic::Ordering::Relaxed)
@@ -452,6 +473,16 @@ crate::storage::conformance::driver_conformance!(conformance_file, |queues| asyn
 
 #[cfg(test)]
 crate::storage::conformance::driver_conformance!(conformance_memory, |queues| async move {
+    Some(crate::storage::sqlite::open_for_test(true, queues))
+});
+
+#[cfg(test)]
+crate::storage::periodic_conformance::periodic_conformance!(periodic_file, |queues| async move {
+    Some(crate::storage::sqlite::open_for_test(false, queues))
+});
+
+#[cfg(test)]
+crate::storage::periodic_conformance::periodic_conformance!(periodic_memory, |queues| async move {
     Some(crate::storage::sqlite::open_for_test(true, queues))
 });
 

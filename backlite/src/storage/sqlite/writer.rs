@@ -22,8 +22,9 @@ use tokio::sync::{Notify, oneshot};
 
 use super::checkpoint::Checkpointer;
 use super::wal_hook::HookedConnection;
-use super::{Options, map_error, sql};
+use super::{Options, map_error, periodic, sql};
 use crate::error::{Error, Result};
+use crate::storage::periodic::{ScheduleDef, ScheduleRow, TickClaim, TickOutcome};
 use crate::storage::{
     ClaimToken, ClaimedTask, Completion, Millis, NewTask, duration_millis, now_millis,
 };
@@ -46,12 +47,16 @@ pub(crate) enum Command {
     Unclaim(Vec<(TaskId, ClaimToken)>, Reply<()>),
     Release(Option<Millis>, Reply<u64>),
     DeleteExpired(Millis, Reply<u64>),
+    ScheduleRegister(Vec<ScheduleDef>, Reply<Vec<ScheduleRow>>),
+    ScheduleTick(TickClaim, Reply<TickOutcome>),
 }
 
 enum Output {
     Done,
     Claimed(Vec<ClaimedTask>),
     Count(u64),
+    Schedules(Vec<ScheduleRow>),
+    Tick(TickOutcome),
 }
 
 impl Command {
@@ -62,7 +67,11 @@ impl Command {
             Command::Complete(completions, _) => completions
                 .iter()
                 .any(|c| matches!(c.next, crate::storage::Next::Retry { .. })),
-            Command::Claim { .. } | Command::DeleteExpired(..) => false,
+            // A tick's tasks are due at their tick, which has come.
+            Command::ScheduleTick(claim, _) => !claim.tasks.is_empty(),
+            Command::Claim { .. } | Command::DeleteExpired(..) | Command::ScheduleRegister(..) => {
+                false
+            }
         }
     }
 
@@ -95,6 +104,10 @@ impl Command {
             Command::DeleteExpired(now, _) => {
                 Output::Count(sql::completed_delete_expired(conn, *now)?)
             }
+            Command::ScheduleRegister(schedules, _) => {
+                Output::Schedules(periodic::schedule_register(conn, schedules)?)
+            }
+            Command::ScheduleTick(claim, _) => Output::Tick(periodic::schedule_tick(conn, claim)?),
         })
     }
 
@@ -122,6 +135,14 @@ impl Command {
                     _ => None,
                 })
             }
+            Command::ScheduleRegister(_, reply) => send(reply, outcome, |o| match o {
+                Output::Schedules(rows) => Some(rows),
+                _ => None,
+            }),
+            Command::ScheduleTick(_, reply) => send(reply, outcome, |o| match o {
+                Output::Tick(outcome) => Some(outcome),
+                _ => None,
+            }),
         }
     }
 }
