@@ -166,7 +166,20 @@ async fn round(client: &Client, tasks: &[PeriodicTask], registered: &mut bool) -
             );
             continue;
         }
-        let next = match task.schedule.plan(row.next_run_at, now) {
+        let plan = match task.schedule.plan(row.next_run_at, now) {
+            _ if row.next_run_at > now => None,
+            Some(plan) => Some(plan),
+            None => {
+                // Due, with no tick to move on to: looking again would find the same.
+                tracing::warn!(
+                    queue = task.queue,
+                    schedule = %task.name,
+                    "periodic schedule names no time to come; nothing is enqueued"
+                );
+                continue;
+            }
+        };
+        let next = match plan {
             None => row.next_run_at,
             Some(plan) => {
                 let ticks = plan.ticks.clone();

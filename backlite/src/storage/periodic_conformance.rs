@@ -240,6 +240,31 @@ macro_rules! periodic_conformance {
                 assert_eq!(waiting_ticks(&*d).await, [1_000]);
             }
 
+            /// Processes started at once all store a new schedule: each gets the one row
+            /// that was stored first, with its first tick.
+            #[tokio::test]
+            async fn concurrent_registrations_of_a_new_schedule_agree() {
+                let Some(d) = open(&["a"]).await else { return };
+                let d = std::sync::Arc::new(d);
+                let registrations: Vec<_> = (0..8)
+                    .map(|i| {
+                        let d = d.clone();
+                        tokio::spawn(async move {
+                            d.schedule_register(vec![def("a", "every 100ms", 1_000 + i)])
+                                .await
+                                .unwrap()
+                        })
+                    })
+                    .collect();
+                let mut stored = Vec::new();
+                for registration in registrations {
+                    stored.extend(registration.await.unwrap());
+                }
+                let first = next_run_at(&*d, "a").await.unwrap();
+                assert!((1_000..1_008).contains(&first));
+                assert_eq!(stored, vec![row("a", "every 100ms", first); 8]);
+            }
+
             async fn futures_join(
                 handles: Vec<tokio::task::JoinHandle<TickOutcome>>,
             ) -> Vec<TickOutcome> {

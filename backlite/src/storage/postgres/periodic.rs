@@ -14,20 +14,18 @@ fn schedules(sql: &Statements) -> String {
 }
 
 /// Stores a new schedule, or a changed one with its new first tick; an unchanged one keeps
-/// its stored tick. Returns the schedule as stored.
+/// its stored tick. Returns the schedule as stored. The conflict arm always updates (to the
+/// same values when unchanged) so that it locks and returns the row even when another host
+/// inserted it after this statement's snapshot was taken.
 fn register_sql(sql: &Statements) -> String {
-    let table = schedules(sql);
     format!(
-        "WITH up AS ( \
-             INSERT INTO {table} AS s (name, definition, next_run_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (name) DO UPDATE SET definition = excluded.definition, \
-                 next_run_at = excluded.next_run_at \
-             WHERE s.definition <> excluded.definition \
-             RETURNING name, definition, next_run_at) \
-         SELECT name, definition, next_run_at FROM up \
-         UNION ALL \
-         SELECT name, definition, next_run_at FROM {table} \
-         WHERE name = $1 AND NOT EXISTS (SELECT 1 FROM up)"
+        "INSERT INTO {table} AS s (name, definition, next_run_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (name) DO UPDATE SET \
+             next_run_at = CASE WHEN s.definition = excluded.definition \
+                 THEN s.next_run_at ELSE excluded.next_run_at END, \
+             definition = excluded.definition \
+         RETURNING name, definition, next_run_at",
+        table = schedules(sql)
     )
 }
 
