@@ -33,6 +33,7 @@ macro_rules! periodic_suite {
                 a_changed_schedule_gets_its_next_tick_from_the_new_definition,
                 two_clients_on_one_database_enqueue_each_tick_once,
                 schedules_are_checked_when_the_client_is_built,
+                a_periodic_attribute_schedules_the_default_task,
             );
         }
     };
@@ -61,6 +62,16 @@ struct Tick {
 #[processor]
 async fn run_tick(ctx: Context, task: Tick) -> anyhow::Result<()> {
     record(&task.key, &ctx);
+    Ok(())
+}
+
+/// A task with its own schedule: every second, kept once run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, Task)]
+#[queue(name = "heartbeat", retention, periodic(cron = "* * * * * *"))]
+struct Heartbeat;
+
+#[processor]
+async fn run_heartbeat(_task: Heartbeat) -> anyhow::Result<()> {
     Ok(())
 }
 
@@ -283,6 +294,37 @@ async fn two_clients_on_one_database_enqueue_each_tick_once(db: TestDb) {
     a.stop(LONG).await;
     b.stop(LONG).await;
     assert_consecutive(&ticks(&key), 250);
+}
+
+async fn a_periodic_attribute_schedules_the_default_task(db: TestDb) {
+    let c = db
+        .builder()
+        .processors(processors![run_heartbeat])
+        .build()
+        .await
+        .expect("build");
+    c.start();
+    assert!(
+        eventually_async(LONG, || async {
+            db.count("backlite_tasks_completed").await >= 2
+        })
+        .await,
+        "two heartbeats ran"
+    );
+    c.stop(LONG).await;
+    let (definition, _) = stored(&db, "heartbeat").await.unwrap();
+    assert_eq!(definition, "cron * * * * * * in UTC");
+    // The queue's schedule is the attribute's: another for it needs a name of its own.
+    let twice = db
+        .builder()
+        .processors(processors![run_heartbeat])
+        .periodic(Schedule::every(Duration::from_secs(1)), Heartbeat)
+        .build()
+        .await;
+    assert!(
+        matches!(&twice, Err(Error::Config(m)) if m.contains("`heartbeat`")),
+        "{twice:?}"
+    );
 }
 
 async fn schedules_are_checked_when_the_client_is_built(db: TestDb) {

@@ -608,6 +608,11 @@ impl ClientBuilder {
     /// tick's task is a copy of `task`, with the tick in its id
     /// ([`TaskId::timestamp`](crate::TaskId::timestamp)).
     ///
+    /// A task type can carry its own schedule instead, as `#[queue(name = "..",
+    /// periodic(every = "5m"))]` or `periodic(cron = "0 */5 * * * *")` on a type that
+    /// implements `Default` (the cron expression is checked at compile time): a client whose
+    /// processors include that queue's enqueues `T::default()` on it, as this method would.
+    ///
     /// A schedule whose definition changed since it was stored (another interval or cron
     /// expression) is stored anew when a client that defines it so starts: its next tick is
     /// recomputed from the new definition, and processes that still define the old one stop
@@ -633,13 +638,9 @@ impl ClientBuilder {
     pub fn periodic<T: Task + Clone>(mut self, schedule: Schedule, task: T) -> Self {
         let queue = T::CONFIG.name();
         match serde_json::to_vec(&task) {
-            Ok(payload) => self.periodic.push(PeriodicTask {
-                name: schedule.stored_name(queue),
-                definition: schedule.definition(),
-                schedule,
-                queue,
-                payload,
-            }),
+            Ok(payload) => self
+                .periodic
+                .push(PeriodicTask::new(schedule, queue, payload)),
             Err(source) => {
                 self.periodic_error
                     .get_or_insert(Error::Serialize { queue, source });
@@ -651,6 +652,11 @@ impl ClientBuilder {
     fn validate(&mut self) -> Result<()> {
         if let Some(error) = self.periodic_error.take() {
             return Err(error);
+        }
+        let declared: Vec<_> = self.registry.periodic().collect();
+        for (queue, spec) in declared {
+            self.periodic
+                .push(PeriodicTask::from_attribute(queue, spec)?);
         }
         let mut names = HashSet::new();
         for task in &self.periodic {

@@ -104,11 +104,7 @@ impl Schedule {
     ///
     /// [`Error::Cron`] naming the expression when it cannot be parsed.
     pub fn cron(expression: &str) -> Result<Schedule> {
-        let parser = croner::parser::CronParser::builder()
-            .seconds(croner::parser::Seconds::Optional)
-            .year(croner::parser::Year::Disallowed)
-            .build();
-        let cron = parser.parse(expression).map_err(|e| Error::Cron {
+        let cron = crate::rules::parse_cron(expression).map_err(|e| Error::Cron {
             expression: expression.to_owned(),
             source: Box::new(e),
         })?;

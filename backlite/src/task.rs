@@ -39,6 +39,11 @@ use crate::rules;
 pub trait Task: Serialize + DeserializeOwned + Send + 'static {
     /// The queue this type is stored in and how its tasks are run.
     const CONFIG: QueueConfig;
+
+    /// The schedule of `#[queue(.., periodic(..))]`: a client whose processors include this
+    /// queue's enqueues the task's `Default` value at every tick.
+    #[doc(hidden)]
+    const PERIODIC: Option<crate::__private::PeriodicSpec> = None;
 }
 
 /// How the tasks of one queue are run: attempts, backoff, timeout and retention.

@@ -28,6 +28,34 @@ pub(crate) struct PeriodicTask {
     pub(crate) definition: String,
 }
 
+impl PeriodicTask {
+    pub(crate) fn new(schedule: Schedule, queue: &'static str, payload: Vec<u8>) -> PeriodicTask {
+        PeriodicTask {
+            name: schedule.stored_name(queue),
+            definition: schedule.definition(),
+            schedule,
+            queue,
+            payload,
+        }
+    }
+
+    /// The task of a `#[queue(.., periodic(..))]`: its `Default` value, on its schedule.
+    pub(crate) fn from_attribute(
+        queue: &'static str,
+        spec: crate::__private::PeriodicSpec,
+    ) -> Result<PeriodicTask> {
+        let schedule = match spec.timing {
+            crate::__private::PeriodicTiming::EveryMillis(ms) => {
+                Schedule::every(Duration::from_millis(ms))
+            }
+            crate::__private::PeriodicTiming::Cron(expression) => Schedule::cron(expression)?,
+        };
+        let payload =
+            (spec.payload)().map_err(|source| crate::Error::Serialize { queue, source })?;
+        Ok(PeriodicTask::new(schedule, queue, payload))
+    }
+}
+
 /// The longest sleep between two looks at the stored schedules: a schedule changed by
 /// another process's deploy, or deleted, is seen within this long.
 const RECHECK: Duration = Duration::from_secs(60);
