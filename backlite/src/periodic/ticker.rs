@@ -2,7 +2,7 @@
 //! then claims the due ticks, on the storage's time. Every process runs one; the claims'
 //! compare-and-set makes one of them enqueue each tick.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -98,7 +98,7 @@ async fn run(client: Client, tasks: Arc<[PeriodicTask]>, stop: CancellationToken
     // A test's clock wakes the ticker when it moves; the wall clock needs no wake-up.
     let wake = Arc::new(Notify::new());
     client.clock().attach(&wake);
-    let mut registered = false;
+    let mut seen = Seen::default();
     tracing::info!(
         schedules = ?tasks.iter().map(|t| &t.name).collect::<Vec<_>>(),
         "backlite periodic ticker started"
@@ -107,7 +107,7 @@ async fn run(client: Client, tasks: Arc<[PeriodicTask]>, stop: CancellationToken
         let wait = tokio::select! {
             biased;
             _ = stop.cancelled() => return,
-            round = round(&client, &tasks, &mut registered) => match round {
+            round = round(&client, &tasks, &mut seen) => match round {
                 Ok(wait) => wait,
                 Err(e) => {
                     tracing::warn!(error = %e, "periodic schedules could not be checked; will retry");
@@ -129,9 +129,18 @@ async fn run(client: Client, tasks: Arc<[PeriodicTask]>, stop: CancellationToken
     }
 }
 
+/// What the ticker remembers between rounds.
+#[derive(Default)]
+struct Seen {
+    /// The first round stored this process's definitions.
+    registered: bool,
+    /// Schedules found defined differently by another process, warned about once.
+    redefined: HashSet<String>,
+}
+
 /// Reads the schedules, stores those that are missing (and, at the first round, those this
 /// process defines differently), claims the due ticks, and returns the wait until the next.
-async fn round(client: &Client, tasks: &[PeriodicTask], registered: &mut bool) -> Result<Duration> {
+async fn round(client: &Client, tasks: &[PeriodicTask], seen: &mut Seen) -> Result<Duration> {
     let driver = client.driver();
     let names = tasks.iter().map(|t| t.name.clone()).collect();
     let listed = driver.schedule_list(names, client.test_now()).await?;
@@ -145,7 +154,7 @@ async fn round(client: &Client, tasks: &[PeriodicTask], registered: &mut bool) -
     for task in tasks {
         let stored = rows.get(&task.name);
         let changed = stored.is_some_and(|row| row.definition != task.definition);
-        if stored.is_none() || (changed && !*registered) {
+        if stored.is_none() || (changed && !seen.registered) {
             if let Some(row) = stored.filter(|_| changed) {
                 tracing::info!(
                     queue = task.queue,
@@ -175,7 +184,7 @@ async fn round(client: &Client, tasks: &[PeriodicTask], registered: &mut bool) -
             rows.insert(row.name.clone(), row);
         }
     }
-    *registered = true;
+    seen.registered = true;
     let mut earliest: Option<Millis> = None;
     for task in tasks {
         let Some(row) = rows.get(&task.name) else {
@@ -184,6 +193,9 @@ async fn round(client: &Client, tasks: &[PeriodicTask], registered: &mut bool) -
         if row.definition != task.definition {
             // A process started later stored another definition (a deploy under way): the
             // processes that define it so tick it.
+            if !seen.redefined.insert(task.name.clone()) {
+                continue;
+            }
             tracing::warn!(
                 queue = task.queue,
                 schedule = %task.name,
