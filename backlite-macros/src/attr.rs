@@ -45,6 +45,16 @@ pub struct Queue {
     pub backoff: Option<Backoff>,
     pub timeout: Option<Spanned<Duration>>,
     pub retention: Option<Retention>,
+    pub periodic: Option<Periodic>,
+}
+
+/// `periodic(every = "5m")` or `periodic(cron = "0 */5 * * * *")`: the task's own schedule.
+pub struct Periodic {
+    /// The word `periodic`, where a missing schedule or a type without `Default` is reported.
+    pub keyword: Span,
+    pub every: Key<Spanned<Duration>>,
+    /// Parsed with the runtime's cron parser; its error is reported at the literal.
+    pub cron: Key<Spanned<String>>,
 }
 
 pub enum Backoff {
@@ -85,7 +95,18 @@ pub enum Data {
 /// The lists of keys, for "unknown key" messages.
 const QUEUE: List = List {
     name: "#[queue(..)]",
-    keys: &["name", "max_attempts", "backoff", "timeout", "retention"],
+    keys: &[
+        "name",
+        "max_attempts",
+        "backoff",
+        "timeout",
+        "retention",
+        "periodic",
+    ],
+};
+const PERIODIC: List = List {
+    name: "periodic(..)",
+    keys: &["every", "cron"],
 };
 const RETENTION: List = List {
     name: "retention(..)",
@@ -112,6 +133,9 @@ fn example(key: &str) -> &'static str {
         "data" => "data(only_failed)",
         "base" => "base = \"1s\"",
         "cap" => "cap = \"10m\"",
+        "periodic" => "periodic(every = \"5m\")` or `periodic(cron = \"0 */5 * * * *\")",
+        "every" => "every = \"5m\"",
+        "cron" => "cron = \"0 */5 * * * *\"",
         _ => "",
     }
 }
@@ -123,6 +147,7 @@ pub fn parse(cx: &Ctxt, attrs: &[&Attribute]) -> Queue {
     let mut backoff = Slot::new("backoff");
     let mut timeout = Slot::new("timeout");
     let mut retention = Slot::new("retention");
+    let mut periodic = Slot::new("periodic");
 
     for attr in attrs {
         let parsed = attr.parse_nested_meta(|meta| {
@@ -134,6 +159,7 @@ pub fn parse(cx: &Ctxt, attrs: &[&Attribute]) -> Queue {
                 Some("backoff") => backoff.set(cx, &meta, value(cx, &meta, backoff_value)?),
                 Some("timeout") => timeout.set(cx, &meta, value(cx, &meta, duration)?),
                 Some("retention") => retention.set(cx, &meta, retention_list(cx, &meta)?),
+                Some("periodic") => periodic.set(cx, &meta, periodic_list(cx, &meta)?),
                 _ => unknown_key(cx, &meta, &QUEUE)?,
             }
             Ok(())
@@ -149,6 +175,7 @@ pub fn parse(cx: &Ctxt, attrs: &[&Attribute]) -> Queue {
         backoff: backoff.value,
         timeout: timeout.value,
         retention: retention.value,
+        periodic: periodic.value,
     }
 }
 
@@ -345,6 +372,7 @@ fn zero_duration(key: &str) -> String {
                 .to_owned()
         }
         "backoff" => "a zero backoff is the default: omit `backoff` to retry at once".to_owned(),
+        "every" => "`every` must be greater than zero".to_owned(),
         "duration" => "a retention `duration` must be greater than zero: omit it to keep \
                        completed tasks until they are deleted, or omit `retention` to keep none"
             .to_owned(),
@@ -481,6 +509,70 @@ fn retention_list(cx: &Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<Reten
     }))
 }
 
+/// `periodic(every = "5m")` or `periodic(cron = "..")`; which of them is there (exactly one)
+/// is checked in `valid.rs`.
+fn periodic_list(cx: &Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<Periodic>> {
+    let keyword = meta.path.segments[0].ident.span();
+    if !meta.input.peek(token::Paren) {
+        skip_value(meta)?;
+        cx.error_spanned_by(
+            &meta.path,
+            format!(
+                "`periodic` takes a list with the schedule: `{}`",
+                example("periodic")
+            ),
+        );
+        return Ok(None);
+    }
+    let mut every = Slot::new("every");
+    let mut cron = Slot::new("cron");
+    let mut unknown = false;
+    nested_list(meta, |meta| {
+        match key(&meta.path).as_deref() {
+            Some("every") => every.set(cx, &meta, value(cx, &meta, duration)?),
+            Some("cron") => cron.set(cx, &meta, value(cx, &meta, cron_expression)?),
+            _ => {
+                unknown = true;
+                unknown_key(cx, &meta, &PERIODIC)?;
+            }
+        }
+        Ok(())
+    })?;
+    let (every, cron) = match (every.key(), cron.key()) {
+        // A misspelt key was the schedule: reported already.
+        (Key::Absent, Key::Absent) if unknown => (Key::Refused, Key::Absent),
+        keys => keys,
+    };
+    Ok(Some(Periodic {
+        keyword,
+        every,
+        cron,
+    }))
+}
+
+/// A string the runtime's cron parser accepts.
+fn cron_expression(cx: &Ctxt, key: &str, expr: &Expr) -> Option<Spanned<String>> {
+    let Some(Lit::Str(lit)) = literal(expr) else {
+        cx.error_spanned_by(expr, format!("expected a string: `{}`", example(key)));
+        return None;
+    };
+    if let Err(error) = rules::parse_cron(&lit.value()) {
+        cx.error_spanned_by(
+            lit,
+            format!(
+                "invalid cron expression {:?}: {error}; five fields (minute hour day month \
+                 weekday), or six with the second first",
+                lit.value()
+            ),
+        );
+        return None;
+    }
+    Some(Spanned {
+        value: lit.value(),
+        span: lit.span(),
+    })
+}
+
 /// `data`, `data()` or `data(only_failed)`.
 fn data_list(cx: &Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<Data>> {
     if meta.input.peek(Token![=]) {
@@ -537,7 +629,7 @@ fn unknown_key(cx: &Ctxt, meta: &ParseNestedMeta, list: &List) -> syn::Result<()
             "unknown key `{key}` in `{}`; did you mean `{close}`?",
             list.name
         )
-    } else if let Some(home) = [&QUEUE, &RETENTION, &EXPONENTIAL]
+    } else if let Some(home) = [&QUEUE, &RETENTION, &EXPONENTIAL, &PERIODIC]
         .into_iter()
         .find(|other| other.keys.contains(&key.as_str()))
     {
@@ -549,6 +641,10 @@ fn unknown_key(cx: &Ctxt, meta: &ParseNestedMeta, list: &List) -> syn::Result<()
                 };
                 format!("`{key}` belongs inside `retention(..)`, as in `retention({inner})`")
             }
+            "periodic(..)" => format!(
+                "`{key}` belongs inside `periodic(..)`, as in `periodic({})`",
+                example(&key)
+            ),
             "exponential(..)" => format!(
                 "`{key}` belongs inside `backoff = exponential(..)`, as in \
                  `backoff = exponential(base = \"1s\", cap = \"10m\", jitter)`"
@@ -707,13 +803,35 @@ mod tests {
     }
 
     #[test]
+    fn periodic_reads_an_interval_or_a_checked_cron_expression() {
+        let (queue, errors) =
+            parse_attrs(&[parse_quote!(#[queue(name = "q", periodic(every = "1m30s"))])]);
+        assert_eq!(errors, Vec::<String>::new());
+        let periodic = queue.periodic.unwrap();
+        assert!(matches!(periodic.every, Key::Value(every) if every.value == ms(90_000)));
+        assert!(matches!(periodic.cron, Key::Absent));
+
+        let (queue, errors) =
+            parse_attrs(&[parse_quote!(#[queue(name = "q", periodic(cron = "0 */5 * * * *"))])]);
+        assert_eq!(errors, Vec::<String>::new());
+        let cron = queue.periodic.unwrap().cron;
+        assert!(matches!(cron, Key::Value(cron) if cron.value == "0 */5 * * * *"));
+
+        let (queue, errors) =
+            parse_attrs(&[parse_quote!(#[queue(name = "q", periodic(cron = "* * * * * * *"))])]);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with("invalid cron expression \"* * * * * * *\""));
+        assert!(matches!(queue.periodic.unwrap().cron, Key::Refused));
+    }
+
+    #[test]
     fn unknown_keys_list_the_expected_ones() {
         let (_, errors) = parse_attrs(&[parse_quote!(#[queue(name = "q", retries = 3)])]);
         assert_eq!(
             errors,
             [
                 "unknown key `retries` in `#[queue(..)]`; expected `name`, `max_attempts`, \
-              `backoff`, `timeout`, `retention`"
+              `backoff`, `timeout`, `retention`, `periodic`"
             ]
         );
     }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use proc_macro2::TokenStream;
-use quote::quote;
+use quote::{quote, quote_spanned};
 use syn::{DeriveInput, LitStr};
 
 use crate::ast::Input;
@@ -78,6 +78,31 @@ fn impl_task(input: &Input, name: &Spanned<String>, queue: &Queue) -> TokenStrea
         }
     });
 
+    let periodic = queue.periodic.as_ref().map(|periodic| {
+        let timing = match (&periodic.every, &periodic.cron) {
+            (Key::Value(every), _) => {
+                let ms = u64::try_from(every.value.as_millis()).unwrap_or(u64::MAX);
+                quote!(::backlite::__private::PeriodicTiming::EveryMillis(#ms))
+            }
+            (_, Key::Value(cron)) => {
+                let cron = LitStr::new(&cron.value, cron.span);
+                quote!(::backlite::__private::PeriodicTiming::Cron(#cron))
+            }
+            _ => unreachable!("`valid::check` reports a schedule missing or refused"),
+        };
+        // Spanned at `periodic`: a type without `Default` is reported there.
+        let payload = quote_spanned! {periodic.keyword=>
+            <Self as ::backlite::__private::PeriodicDefault>::payload
+        };
+        quote! {
+            const PERIODIC: ::core::option::Option<::backlite::__private::PeriodicSpec> =
+                ::core::option::Option::Some(::backlite::__private::PeriodicSpec {
+                    timing: #timing,
+                    payload: #payload,
+                });
+        }
+    });
+
     quote! {
         #[automatically_derived]
         impl ::backlite::Task for #ident {
@@ -87,6 +112,7 @@ fn impl_task(input: &Input, name: &Spanned<String>, queue: &Queue) -> TokenStrea
                 #timeout
                 #retention
                 .build();
+            #periodic
         }
     }
 }

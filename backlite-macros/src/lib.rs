@@ -34,6 +34,8 @@ use syn::{DeriveInput, parse_macro_input};
 ///  // backoff = exponential(base = "1s", cap = "10m", jitter),
 ///     timeout = "10s",               // longest attempt; default none
 ///     retention(duration = "6h", only_failed, data(only_failed)),  // default: keep nothing
+///     periodic(every = "5m"),        // enqueue `Self::default()` every 5 minutes; default none
+///  // periodic(cron = "0 */5 * * * *"),
 /// )]
 /// struct NewOrderEmail { order_id: String }
 /// ```
@@ -45,6 +47,10 @@ use syn::{DeriveInput, parse_macro_input};
 ///   `duration` deletes them after that long, `only_failed` keeps only failed ones, `data`
 ///   keeps the payload too and `data(only_failed)` only that of failed tasks.
 /// - **Flags** (`jitter`, `only_failed`) are written alone or as `flag = true|false`.
+/// - **`periodic`** gives the task its own schedule: `every` a duration (ticks at its multiples
+///   since the Unix epoch) or `cron` an expression (five fields, or six with the second first,
+///   in UTC), checked here with the runtime's parser. The type must implement `Default`: a
+///   client serving the queue enqueues `Self::default()` at every tick, once across processes.
 ///
 /// Works on structs and enums without generic parameters. Every mistake is reported at once,
 /// at its own token; the type then still implements `Task` (with a placeholder queue), so

@@ -41,6 +41,20 @@ pub fn check<'q>(cx: &Ctxt, input: &Input, queue: &'q Queue) -> Option<&'q Spann
             }
         }
     }
+    if let Some(periodic) = &queue.periodic {
+        match (&periodic.every, &periodic.cron) {
+            (Key::Absent, Key::Absent) => cx.error_at(
+                periodic.keyword,
+                "`periodic` needs its schedule: `periodic(every = \"5m\")` or \
+                 `periodic(cron = \"0 */5 * * * *\")`",
+            ),
+            (Key::Value(_), Key::Value(cron)) => cx.error_at(
+                cron.span,
+                "`periodic` takes one schedule: `every` or `cron`, not both",
+            ),
+            _ => {}
+        }
+    }
     check_name(cx, input, queue)
 }
 

@@ -12,6 +12,7 @@ use crate::database::Database;
 use crate::dispatcher::{self, Running};
 use crate::error::{Error, Result};
 use crate::events::{Hooks, TaskEvent};
+use crate::periodic::{PeriodicTask, Schedule, Ticker};
 use crate::processor::Registry;
 use crate::save_in::SaveIn;
 use crate::state::StateMap;
@@ -83,6 +84,9 @@ pub(crate) struct Inner {
     pub(crate) hooks: Hooks,
     runtime: tokio::runtime::Handle,
     pub(crate) running: Mutex<Option<Running>>,
+    /// The tasks enqueued by schedules, and their ticker while started.
+    periodic: Arc<[PeriodicTask]>,
+    ticker: Mutex<Option<Ticker>>,
     /// Whether `start` was ever called.
     started: AtomicBool,
     /// Whether a save for a served queue before `start` has been warned about.
@@ -93,6 +97,9 @@ pub(crate) struct Inner {
 
 impl Inner {
     fn last_handle_dropped(&self) {
+        if let Some(ticker) = self.ticker.lock().ok().and_then(|mut t| t.take()) {
+            ticker.stop_detached();
+        }
         let running = self.running.lock().ok().and_then(|mut r| r.take());
         match running {
             Some(running) => {
@@ -202,6 +209,10 @@ impl Client {
         self.inner.started.store(true, Ordering::Relaxed);
         let _enter = self.inner.runtime.enter();
         *running = Some(dispatcher::start(self.internal()));
+        let ticker = Ticker::start(self.internal(), self.inner.periodic.clone());
+        if let Ok(mut slot) = self.inner.ticker.lock() {
+            *slot = ticker;
+        }
     }
 
     /// Stops gracefully: no new task starts, and running tasks get up to `timeout` to finish.
@@ -215,6 +226,10 @@ impl Client {
     /// running tasks claimed until `release_after` has passed; then another client runs them
     /// again.
     pub async fn stop(&self, timeout: Duration) -> bool {
+        let ticker = self.inner.ticker.lock().ok().and_then(|mut t| t.take());
+        if let Some(ticker) = ticker {
+            ticker.stop().await;
+        }
         let running = self.inner.running.lock().ok().and_then(|mut r| r.take());
         match running {
             Some(running) => running.stop(timeout).await,
@@ -320,6 +335,9 @@ pub struct ClientBuilder {
     duplicate_state: Option<&'static str>,
     clock: Clock,
     hooks: Hooks,
+    periodic: Vec<PeriodicTask>,
+    /// The first periodic task that could not be serialized, reported by `build()`.
+    periodic_error: Option<Error>,
 }
 
 impl Default for ClientBuilder {
@@ -341,6 +359,8 @@ impl Default for ClientBuilder {
             duplicate_state: None,
             clock: Clock::default(),
             hooks: Hooks::default(),
+            periodic: Vec::new(),
+            periodic_error: None,
         }
     }
 }
@@ -488,7 +508,7 @@ impl ClientBuilder {
     /// Checks the settings, opens (or creates) the database and applies its migrations.
     /// Fails with [`Error::Config`] when a processor takes a [`State<T>`](crate::State) that
     /// [`state`](Self::state) did not receive.
-    pub async fn build(self) -> Result<Client> {
+    pub async fn build(mut self) -> Result<Client> {
         let database = match self.database.clone() {
             None => {
                 return Err(Error::Config(
@@ -568,6 +588,8 @@ impl ClientBuilder {
             hooks: self.hooks,
             runtime,
             running: Mutex::new(None),
+            periodic: self.periodic.into(),
+            ticker: Mutex::new(None),
             started: AtomicBool::new(false),
             warned_unstarted: AtomicBool::new(false),
             warned_unserved: Mutex::new(HashSet::new()),
@@ -578,7 +600,74 @@ impl ClientBuilder {
         })
     }
 
-    fn validate(&self) -> Result<()> {
+    /// Enqueues `task` at every tick of `schedule`, from the moment the client is started:
+    /// once per tick across every process on the database, whichever of them are running.
+    /// The schedule is stored under the task's queue (and the schedule's
+    /// [`name`](Schedule::name)), with its next tick, so ticks survive restarts; those missed
+    /// while no process ran follow the schedule's [`CatchUp`](crate::CatchUp) policy. Each
+    /// tick's task is a copy of `task`, with the tick in its id
+    /// ([`TaskId::timestamp`](crate::TaskId::timestamp)).
+    ///
+    /// A task type can carry its own schedule instead, as `#[queue(name = "..",
+    /// periodic(every = "5m"))]` or `periodic(cron = "0 */5 * * * *")` on a type that
+    /// implements `Default` (the cron expression is checked at compile time): a client whose
+    /// processors include that queue's enqueues `T::default()` on it, as this method would.
+    ///
+    /// A schedule whose definition changed since it was stored (another interval or cron
+    /// expression) is stored anew when a client that defines it so starts: its next tick is
+    /// recomputed from the new definition, and processes that still define the old one stop
+    /// enqueueing it.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use backlite::{Client, Schedule, Task};
+    /// #[derive(Task, serde::Serialize, serde::Deserialize, Clone)]
+    /// #[queue(name = "reports")]
+    /// struct Report;
+    ///
+    /// # async fn run() -> backlite::Result<()> {
+    /// let client = Client::builder()
+    ///     .database("app.db")
+    ///     .periodic(Schedule::every(Duration::from_secs(300)), Report)
+    ///     .periodic(Schedule::cron("0 0 6 * * *")?.name("daily"), Report)
+    ///     .build()
+    ///     .await?;
+    /// client.start();
+    /// # Ok(()) }
+    /// ```
+    pub fn periodic<T: Task + Clone>(mut self, schedule: Schedule, task: T) -> Self {
+        let queue = T::CONFIG.name();
+        match serde_json::to_vec(&task) {
+            Ok(payload) => self
+                .periodic
+                .push(PeriodicTask::new(schedule, queue, payload)),
+            Err(source) => {
+                self.periodic_error
+                    .get_or_insert(Error::Serialize { queue, source });
+            }
+        }
+        self
+    }
+
+    fn validate(&mut self) -> Result<()> {
+        if let Some(error) = self.periodic_error.take() {
+            return Err(error);
+        }
+        let declared: Vec<_> = self.registry.periodic().collect();
+        for (queue, spec) in declared {
+            self.periodic
+                .push(PeriodicTask::from_attribute(queue, spec)?);
+        }
+        let mut names = HashSet::new();
+        for task in &self.periodic {
+            task.schedule.check().map_err(Error::Config)?;
+            if !names.insert(task.name.as_str()) {
+                return Err(Error::Config(format!(
+                    "two periodic schedules are named `{}`: give one a `.name(..)` of its own",
+                    task.name
+                )));
+            }
+        }
         if self.workers == 0 {
             return Err(Error::Config("workers must be at least 1".into()));
         }

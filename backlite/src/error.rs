@@ -130,6 +130,25 @@ pub enum Error {
         /// Where the transaction is.
         found: String,
     },
+
+    /// A cron expression given to [`Schedule::cron`](crate::Schedule::cron) could not be
+    /// parsed.
+    #[error("invalid cron expression `{expression}`: {source}")]
+    Cron {
+        /// The expression as given.
+        expression: String,
+        /// What the parser found wrong.
+        #[source]
+        source: BoxError,
+    },
+
+    /// A time zone given to [`Schedule::in_timezone`](crate::Schedule::in_timezone) is not a
+    /// name of the IANA time zone database.
+    #[error("unknown time zone `{zone}`: expected an IANA name such as `Europe/Paris`")]
+    TimeZone {
+        /// The name as given.
+        zone: String,
+    },
 }
 
 impl Error {

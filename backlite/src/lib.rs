@@ -15,6 +15,7 @@ mod inspect;
 mod maintenance;
 pub mod metrics;
 mod processes;
+pub(crate) mod periodic;
 mod processor;
 // Shared with `backlite-macros`, which compiles the same file; only the queue-name rule is
 // used here, to check hand-written `Task` impls again.
@@ -41,6 +42,7 @@ pub use inspect::{
     AttemptError, Lease, ListState, ParseTaskCursorError, TaskCursor, TaskInfo, TaskList, TaskPage,
     TaskSummary,
 };
+pub use periodic::{CatchUp, Schedule};
 pub use processor::{BoxError, Context, Processor, Registry};
 pub use save_in::SaveIn;
 pub use state::{State, StateType};

@@ -64,6 +64,8 @@ pub(crate) struct Entry {
     /// The processor's path (`std::any::type_name`), for configuration errors.
     pub(crate) name: fn() -> &'static str,
     pub(crate) states: fn() -> Vec<StateType>,
+    /// The task's own schedule, from `#[queue(.., periodic(..))]`.
+    pub(crate) periodic: Option<__private::PeriodicSpec>,
 }
 
 fn start<P: Processor>(ctx: Context, payload: &[u8]) -> Attempt {
@@ -110,6 +112,15 @@ impl Registry {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// The schedules of the served tasks that have `periodic(..)` in their `#[queue(..)]`.
+    pub(crate) fn periodic(
+        &self,
+    ) -> impl Iterator<Item = (&'static str, __private::PeriodicSpec)> + '_ {
+        self.entries
+            .iter()
+            .filter_map(|e| e.periodic.map(|spec| (e.config.name(), spec)))
     }
 
     /// Checks the configurations again, for `Task` impls written by hand, and for duplicate
@@ -280,7 +291,40 @@ pub mod __private {
             start: super::start::<P>,
             name: std::any::type_name::<P>,
             states: P::states,
+            periodic: <P::Task as crate::Task>::PERIODIC,
         })
+    }
+
+    /// A schedule written in `#[queue(.., periodic(..))]`, checked by the macro.
+    #[derive(Debug, Clone, Copy)]
+    pub struct PeriodicSpec {
+        pub timing: PeriodicTiming,
+        /// The task's `Default` value, serialized.
+        pub payload: fn() -> Result<Vec<u8>, serde_json::Error>,
+    }
+
+    /// `every = ".."` in milliseconds, or `cron = ".."`.
+    #[derive(Debug, Clone, Copy)]
+    pub enum PeriodicTiming {
+        EveryMillis(u64),
+        Cron(&'static str),
+    }
+
+    /// What `periodic(..)` needs of its task: a value to enqueue at every tick.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` has `periodic(..)` in its `#[queue(..)]`, so it must implement `Default`",
+        label = "the task enqueued at every tick is `{Self}::default()`",
+        note = "derive or implement `Default` for `{Self}`, or drop `periodic(..)` and call \
+                `ClientBuilder::periodic(schedule, task)` with a value"
+    )]
+    pub trait PeriodicDefault: crate::Task {
+        fn payload() -> Result<Vec<u8>, serde_json::Error>;
+    }
+
+    impl<T: crate::Task + Default> PeriodicDefault for T {
+        fn payload() -> Result<Vec<u8>, serde_json::Error> {
+            serde_json::to_vec(&T::default())
+        }
     }
 
     /// The queue of each entry, for `check_queues`.

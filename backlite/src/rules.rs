@@ -1,6 +1,6 @@
 //! Rules that the `#[queue(..)]` macro checks at compile time and the runtime checks again for
-//! hand-written `Task` impls. This file depends only on `core`, because `backlite-macros`
-//! compiles it too (a proc-macro crate cannot depend on the runtime crate).
+//! hand-written `Task` impls. This file depends only on `core` and `croner`, because
+//! `backlite-macros` compiles it too (a proc-macro crate cannot depend on the runtime crate).
 
 use core::fmt;
 use core::time::Duration;
@@ -152,6 +152,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
         }
     }
     Ok(Duration::from_millis(total_ms))
+}
+
+/// Parses a cron expression as periodic schedules read it: five fields, or six with the
+/// second first; no year field. `periodic(cron = "..")` is checked at compile time with this
+/// parser, and `Schedule::cron` uses it at run time.
+pub fn parse_cron(expression: &str) -> Result<croner::Cron, croner::errors::CronError> {
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Optional)
+        .year(croner::parser::Year::Disallowed)
+        .build()
+        .parse(expression)
 }
 
 /// The character starting at byte `i`.

@@ -39,6 +39,11 @@ use crate::rules;
 pub trait Task: Serialize + DeserializeOwned + Send + 'static {
     /// The queue this type is stored in and how its tasks are run.
     const CONFIG: QueueConfig;
+
+    /// The schedule of `#[queue(.., periodic(..))]`: a client whose processors include this
+    /// queue's enqueues the task's `Default` value at every tick.
+    #[doc(hidden)]
+    const PERIODIC: Option<crate::__private::PeriodicSpec> = None;
 }
 
 /// How the tasks of one queue are run: attempts, backoff, timeout and retention.
@@ -291,6 +296,21 @@ impl TaskId {
 
     pub(crate) fn as_bytes(&self) -> &[u8; 16] {
         self.0.as_bytes()
+    }
+
+    /// The time the id carries, to the millisecond: when the task was added, or, for a task
+    /// enqueued by a [`Schedule`](crate::Schedule), the tick it was enqueued for. `None` for
+    /// an id that is not a UUID v7 (one parsed from elsewhere).
+    ///
+    /// ```
+    /// let id: backlite::TaskId = "0190b6ba-3c00-7000-8000-000000000000".parse()?;
+    /// let ms = id.timestamp().unwrap().duration_since(std::time::UNIX_EPOCH)?.as_millis();
+    /// assert_eq!(ms, 1_721_052_576_768);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn timestamp(&self) -> Option<std::time::SystemTime> {
+        let (secs, nanos) = self.0.get_timestamp()?.to_unix();
+        Some(std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos))
     }
 }
 

@@ -15,11 +15,14 @@
 //!   (see `backlite_suite::crash`) the same way.
 //! - `test_worker <db> lease <log> <workers> <release_ms>` serves the lease tests' queue (see
 //!   `backlite_suite::leased`) the same way.
+//! - `test_worker <db> periodic <log> <interval_ms> <release_ms>` enqueues a task of queue
+//!   `beat` every `interval_ms` (missed ticks all caught up) and serves that queue until its
+//!   stdin closes (or it is killed), appending `tick <tick_ms> <pid>` to `<log>` for every run.
 
 use std::io::Write;
 use std::time::Duration;
 
-use backlite::{Client, ClientBuilder, Context, Task, processor, processors};
+use backlite::{CatchUp, Client, ClientBuilder, Context, Schedule, Task, processor, processors};
 use backlite_suite::crash::{self, CrashTask, Line};
 use backlite_suite::leased::Leased;
 use serde::{Deserialize, Serialize};
@@ -61,6 +64,22 @@ async fn work(ctx: Context, task: Work) -> backlite::Result<()> {
         }
     }
     log(&format!("end {} {pid} {}\n", ctx.task_id(), task.n));
+    Ok(())
+}
+
+/// The periodic task of the `periodic` mode.
+#[derive(Clone, Serialize, Deserialize, Task)]
+#[queue(name = "beat", retention)]
+struct Beat;
+
+#[processor]
+async fn beat(ctx: Context, _task: Beat) -> backlite::Result<()> {
+    let tick = ctx
+        .task_id()
+        .timestamp()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis());
+    log(&format!("tick {tick} {}\n", std::process::id()));
     Ok(())
 }
 
@@ -127,7 +146,9 @@ fn open(db: &str, schema: Option<&str>) -> ClientBuilder {
 async fn main() -> Fallible {
     let mut args: Vec<String> = std::env::args().collect();
     let usage = "usage: test_worker [--schema <schema>] <db> add <n> <millis> \
-                 | produce <first> <n> <millis> <batch> | work|crash|lease <log> <workers> <release_ms>";
+                 | produce <first> <n> <millis> <batch> \
+                 | work|crash|lease <log> <workers> <release_ms> \
+                 | periodic <log> <interval_ms> <release_ms>";
     let schema = if args.get(1).map(String::as_str) == Some("--schema") {
         let schema = args.get(2).ok_or(usage)?.clone();
         args.drain(1..3);
@@ -168,21 +189,33 @@ async fn main() -> Fallible {
                 std::process::exit(1);
             }
         }
-        "work" | "crash" | "lease" => {
+        "work" | "crash" | "lease" | "periodic" => {
             let file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(args.get(3).ok_or(usage)?)?;
             let _ = LOG.set(std::sync::Mutex::new(file));
-            let registry = match mode {
-                "work" => processors![work],
-                "crash" => processors![crash_work],
-                _ => processors![leased],
+            let builder = match mode {
+                "work" => open(db, schema)
+                    .workers(arg(4)? as usize)
+                    .processors(processors![work]),
+                "crash" => open(db, schema)
+                    .workers(arg(4)? as usize)
+                    .processors(processors![crash_work]),
+                "lease" => open(db, schema)
+                    .workers(arg(4)? as usize)
+                    .processors(processors![leased]),
+                _ => {
+                    let every = Schedule::every(Duration::from_millis(arg(4)?))
+                        .catch_up(CatchUp::All { limit: 100_000 });
+                    open(db, schema)
+                        .workers(2)
+                        .processors(processors![beat])
+                        .periodic(every, Beat)
+                }
             };
-            let client = open(db, schema)
-                .workers(arg(4)? as usize)
+            let client = builder
                 .release_after(Duration::from_millis(arg(5)?))
-                .processors(registry)
                 .build()
                 .await?;
             client.start();

@@ -173,4 +173,30 @@ impl SharedDb {
             }
         }
     }
+
+    /// The due times of the unfinished tasks of `queue`.
+    pub fn unfinished_run_at(&self, queue: &str) -> Vec<i64> {
+        match self {
+            SharedDb::Sqlite(db) => {
+                let conn = db.conn();
+                let mut rows = conn
+                    .prepare("SELECT run_at FROM backlite_tasks WHERE queue = ?1")
+                    .unwrap();
+                rows.query_map([queue], |r| r.get(0))
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap()
+            }
+            SharedDb::Postgres(pg) => {
+                let sql = format!(
+                    "SELECT run_at FROM {} WHERE queue = $1",
+                    pg.table("backlite_tasks")
+                );
+                let rows = pg
+                    .block_on(pg.client.query(&sql, &[&queue]))
+                    .expect("run_at");
+                rows.iter().map(|r| r.get(0)).collect()
+            }
+        }
+    }
 }

@@ -18,6 +18,9 @@ mod lease;
 pub(crate) mod lease_conformance;
 #[cfg(test)]
 pub(crate) mod model;
+pub(crate) mod periodic;
+#[cfg(test)]
+pub(crate) mod periodic_conformance;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
 pub(crate) mod sqlite;
@@ -26,6 +29,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::BoxFuture;
 use crate::error::Result;
+use crate::storage::periodic::{ScheduleDef, ScheduleRow, Schedules, TickClaim, TickOutcome};
 use crate::task::{TaskId, TaskStatus};
 
 pub(crate) use browse::{CompletedRecord, PREVIEW_BYTES, Page, TaskRecord, TaskState};
@@ -323,6 +327,24 @@ pub(crate) trait Driver: Send + Sync + 'static {
     /// Writes rows that other layers own, for the inspection suite.
     #[cfg(test)]
     fn inspect_fixture(&self, fixture: inspect::Fixture) -> BoxFuture<Result<()>>;
+    // Periodic tasks (`periodic.rs`).
+
+    /// Stores each schedule that is new, or whose stored definition differs (its next tick
+    /// then becomes the one given); leaves the others as they are. Returns them all as stored.
+    fn schedule_register(&self, schedules: Vec<ScheduleDef>)
+    -> BoxFuture<Result<Vec<ScheduleRow>>>;
+
+    /// The stored schedules of these names, and the storage's time (`now` when given).
+    fn schedule_list(
+        &self,
+        names: Vec<String>,
+        now: Option<Millis>,
+    ) -> BoxFuture<Result<Schedules>>;
+
+    /// Enqueues the due ticks of one schedule: only while its stored next tick is still the
+    /// claim's `expected` (compare-and-set), moves it to the claim's `next_run_at` and inserts
+    /// the ticks' tasks that are not stored yet, in one transaction.
+    fn schedule_tick(&self, claim: TickClaim) -> BoxFuture<Result<TickOutcome>>;
 
     /// How many claims and next-due queries this driver has run.
     #[cfg(test)]

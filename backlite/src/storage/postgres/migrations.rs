@@ -103,6 +103,17 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX backlite_tasks_completed_queue
         ON {schema}.backlite_tasks_completed (queue, succeeded, cancelled);
     "#,
+    // 3: periodic tasks. One row per schedule, named by its queue (and an optional name): the
+    // next tick it enqueues. A host enqueues a tick only by moving `next_run_at` from that
+    // tick to the following one, in the transaction that inserts the tick's task, so the
+    // ticks of a schedule are enqueued once across hosts, and survive every restart.
+    r#"
+    CREATE TABLE {schema}.backlite_schedules (
+        name        text PRIMARY KEY,
+        definition  text NOT NULL,
+        next_run_at bigint NOT NULL
+    );
+    "#,
 ];
 
 /// The newest schema version this build knows.
@@ -227,6 +238,16 @@ mod tests {
             ))
             .await
             .unwrap();
+        if version >= 2 {
+            // A claim made by version 2 records its last renewal.
+            client
+                .batch_execute(&format!(
+                    "UPDATE {schema}.backlite_tasks SET lease_renewed_at = 1000 \
+                     WHERE id = '00000000-0000-0000-0000-000000000002'"
+                ))
+                .await
+                .unwrap();
+        }
     }
 
     /// Every earlier version migrates to the latest, keeping its tasks and their claims; a
@@ -272,6 +293,15 @@ mod tests {
                 ],
                 "from version {version}"
             );
+            let schedules: i64 = client
+                .query_one(
+                    &format!("SELECT count(*) FROM {schema}.backlite_schedules"),
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(schedules, 0, "from version {version}");
         }
     }
 

@@ -14,6 +14,7 @@ mod inspect;
 mod lease;
 mod listener;
 mod migrations;
+mod periodic;
 mod sql;
 #[cfg(feature = "sqlx-postgres")]
 mod sqlx_tx;
@@ -31,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::BoxFuture;
 use crate::database::redact;
 use crate::error::{Error, Result};
+use crate::storage::periodic::{ScheduleDef, ScheduleRow, Schedules, TickClaim, TickOutcome};
 use crate::storage::{
     CancelRetention, Cancelled, ClaimToken, ClaimedTask, CompletedRecord, Completion, Driver,
     Facts, InfoRecord, ListQuery, Millis, NewTask, Next, Page, ProcessId, ProcessRecord,
@@ -641,6 +643,45 @@ impl Driver for PgDriver {
         })
     }
 
+    fn schedule_register(
+        &self,
+        schedules: Vec<ScheduleDef>,
+    ) -> BoxFuture<Result<Vec<ScheduleRow>>> {
+        let (pool, statements) = (self.pool.clone(), self.statements.clone());
+        Box::pin(async move {
+            let mut conn = pool.get().await.map_err(pool_error)?;
+            periodic::schedule_register(&mut conn, &statements, schedules)
+                .await
+                .map_err(map_error)
+        })
+    }
+
+    fn schedule_list(
+        &self,
+        names: Vec<String>,
+        now: Option<Millis>,
+    ) -> BoxFuture<Result<Schedules>> {
+        self.with(move |conn, sql| Box::pin(periodic::schedule_list(conn, sql, names, now)))
+    }
+
+    fn schedule_tick(&self, claim: TickClaim) -> BoxFuture<Result<TickOutcome>> {
+        let (pool, statements, wake) = (
+            self.pool.clone(),
+            self.statements.clone(),
+            self.wake.clone(),
+        );
+        Box::pin(async move {
+            let mut conn = pool.get().await.map_err(pool_error)?;
+            let outcome = periodic::schedule_tick(&mut conn, &statements, claim)
+                .await
+                .map_err(map_error)?;
+            if matches!(outcome, TickOutcome::Claimed { inserted } if inserted > 0) {
+                wake.notify_one();
+            }
+            Ok(outcome)
+        })
+    }
+
     #[cfg(test)]
     fn table_reads(&self) -> u64 {
         self.table_reads.load(std::sync::atomic::Ordering::Relaxed)
@@ -925,6 +966,12 @@ crate::storage::browse_conformance::browse_conformance!(browse_conformance, |que
 #[cfg(test)]
 crate::storage::control_conformance::control_conformance!(
     control_conformance,
+    |queues| async move { crate::storage::postgres::open_for_test(queues).await }
+);
+
+#[cfg(test)]
+crate::storage::periodic_conformance::periodic_conformance!(
+    periodic_conformance,
     |queues| async move { crate::storage::postgres::open_for_test(queues).await }
 );
 

@@ -8,13 +8,12 @@
 pub(super) const NOW_MS: &str = "(extract(epoch from now()) * 1000)::int8";
 
 /// `$n` when given, else the server's clock.
-pub(super) fn now_or(param: &str) -> String {
+pub(crate) fn now_or(param: &str) -> String {
     format!("COALESCE({param}::int8, {NOW_MS})")
 }
 
 pub(crate) struct Statements {
     /// The schema, quoted.
-    #[cfg_attr(not(test), allow(dead_code, reason = "tests name the tables"))]
     pub(crate) schema: String,
     /// The channel NOTIFY and LISTEN use: one per schema, so that clients of other schemas on
     /// the same server are not woken for work they cannot see.

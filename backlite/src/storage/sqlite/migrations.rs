@@ -98,6 +98,17 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX backlite_tasks_completed_queue
         ON backlite_tasks_completed (queue, succeeded, cancelled);
     "#,
+    // 5: periodic tasks. One row per schedule, named by its queue (and an optional name): the
+    // next tick it enqueues. A process enqueues a tick only by moving `next_run_at` from that
+    // tick to the following one, in the transaction that inserts the tick's task, so the
+    // ticks of a schedule are enqueued once across processes, and survive every restart.
+    r#"
+    CREATE TABLE backlite_schedules (
+        name        TEXT PRIMARY KEY NOT NULL,
+        definition  TEXT NOT NULL,     -- the schedule as written; a new one recomputes the next tick
+        next_run_at INTEGER NOT NULL   -- ms since epoch
+    );
+    "#,
 ];
 
 /// The newest schema version this build knows.
@@ -173,6 +184,13 @@ mod tests {
             )
             .unwrap();
         }
+        if version >= 4 {
+            // A claim made by version 4 records its last renewal.
+            conn.execute_batch(
+                "UPDATE backlite_tasks SET lease_renewed_at = 1000 WHERE id = x'02'",
+            )
+            .unwrap();
+        }
         conn
     }
 
@@ -209,6 +227,10 @@ mod tests {
                 ],
                 "from version {version}"
             );
+            let schedules: i64 = conn
+                .query_row("SELECT count(*) FROM backlite_schedules", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(schedules, 0, "from version {version}");
         }
     }
 }

@@ -12,6 +12,7 @@ mod control;
 mod inspect;
 mod lease;
 mod migrations;
+mod periodic;
 pub(crate) mod sql;
 #[cfg(feature = "sqlx-sqlite")]
 mod sqlx_conn;
@@ -27,6 +28,7 @@ use tokio::sync::{Notify, oneshot};
 
 use crate::BoxFuture;
 use crate::error::{Error, Result};
+use crate::storage::periodic::{ScheduleDef, ScheduleRow, Schedules, TickClaim, TickOutcome};
 use crate::storage::{
     CancelRetention, Cancelled, ClaimToken, ClaimedTask, CompletedRecord, Completion, Driver,
     Facts, InfoRecord, ListQuery, Millis, NewTask, Page, ProcessId, ProcessRecord, PurgeFilter,
@@ -478,6 +480,25 @@ impl Driver for SqliteDriver {
         self.read(move |conn| inspect::inspect_fixture(conn, &fixture))
     }
 
+    fn schedule_register(
+        &self,
+        schedules: Vec<ScheduleDef>,
+    ) -> BoxFuture<Result<Vec<ScheduleRow>>> {
+        self.send(|reply| Command::ScheduleRegister(schedules, reply))
+    }
+
+    fn schedule_list(
+        &self,
+        names: Vec<String>,
+        now: Option<Millis>,
+    ) -> BoxFuture<Result<Schedules>> {
+        self.read(move |conn| periodic::schedule_list(conn, &names, now.unwrap_or_else(now_millis)))
+    }
+
+    fn schedule_tick(&self, claim: TickClaim) -> BoxFuture<Result<TickOutcome>> {
+        self.send(|reply| Command::ScheduleTick(claim, reply))
+    }
+
     #[cfg(test)]
     fn table_reads(&self) -> u64 {
         self.table_reads.load(std::sync::atomic::Ordering::Relaxed)
@@ -600,7 +621,17 @@ crate::storage::control_conformance::control_conformance!(control_file, |queues|
 });
 
 #[cfg(test)]
+crate::storage::periodic_conformance::periodic_conformance!(periodic_file, |queues| async move {
+    Some(crate::storage::sqlite::open_for_test(false, queues))
+});
+
+#[cfg(test)]
 crate::storage::control_conformance::control_conformance!(control_memory, |queues| async move {
+    Some(crate::storage::sqlite::open_for_test(true, queues))
+});
+
+#[cfg(test)]
+crate::storage::periodic_conformance::periodic_conformance!(periodic_memory, |queues| async move {
     Some(crate::storage::sqlite::open_for_test(true, queues))
 });
 

@@ -23,8 +23,9 @@ use tokio::sync::{Notify, oneshot};
 use super::checkpoint::Checkpointer;
 use super::control;
 use super::wal_hook::HookedConnection;
-use super::{Options, lease, map_error, sql};
+use super::{Options, lease, map_error, periodic, sql};
 use crate::error::{Error, Result};
+use crate::storage::periodic::{ScheduleDef, ScheduleRow, TickClaim, TickOutcome};
 use crate::storage::{
     ClaimToken, ClaimedTask, Completion, Millis, NewTask, ProcessId, duration_millis, now_millis,
 };
@@ -50,6 +51,8 @@ pub(crate) enum Command {
     DeleteExpired(Millis, Reply<u64>),
     Lease(lease::Command),
     Control(control::Op, Reply<control::Answer>),
+    ScheduleRegister(Vec<ScheduleDef>, Reply<Vec<ScheduleRow>>),
+    ScheduleTick(TickClaim, Reply<TickOutcome>),
 }
 
 enum Output {
@@ -58,6 +61,8 @@ enum Output {
     Count(u64),
     Lease(lease::Output),
     Control(control::Answer),
+    Schedules(Vec<ScheduleRow>),
+    Tick(TickOutcome),
 }
 
 impl Command {
@@ -69,7 +74,12 @@ impl Command {
                 .iter()
                 .any(|c| matches!(c.next, crate::storage::Next::Retry { .. })),
             Command::Control(op, _) => op.may_add_work(),
-            Command::Claim { .. } | Command::DeleteExpired(..) | Command::Lease(..) => false,
+            // A tick's tasks are due at their tick, which has come.
+            Command::ScheduleTick(claim, _) => !claim.tasks.is_empty(),
+            Command::Claim { .. }
+            | Command::DeleteExpired(..)
+            | Command::Lease(..)
+            | Command::ScheduleRegister(..) => false,
         }
     }
 
@@ -116,6 +126,10 @@ impl Command {
             }
             Command::Lease(command) => Output::Lease(command.execute(conn)?),
             Command::Control(op, _) => Output::Control(op.execute(conn)?),
+            Command::ScheduleRegister(schedules, _) => {
+                Output::Schedules(periodic::schedule_register(conn, schedules)?)
+            }
+            Command::ScheduleTick(claim, _) => Output::Tick(periodic::schedule_tick(conn, claim)?),
         })
     }
 
@@ -149,6 +163,14 @@ impl Command {
             })),
             Command::Control(_, reply) => send(reply, outcome, |o| match o {
                 Output::Control(answer) => Some(answer),
+                _ => None,
+            }),
+            Command::ScheduleRegister(_, reply) => send(reply, outcome, |o| match o {
+                Output::Schedules(rows) => Some(rows),
+                _ => None,
+            }),
+            Command::ScheduleTick(_, reply) => send(reply, outcome, |o| match o {
+                Output::Tick(outcome) => Some(outcome),
                 _ => None,
             }),
         }
