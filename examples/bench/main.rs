@@ -21,6 +21,7 @@
 
 mod db;
 mod leases;
+mod layout;
 mod pg_raw;
 mod processes;
 mod raw;
@@ -312,6 +313,9 @@ fn ratio(a: &Figure, b: &Figure) -> f64 {
 
 /// Runs the benchmark with these command-line arguments (without the program name).
 pub fn run(args: Vec<String>) -> anyhow::Result<()> {
+    if args.first().is_some_and(|a| a == "--layout") {
+        return layout::run(args[1..].to_vec());
+    }
     let args = parse(args)?;
     let sizes = Sizes::new(args.smoke);
     std::fs::create_dir_all(&args.dir)
