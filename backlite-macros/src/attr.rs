@@ -45,6 +45,7 @@ pub struct Queue {
     pub backoff: Option<Backoff>,
     pub timeout: Option<Spanned<Duration>>,
     pub retention: Option<Retention>,
+    pub concurrency: Option<Spanned<u32>>,
 }
 
 pub enum Backoff {
@@ -85,7 +86,14 @@ pub enum Data {
 /// The lists of keys, for "unknown key" messages.
 const QUEUE: List = List {
     name: "#[queue(..)]",
-    keys: &["name", "max_attempts", "backoff", "timeout", "retention"],
+    keys: &[
+        "name",
+        "max_attempts",
+        "backoff",
+        "timeout",
+        "retention",
+        "concurrency",
+    ],
 };
 const RETENTION: List = List {
     name: "retention(..)",
@@ -112,6 +120,7 @@ fn example(key: &str) -> &'static str {
         "data" => "data(only_failed)",
         "base" => "base = \"1s\"",
         "cap" => "cap = \"10m\"",
+        "concurrency" => "concurrency = 4",
         _ => "",
     }
 }
@@ -123,6 +132,7 @@ pub fn parse(cx: &Ctxt, attrs: &[&Attribute]) -> Queue {
     let mut backoff = Slot::new("backoff");
     let mut timeout = Slot::new("timeout");
     let mut retention = Slot::new("retention");
+    let mut concurrency = Slot::new("concurrency");
 
     for attr in attrs {
         let parsed = attr.parse_nested_meta(|meta| {
@@ -134,6 +144,9 @@ pub fn parse(cx: &Ctxt, attrs: &[&Attribute]) -> Queue {
                 Some("backoff") => backoff.set(cx, &meta, value(cx, &meta, backoff_value)?),
                 Some("timeout") => timeout.set(cx, &meta, value(cx, &meta, duration)?),
                 Some("retention") => retention.set(cx, &meta, retention_list(cx, &meta)?),
+                Some("concurrency") => {
+                    concurrency.set(cx, &meta, value(cx, &meta, concurrency_value)?);
+                }
                 _ => unknown_key(cx, &meta, &QUEUE)?,
             }
             Ok(())
@@ -149,6 +162,7 @@ pub fn parse(cx: &Ctxt, attrs: &[&Attribute]) -> Queue {
         backoff: backoff.value,
         timeout: timeout.value,
         retention: retention.value,
+        concurrency: concurrency.value,
     }
 }
 
@@ -287,6 +301,56 @@ fn max_attempts_value(cx: &Ctxt, key: &str, expr: &Expr) -> Option<Spanned<u32>>
             cx.error_spanned_by(
                 expr,
                 format!("expected a positive integer: `{}`", example(key)),
+            );
+            None
+        }
+    }
+}
+
+/// `concurrency`: a whole number of tasks, at least 1. Zero would never run the queue, and
+/// a negative or fractional count means nothing; each is refused at its token.
+fn concurrency_value(cx: &Ctxt, key: &str, expr: &Expr) -> Option<Spanned<u32>> {
+    let expr = match expr {
+        Expr::Group(group) => &*group.expr,
+        other => other,
+    };
+    match expr {
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(lit), ..
+        }) => match lit.base10_parse::<u32>() {
+            Ok(0) => {
+                cx.error_spanned_by(
+                    lit,
+                    format!(
+                        "`{key}` must be at least 1: a queue limited to 0 tasks would never run; \
+                         omit `{key}` to run as many as the client has workers"
+                    ),
+                );
+                None
+            }
+            Ok(value) => Some(Spanned {
+                value,
+                span: lit.span(),
+            }),
+            Err(_) => {
+                cx.error_spanned_by(lit, format!("`{key}` must fit in a u32"));
+                None
+            }
+        },
+        Expr::Unary(unary) if matches!(unary.op, syn::UnOp::Neg(_)) => {
+            cx.error_spanned_by(
+                expr,
+                format!("`{key}` must be a positive integer: `{}`", example(key)),
+            );
+            None
+        }
+        _ => {
+            cx.error_spanned_by(
+                expr,
+                format!(
+                    "expected a whole number of tasks for `{key}`: `{}`",
+                    example(key)
+                ),
             );
             None
         }
@@ -652,6 +716,36 @@ mod tests {
     }
 
     #[test]
+    fn concurrency_is_a_whole_number_of_at_least_one() {
+        let (queue, errors) = parse_attrs(&[parse_quote!(#[queue(name = "q", concurrency = 4)])]);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(queue.concurrency.unwrap().value, 4);
+        for (attr, message) in [
+            (
+                parse_quote!(#[queue(name = "q", concurrency = 0)]),
+                "`concurrency` must be at least 1: a queue limited to 0 tasks would never run; \
+                 omit `concurrency` to run as many as the client has workers",
+            ),
+            (
+                parse_quote!(#[queue(name = "q", concurrency = -2)]),
+                "`concurrency` must be a positive integer: `concurrency = 4`",
+            ),
+            (
+                parse_quote!(#[queue(name = "q", concurrency = 2.5)]),
+                "expected a whole number of tasks for `concurrency`: `concurrency = 4`",
+            ),
+            (
+                parse_quote!(#[queue(name = "q", concurrency = "4")]),
+                "expected a whole number of tasks for `concurrency`: `concurrency = 4`",
+            ),
+        ] {
+            let (queue, errors) = parse_attrs(&[attr]);
+            assert_eq!(errors, [message]);
+            assert!(queue.concurrency.is_none());
+        }
+    }
+
+    #[test]
     fn every_error_is_reported() {
         let (_, errors) = parse_attrs(&[parse_quote! {
             #[queue(name = 5, max_attempt = 3, timeout = 10s, timeout = "1x",
@@ -713,7 +807,7 @@ mod tests {
             errors,
             [
                 "unknown key `retries` in `#[queue(..)]`; expected `name`, `max_attempts`, \
-              `backoff`, `timeout`, `retention`"
+              `backoff`, `timeout`, `retention`, `concurrency`"
             ]
         );
     }

@@ -9,6 +9,7 @@
 mod browse;
 mod checkpoint;
 mod control;
+mod dispatch;
 mod inspect;
 mod lease;
 mod migrations;
@@ -274,16 +275,18 @@ impl Driver for SqliteDriver {
         self.send(|reply| Command::Insert(tasks, reply))
     }
 
-    fn task_claim(
+    fn task_claim_within(
         &self,
         process: Option<ProcessId>,
         limit: usize,
+        room: Vec<(&'static str, usize)>,
         lease: Duration,
         now: Option<Millis>,
     ) -> BoxFuture<Result<Vec<ClaimedTask>>> {
         self.send(|reply| Command::Claim {
             process,
             limit,
+            room,
             lease,
             now,
             reply,
@@ -591,6 +594,16 @@ crate::storage::conformance::driver_conformance!(conformance_file, |queues| asyn
 
 #[cfg(test)]
 crate::storage::conformance::driver_conformance!(conformance_memory, |queues| async move {
+    Some(crate::storage::sqlite::open_for_test(true, queues))
+});
+
+#[cfg(test)]
+crate::storage::dispatch_conformance::dispatch_conformance!(dispatch_file, |queues| async move {
+    Some(crate::storage::sqlite::open_for_test(false, queues))
+});
+
+#[cfg(test)]
+crate::storage::dispatch_conformance::dispatch_conformance!(dispatch_memory, |queues| async move {
     Some(crate::storage::sqlite::open_for_test(true, queues))
 });
 
