@@ -58,6 +58,16 @@ impl QueueLimits {
             .collect()
     }
 
+    /// The limited queues that hold as many tasks as their limit allows: a claim takes
+    /// none of them, so their due tasks say nothing about when to claim next.
+    pub(super) fn full(&self) -> Vec<&'static str> {
+        self.queues
+            .iter()
+            .filter(|q| q.held.load(Ordering::Acquire) >= q.limit)
+            .map(|q| q.name)
+            .collect()
+    }
+
     /// A task of `queue` was claimed.
     pub(super) fn hold(&self, queue: &str) {
         if let Some(q) = self.find(queue) {
@@ -81,5 +91,77 @@ impl QueueLimits {
 
     fn find(&self, queue: &str) -> Option<&Limited> {
         self.queues.iter().find(|q| q.name == queue)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use serde::{Deserialize, Serialize};
+
+    use crate::{BoxError, Client, Context, Processor, QueueConfig, Task, TaskStatus};
+
+    static RUNNING: AtomicUsize = AtomicUsize::new(0);
+    static OPEN: AtomicBool = AtomicBool::new(false);
+
+    #[derive(Serialize, Deserialize)]
+    struct OneAtATime;
+    impl Task for OneAtATime {
+        const CONFIG: QueueConfig = QueueConfig::builder("one_at_a_time").concurrency(1).build();
+    }
+    struct RunOneAtATime;
+    impl Processor for RunOneAtATime {
+        type Task = OneAtATime;
+        async fn process(_: Context, _: OneAtATime) -> Result<(), BoxError> {
+            RUNNING.fetch_add(1, Ordering::SeqCst);
+            while !OPEN.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            RUNNING.fetch_sub(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    /// A queue at its limit with due tasks waiting costs no reads: the dispatcher neither
+    /// claims nor asks for the next due time until the running task lets go.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_queue_at_its_limit_is_not_polled_and_resumes_when_a_task_ends() {
+        let registry = crate::__private::registry([crate::__private::entry::<RunOneAtATime>()]);
+        let client = Client::builder()
+            .database(":memory:")
+            .workers(4)
+            .processors(registry)
+            .build()
+            .await
+            .expect("build");
+        let saved = client
+            .add(OneAtATime)
+            .add(OneAtATime)
+            .add(OneAtATime)
+            .save()
+            .await
+            .expect("save");
+        client.start();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while RUNNING.load(Ordering::SeqCst) == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "never ran");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let reads = || client.driver().table_reads();
+        let settled = reads();
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert_eq!(reads() - settled, 0, "a full queue was polled");
+        assert_eq!(RUNNING.load(Ordering::SeqCst), 1);
+        OPEN.store(true, Ordering::SeqCst);
+        for id in &saved {
+            while client.status(id).await.expect("status") != TaskStatus::NotFound {
+                assert!(tokio::time::Instant::now() < deadline, "never finished");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        assert!(client.stop(Duration::from_secs(5)).await);
     }
 }

@@ -328,7 +328,11 @@ async fn dispatch(shared: Arc<Shared>, stop: CancellationToken) -> Arc<Shared> {
         }
 
         if drained && buffer.is_empty() && next_due.is_none() {
-            let wait = match client.driver().task_next_due(client.test_now()).await {
+            let wait = match client
+                .driver()
+                .task_next_due_except(shared.limits.full(), client.test_now())
+                .await
+            {
                 // A controlled clock makes tasks due only when a test advances it, and that
                 // wakes the dispatcher: a timer would fire early, or spin under a paused
                 // runtime.

@@ -113,6 +113,22 @@ macro_rules! dispatch_conformance {
                     .unwrap();
                 assert_eq!((count(&claimed, "a"), count(&claimed, "b")), (1, 5));
             }
+
+            #[tokio::test]
+            async fn the_next_due_time_leaves_out_the_full_queues() {
+                let Some(d) = open(&["a", "b"]).await else {
+                    return;
+                };
+                d.task_insert_many(vec![new_task("a", 100, "a"), new_task("b", 400, "b")])
+                    .await
+                    .unwrap();
+                let wait = |full: Vec<&'static str>| d.task_next_due_except(full, Some(50));
+                let ms = |n: u64| Some(std::time::Duration::from_millis(n));
+                assert_eq!(wait(vec![]).await.unwrap(), ms(50));
+                assert_eq!(wait(vec!["a"]).await.unwrap(), ms(350));
+                assert_eq!(wait(vec!["a", "b"]).await.unwrap(), None);
+                assert_eq!(d.task_next_due(Some(50)).await.unwrap(), ms(50));
+            }
         }
     };
 }

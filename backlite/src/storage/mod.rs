@@ -177,6 +177,10 @@ pub(crate) trait Driver: Send + Sync + 'static {
     /// time, then insertion), each under a lease of `lease`, for `process` (`None`: a claimer
     /// that is no started client, such as a test's `drain`). A claim may return fewer tasks
     /// than are due when other claimers hold some of them at that moment.
+    #[cfg_attr(
+        not(any(test, feature = "testing")),
+        allow(dead_code, reason = "the dispatcher claims within its queues' limits")
+    )]
     fn task_claim(
         &self,
         process: Option<ProcessId>,
@@ -213,7 +217,22 @@ pub(crate) trait Driver: Send + Sync + 'static {
 
     /// How long until the earliest unclaimed task of the served queues is due (zero when one
     /// is due already); `None` when there is none.
-    fn task_next_due(&self, now: Option<Millis>) -> BoxFuture<Result<Option<Duration>>>;
+    #[cfg_attr(
+        not(test),
+        allow(dead_code, reason = "the dispatcher leaves out its full queues")
+    )]
+    fn task_next_due(&self, now: Option<Millis>) -> BoxFuture<Result<Option<Duration>>> {
+        self.task_next_due_except(Vec::new(), now)
+    }
+
+    /// [`task_next_due`](Driver::task_next_due) over the served queues but those in `full`:
+    /// the dispatcher leaves out the queues at their concurrency limit, whose due tasks it
+    /// could not claim, so that they neither wake it nor hide the next task of another queue.
+    fn task_next_due_except(
+        &self,
+        full: Vec<&'static str>,
+        now: Option<Millis>,
+    ) -> BoxFuture<Result<Option<Duration>>>;
 
     /// Extends the leases of claims that `process` holds to `now + lease`, in one write: only
     /// claims still current (the token matches and the task is claimed) are renewed; the rest

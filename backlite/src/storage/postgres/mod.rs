@@ -503,14 +503,23 @@ impl Driver for PgDriver {
         })
     }
 
-    fn task_next_due(&self, now: Option<Millis>) -> BoxFuture<Result<Option<Duration>>> {
+    fn task_next_due_except(
+        &self,
+        full: Vec<&'static str>,
+        now: Option<Millis>,
+    ) -> BoxFuture<Result<Option<Duration>>> {
         self.table_reads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let queues = self.queues.clone();
+        let queues: Vec<String> = self
+            .queues
+            .iter()
+            .filter(|q| !full.contains(&q.as_str()))
+            .cloned()
+            .collect();
         self.with(move |conn, sql| {
             Box::pin(async move {
                 let statement = conn.prepare_cached(&sql.next_due).await?;
-                let row = conn.query_one(&statement, &[&*queues, &now]).await?;
+                let row = conn.query_one(&statement, &[&queues, &now]).await?;
                 let wait: Option<i64> = row.try_get(0)?;
                 Ok(wait.map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0))))
             })

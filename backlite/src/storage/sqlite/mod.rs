@@ -305,12 +305,16 @@ impl Driver for SqliteDriver {
         self.send(|reply| Command::Release(now, reply))
     }
 
-    fn task_next_due(&self, now: Option<Millis>) -> BoxFuture<Result<Option<Duration>>> {
+    fn task_next_due_except(
+        &self,
+        full: Vec<&'static str>,
+        now: Option<Millis>,
+    ) -> BoxFuture<Result<Option<Duration>>> {
         self.table_reads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (sql, queues) = (self.next_due_sql.clone(), self.queues.clone());
         self.read(move |conn| {
-            let due = sql::task_next_due(conn, &sql, &queues)?;
+            let due = sql::task_next_due(conn, &sql, &queues, &full)?;
             Ok(due.map(|due| match now {
                 Some(now) => crate::storage::wait_until(due, now),
                 // This machine's clock is the database's: measured to the microsecond, so

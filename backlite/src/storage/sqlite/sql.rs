@@ -298,13 +298,17 @@ pub(crate) fn next_due_sql(queue_count: usize) -> String {
     format!("SELECT MIN(due) FROM ({})", arms.join(" UNION ALL "))
 }
 
+/// The earliest due time over `queues` but those in `full`: a left-out queue's arm is bound
+/// to NULL, which matches no row, so one prepared statement serves every set.
 pub(crate) fn task_next_due(
     conn: &Connection,
     sql: &str,
     queues: &[&'static str],
+    full: &[&'static str],
 ) -> rusqlite::Result<Option<Millis>> {
     let mut next = conn.prepare_cached(sql)?;
-    next.query_row(rusqlite::params_from_iter(queues), |row| row.get(0))
+    let names = queues.iter().map(|q| (!full.contains(q)).then_some(*q));
+    next.query_row(rusqlite::params_from_iter(names), |row| row.get(0))
 }
 
 pub(crate) fn task_status(conn: &Connection, id: TaskId) -> rusqlite::Result<TaskStatus> {
