@@ -29,6 +29,7 @@ macro_rules! dispatch_suite {
                 a_snoozing_processor_runs_again_without_spending_attempts,
                 a_cancelling_processor_runs_once_and_ends_cancelled_with_its_reason,
                 a_limited_queue_never_runs_more_than_its_limit_while_others_flow,
+                drain_runs_no_more_of_a_limited_queue_at_once_than_its_limit,
             );
         }
     };
@@ -257,4 +258,34 @@ async fn a_limited_queue_never_runs_more_than_its_limit_while_others_flow(db: Te
         "more than the limit ran at once"
     );
     assert!(client.stop(Duration::from_secs(5)).await);
+}
+
+#[derive(Debug, Serialize, Deserialize, Task)]
+#[queue(name = "drained_limited", concurrency = 2)]
+struct DrainedLimited {
+    key: String,
+}
+
+/// Counts itself running for a moment, long enough for others started with it to overlap.
+#[processor]
+async fn run_drained_limited(task: DrainedLimited) -> Result<(), BoxError> {
+    gauge(&task.key, |g| {
+        g.running += 1;
+        g.most = g.most.max(g.running);
+    });
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    gauge(&task.key, |g| g.running -= 1);
+    Ok(())
+}
+
+async fn drain_runs_no_more_of_a_limited_queue_at_once_than_its_limit(db: TestDb) {
+    let key = db.key("drained_limited");
+    let client = client_on(&db, 8, processors![run_drained_limited]).await;
+    let mut tasks = client.add(DrainedLimited { key: key.clone() });
+    for _ in 1..6 {
+        tasks = tasks.add(DrainedLimited { key: key.clone() });
+    }
+    tasks.save().await.expect("save");
+    assert_eq!(client.drain().await.expect("drain"), 6);
+    assert_eq!(gauge(&key, |g| g.most), 2);
 }
