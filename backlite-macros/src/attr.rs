@@ -46,6 +46,7 @@ pub struct Queue {
     pub timeout: Option<Spanned<Duration>>,
     pub retention: Option<Retention>,
     pub periodic: Option<Periodic>,
+    pub concurrency: Option<Spanned<u32>>,
 }
 
 /// `periodic(every = "5m")` or `periodic(cron = "0 */5 * * * *")`: the task's own schedule.
@@ -102,6 +103,7 @@ const QUEUE: List = List {
         "timeout",
         "retention",
         "periodic",
+        "concurrency",
     ],
 };
 const PERIODIC: List = List {
@@ -136,6 +138,7 @@ fn example(key: &str) -> &'static str {
         "periodic" => "periodic(every = \"5m\")` or `periodic(cron = \"0 */5 * * * *\")",
         "every" => "every = \"5m\"",
         "cron" => "cron = \"0 */5 * * * *\"",
+        "concurrency" => "concurrency = 4",
         _ => "",
     }
 }
@@ -148,6 +151,7 @@ pub fn parse(cx: &Ctxt, attrs: &[&Attribute]) -> Queue {
     let mut timeout = Slot::new("timeout");
     let mut retention = Slot::new("retention");
     let mut periodic = Slot::new("periodic");
+    let mut concurrency = Slot::new("concurrency");
 
     for attr in attrs {
         let parsed = attr.parse_nested_meta(|meta| {
@@ -160,6 +164,9 @@ pub fn parse(cx: &Ctxt, attrs: &[&Attribute]) -> Queue {
                 Some("timeout") => timeout.set(cx, &meta, value(cx, &meta, duration)?),
                 Some("retention") => retention.set(cx, &meta, retention_list(cx, &meta)?),
                 Some("periodic") => periodic.set(cx, &meta, periodic_list(cx, &meta)?),
+                Some("concurrency") => {
+                    concurrency.set(cx, &meta, value(cx, &meta, concurrency_value)?);
+                }
                 _ => unknown_key(cx, &meta, &QUEUE)?,
             }
             Ok(())
@@ -176,6 +183,7 @@ pub fn parse(cx: &Ctxt, attrs: &[&Attribute]) -> Queue {
         timeout: timeout.value,
         retention: retention.value,
         periodic: periodic.value,
+        concurrency: concurrency.value,
     }
 }
 
@@ -314,6 +322,56 @@ fn max_attempts_value(cx: &Ctxt, key: &str, expr: &Expr) -> Option<Spanned<u32>>
             cx.error_spanned_by(
                 expr,
                 format!("expected a positive integer: `{}`", example(key)),
+            );
+            None
+        }
+    }
+}
+
+/// `concurrency`: a whole number of tasks, at least 1. Zero would never run the queue, and
+/// a negative or fractional count means nothing; each is refused at its token.
+fn concurrency_value(cx: &Ctxt, key: &str, expr: &Expr) -> Option<Spanned<u32>> {
+    let expr = match expr {
+        Expr::Group(group) => &*group.expr,
+        other => other,
+    };
+    match expr {
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(lit), ..
+        }) => match lit.base10_parse::<u32>() {
+            Ok(0) => {
+                cx.error_spanned_by(
+                    lit,
+                    format!(
+                        "`{key}` must be at least 1: a queue limited to 0 tasks would never run; \
+                         omit `{key}` to run as many as the client has workers"
+                    ),
+                );
+                None
+            }
+            Ok(value) => Some(Spanned {
+                value,
+                span: lit.span(),
+            }),
+            Err(_) => {
+                cx.error_spanned_by(lit, format!("`{key}` must fit in a u32"));
+                None
+            }
+        },
+        Expr::Unary(unary) if matches!(unary.op, syn::UnOp::Neg(_)) => {
+            cx.error_spanned_by(
+                expr,
+                format!("`{key}` must be a positive integer: `{}`", example(key)),
+            );
+            None
+        }
+        _ => {
+            cx.error_spanned_by(
+                expr,
+                format!(
+                    "expected a whole number of tasks for `{key}`: `{}`",
+                    example(key)
+                ),
             );
             None
         }
@@ -748,6 +806,36 @@ mod tests {
     }
 
     #[test]
+    fn concurrency_is_a_whole_number_of_at_least_one() {
+        let (queue, errors) = parse_attrs(&[parse_quote!(#[queue(name = "q", concurrency = 4)])]);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(queue.concurrency.unwrap().value, 4);
+        for (attr, message) in [
+            (
+                parse_quote!(#[queue(name = "q", concurrency = 0)]),
+                "`concurrency` must be at least 1: a queue limited to 0 tasks would never run; \
+                 omit `concurrency` to run as many as the client has workers",
+            ),
+            (
+                parse_quote!(#[queue(name = "q", concurrency = -2)]),
+                "`concurrency` must be a positive integer: `concurrency = 4`",
+            ),
+            (
+                parse_quote!(#[queue(name = "q", concurrency = 2.5)]),
+                "expected a whole number of tasks for `concurrency`: `concurrency = 4`",
+            ),
+            (
+                parse_quote!(#[queue(name = "q", concurrency = "4")]),
+                "expected a whole number of tasks for `concurrency`: `concurrency = 4`",
+            ),
+        ] {
+            let (queue, errors) = parse_attrs(&[attr]);
+            assert_eq!(errors, [message]);
+            assert!(queue.concurrency.is_none());
+        }
+    }
+
+    #[test]
     fn every_error_is_reported() {
         let (_, errors) = parse_attrs(&[parse_quote! {
             #[queue(name = 5, max_attempt = 3, timeout = 10s, timeout = "1x",
@@ -831,7 +919,7 @@ mod tests {
             errors,
             [
                 "unknown key `retries` in `#[queue(..)]`; expected `name`, `max_attempts`, \
-              `backoff`, `timeout`, `retention`, `periodic`"
+              `backoff`, `timeout`, `retention`, `periodic`, `concurrency`"
             ]
         );
     }

@@ -55,6 +55,10 @@ fn impl_task(input: &Input, name: &Spanned<String>, queue: &Queue) -> TokenStrea
         let timeout = duration(timeout.value);
         quote!(.timeout(#timeout))
     });
+    let concurrency = queue.concurrency.map(|limit| {
+        let limit = limit.value;
+        quote!(.concurrency(#limit))
+    });
     let retention = queue.retention.as_ref().map(|retention| {
         let duration = retention.duration.map_or_else(
             || quote!(::core::option::Option::None),
@@ -111,6 +115,7 @@ fn impl_task(input: &Input, name: &Spanned<String>, queue: &Queue) -> TokenStrea
                 #backoff
                 #timeout
                 #retention
+                #concurrency
                 .build();
             #periodic
         }

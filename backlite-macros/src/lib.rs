@@ -81,6 +81,13 @@ pub fn derive_task(input: TokenStream) -> TokenStream {
 /// as written, callable directly (in unit tests, say). Next to it the macro adds a hidden type
 /// of the same name (a braced struct lives only in the type namespace, so the two do not
 /// clash) that implements `backlite::Processor`; list the function in `processors![..]`.
+///
+/// Besides failing, a processor can steer its task through its `Err`:
+/// `Err(backlite::Snooze(duration).into())` runs it again after `duration` without counting
+/// the attempt, and `Err(backlite::Cancel("reason".into()).into())` ends it cancelled, with no
+/// further attempt. Both work when `E` is `backlite::BoxError`, `backlite::Error`, or an error
+/// type of the application that holds them as its `source()` (a `#[from]` variant with
+/// `thiserror`); not through `anyhow::Error`, whose box hides the value it wraps.
 #[proc_macro_attribute]
 pub fn processor(args: TokenStream, input: TokenStream) -> TokenStream {
     processor::expand(&args.into(), &input.into()).into()

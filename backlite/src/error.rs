@@ -149,6 +149,15 @@ pub enum Error {
         /// The name as given.
         zone: String,
     },
+    /// A processor's [`Snooze`](crate::Snooze), for a processor that returns
+    /// `backlite::Result<()>`: the task runs again after the delay, the attempt not counted.
+    #[error(transparent)]
+    Snooze(#[from] crate::Snooze),
+
+    /// A processor's [`Cancel`](crate::Cancel), for a processor that returns
+    /// `backlite::Result<()>`: the task stops for good and ends cancelled.
+    #[error(transparent)]
+    Cancel(#[from] crate::Cancel),
 }
 
 impl Error {

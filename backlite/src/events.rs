@@ -69,6 +69,21 @@ pub enum TaskEvent<'a> {
         /// The backoff before the next attempt.
         retry_in: Duration,
     },
+    /// The processor returned [`Snooze`](crate::Snooze): the task runs again after `snooze`,
+    /// and this attempt does not count.
+    #[non_exhaustive]
+    Snoozed {
+        /// The task.
+        task_id: TaskId,
+        /// Its queue.
+        queue: &'a str,
+        /// Which attempt snoozed, from 1; the next one has the same number.
+        attempt: u32,
+        /// How long the attempt ran.
+        duration: Duration,
+        /// The wait before it runs again.
+        snooze: Duration,
+    },
     /// The attempt failed and the task will not run again: its attempts are used up, or its
     /// failure cannot pass (a payload that does not decode).
     #[non_exhaustive]

@@ -7,6 +7,7 @@ mod client;
 mod clock;
 mod control;
 mod database;
+mod directive;
 mod dispatcher;
 mod error;
 mod events;
@@ -14,8 +15,8 @@ mod explain;
 mod inspect;
 mod maintenance;
 pub mod metrics;
-mod processes;
 pub(crate) mod periodic;
+mod processes;
 mod processor;
 // Shared with `backlite-macros`, which compiles the same file; only the queue-name rule is
 // used here, to check hand-written `Task` impls again.
@@ -35,6 +36,7 @@ mod utc;
 pub use backlite_macros::{Task, processor, processors};
 pub use client::{AddTasks, Client, ClientBuilder};
 pub use control::{Purge, QueueInfo};
+pub use directive::{Cancel, Snooze};
 pub use error::{Error, Result};
 pub use events::TaskEvent;
 pub use explain::{Claimer, Explanation};

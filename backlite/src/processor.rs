@@ -153,6 +153,37 @@ impl std::fmt::Debug for Registry {
 }
 
 /// What a processor knows about the attempt it runs.
+///
+/// What follows the attempt is decided by what the processor returns: `Ok(())` succeeds, an
+/// error fails the attempt (retried while attempts remain), [`Snooze`](crate::Snooze) runs
+/// the task again later without counting the attempt, and [`Cancel`](crate::Cancel) ends it
+/// cancelled with no further attempt. Snooze and cancel reach the executor through the
+/// processor's error type when that is [`BoxError`], [`backlite::Error`](crate::Error), or an
+/// error of the application that holds them as its `source()`; not through `anyhow::Error`.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use backlite::{BoxError, Cancel, Context, Snooze, Task, processor};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize, Task)]
+/// #[queue(name = "webhooks", max_attempts = 5)]
+/// struct Webhook { url: String }
+///
+/// # enum Reply { Delivered, RateLimited(Duration), Gone }
+/// # async fn deliver(_: &str) -> Reply { Reply::Delivered }
+/// #[processor]
+/// async fn call(ctx: Context, task: Webhook) -> Result<(), BoxError> {
+///     match deliver(&task.url).await {
+///         Reply::Delivered => Ok(()),
+///         // The receiver asks us to wait: not a failure, attempt `ctx.attempt()` again later.
+///         Reply::RateLimited(wait) => Err(Snooze(wait).into()),
+///         // Nobody is listening any more: no point in the four attempts left.
+///         Reply::Gone => Err(Cancel(format!("{} is gone", task.url)).into()),
+///     }
+/// }
+/// ```
 #[derive(Clone)]
 pub struct Context {
     pub(crate) client: Client,

@@ -56,6 +56,7 @@ pub struct QueueConfig {
     backoff: Backoff,
     timeout: Option<Duration>,
     retention: Option<Retention>,
+    concurrency: Option<u32>,
 }
 
 impl QueueConfig {
@@ -80,6 +81,7 @@ impl QueueConfig {
                 backoff: Backoff::NONE,
                 timeout: None,
                 retention: None,
+                concurrency: None,
             },
         }
     }
@@ -111,6 +113,12 @@ impl QueueConfig {
         self.retention
     }
 
+    /// The most tasks of this queue that one client runs at once; `None`: as many as it has
+    /// workers. Held per process (see [`QueueConfigBuilder::concurrency`]).
+    pub const fn concurrency(&self) -> Option<u32> {
+        self.concurrency
+    }
+
     /// Checks the rules `build()` enforces, for configurations that did not go through it.
     pub(crate) fn validate(&self) -> Result<(), String> {
         let name = self.name;
@@ -120,6 +128,9 @@ impl QueueConfig {
         }
         if self.timeout == Some(Duration::ZERO) {
             return Err(format!("queue `{name}`: timeout must be greater than zero"));
+        }
+        if self.concurrency == Some(0) {
+            return Err(format!("queue `{name}`: concurrency must be at least 1"));
         }
         if let Backoff::Exponential { base, cap, .. } = self.backoff {
             if base.is_zero() || cap < base {
@@ -164,10 +175,28 @@ impl QueueConfigBuilder {
         self
     }
 
+    /// Sets the most tasks of this queue that one client runs at once (at least 1), so that
+    /// a slow queue cannot take every worker while the other queues keep flowing. The
+    /// client's claims take no more of the queue's tasks than the limit leaves free, so a
+    /// queue at its limit holds no claimed task back from other processes.
+    ///
+    /// The limit holds per process: two clients serving the queue run up to twice as many.
+    ///
+    /// ```
+    /// use backlite::QueueConfig;
+    ///
+    /// const CONFIG: QueueConfig = QueueConfig::builder("thumbnails").concurrency(4).build();
+    /// assert_eq!(CONFIG.concurrency(), Some(4));
+    /// ```
+    pub const fn concurrency(mut self, limit: u32) -> Self {
+        self.config.concurrency = Some(limit);
+        self
+    }
+
     /// Checks the settings and returns the configuration.
     ///
     /// # Panics
-    /// On an invalid queue name, `max_attempts` of 0, a zero timeout or an exponential backoff
+    /// On an invalid queue name, `max_attempts` or `concurrency` of 0, a zero timeout or an exponential backoff
     /// with a zero base or a cap below its base. In a `const` this is a compile error.
     pub const fn build(self) -> QueueConfig {
         let c = self.config;
@@ -178,6 +207,9 @@ impl QueueConfigBuilder {
         }
         if c.max_attempts == 0 {
             panic!("max_attempts must be at least 1");
+        }
+        if let Some(0) = c.concurrency {
+            panic!("concurrency must be at least 1");
         }
         if let Some(timeout) = c.timeout {
             if timeout.is_zero() {

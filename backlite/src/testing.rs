@@ -158,7 +158,8 @@ impl Client {
     /// [`Error::Config`] on one that was). It runs up to `workers` tasks at once, each with
     /// its queue's timeout and panic guard, as the worker pool would, and returns when a
     /// claim finds nothing due, so a task that adds a task due at once each time it runs
-    /// keeps it going. Give the client a [`TestClock`] to make scheduled tasks and backoffs
+    /// (or snoozes for zero) keeps it going. A queue's `concurrency` limit bounds how many of
+    /// its tasks run at once here too. Give the client a [`TestClock`] to make scheduled tasks and backoffs
     /// due without waiting.
     pub async fn drain(&self) -> Result<usize> {
         let started = self
@@ -174,12 +175,21 @@ impl Client {
             ));
         }
         let limit = self.inner.settings.workers;
+        // Each round runs at most a queue's concurrency limit of its tasks, as the pool would.
+        let registry = &self.inner.registry;
+        let room: Vec<(&'static str, usize)> = registry
+            .queues()
+            .filter_map(|queue| {
+                let most = registry.config(queue)?.concurrency()?;
+                Some((queue, usize::try_from(most).unwrap_or(usize::MAX)))
+            })
+            .collect();
         let mut attempts = 0;
         loop {
             let lease = self.inner.settings.release_after;
             let claimed = self
                 .driver()
-                .task_claim(None, limit, lease, Some(self.now()))
+                .task_claim_within(None, limit, room.clone(), lease, Some(self.now()))
                 .await?;
             if claimed.is_empty() {
                 return Ok(attempts);

@@ -20,8 +20,8 @@
 //! a raw PostgreSQL baseline (`pg_raw.rs`). Every line says its `backend`.
 
 mod db;
-mod leases;
 mod layout;
+mod leases;
 mod pg_raw;
 mod processes;
 mod raw;

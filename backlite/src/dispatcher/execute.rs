@@ -19,6 +19,7 @@ use super::Shared;
 use super::lease::{Ending, Leases};
 use crate::BoxFuture;
 use crate::client::{Client, retention_expiry};
+use crate::directive::Directive;
 use crate::events::TaskEvent;
 use crate::metrics::{self, Outcome};
 use crate::processor::{BoxError, Context};
@@ -93,11 +94,13 @@ async fn run(
     cancel: CancellationToken,
 ) {
     let id = task.id;
+    let queue = task.queue.clone();
     let completion = attempt(&shared.client, task, cancel, Some(&shared.leases)).await;
     if let Ok(mut running) = shared.running.lock() {
         running.remove(&id);
     }
     drop(slot);
+    shared.limits.release(&queue);
     shared.finished.fetch_add(1, Ordering::Relaxed);
     // Stored by the completer, with the outcomes of the tasks that finish meanwhile.
     if shared.completions.send(completion).is_err() {
@@ -243,7 +246,48 @@ async fn run_attempt(
             duration,
             error: CANCELLED_ERROR,
         });
-        return cancelled(client, &task, executed_at, duration);
+        return cancelled(client, &task, executed_at, duration, CANCELLED_ERROR);
+    }
+
+    // A snooze or a cancel that the processor returned, found in its error.
+    let directive = match &outcome {
+        Err(Failure::Error(error)) => Directive::find(error),
+        _ => None,
+    };
+    match directive {
+        Some(Directive::Snooze(delay)) => {
+            tracing::info!(task_id = %task.id, queue, attempt, ?duration, snooze = ?delay, "task snoozed");
+            hooks.emit(&TaskEvent::Snoozed {
+                task_id: task.id,
+                queue,
+                attempt,
+                duration,
+                snooze: delay,
+            });
+            return Completion {
+                id: task.id,
+                token: task.token,
+                executed_at,
+                duration,
+                error: None,
+                next: Next::Snooze {
+                    run_at: client.now().saturating_add(duration_millis(delay)),
+                },
+            };
+        }
+        Some(Directive::Cancel(reason)) => {
+            tracing::info!(task_id = %task.id, queue, attempt, ?duration, reason = %reason, "task cancelled by its processor");
+            metrics::attempt_finished(queue, Outcome::Failed, duration);
+            hooks.emit(&TaskEvent::Failed {
+                task_id: task.id,
+                queue,
+                attempt,
+                duration,
+                error: &reason,
+            });
+            return cancelled(client, &task, executed_at, duration, &reason);
+        }
+        None => {}
     }
 
     let config = entry.map(|e| e.config);
@@ -341,13 +385,15 @@ async fn run_attempt(
     }
 }
 
-/// The end of a task that someone asked to cancel: done, no retry, kept as a failed task of
-/// its queue would be.
+/// The end of a task that someone asked to cancel, or whose processor returned a
+/// [`Cancel`](crate::Cancel): done, no retry, kept as a failed task of its queue would be,
+/// with `error` saying why.
 pub(super) fn cancelled(
     client: &Client,
     task: &ClaimedTask,
     executed_at: Millis,
     duration: Duration,
+    error: &str,
 ) -> Completion {
     let now = client.now();
     let retention = client
@@ -366,7 +412,7 @@ pub(super) fn cancelled(
         token: task.token,
         executed_at,
         duration,
-        error: Some(CANCELLED_ERROR.to_owned()),
+        error: Some(error.to_owned()),
         next: Next::Done {
             retain,
             cancelled: true,

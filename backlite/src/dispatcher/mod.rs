@@ -5,6 +5,7 @@
 //! queue), a local insert, or a commit by another connection wakes it.
 
 mod complete;
+mod concurrency;
 mod execute;
 mod lease;
 
@@ -30,6 +31,7 @@ use crate::maintenance;
 use crate::storage::{ClaimToken, ClaimedTask, Completion};
 use crate::task::TaskId;
 
+use concurrency::QueueLimits;
 use lease::{Fate, Leases};
 
 /// The handles of a started client, kept until `stop`.
@@ -64,6 +66,8 @@ pub(crate) struct Shared {
     completions: UnboundedSender<Completion>,
     /// The claims this client holds, renewed by the keeper.
     leases: Arc<Leases>,
+    /// What each queue with a concurrency limit holds here.
+    limits: QueueLimits,
 }
 
 pub(crate) fn start(client: Client) -> Running {
@@ -88,6 +92,7 @@ pub(crate) fn start(client: Client) -> Running {
         finished: AtomicU64::new(0),
         completions,
         leases: leases.clone(),
+        limits: QueueLimits::new(&client.inner.registry),
     });
     let maintenance = tokio::spawn(maintenance::run(client.clone(), stop.clone()));
     let dispatcher = tokio::spawn(dispatch(shared, stop.clone()));
@@ -248,7 +253,7 @@ async fn dispatch(shared: Arc<Shared>, stop: CancellationToken) -> Arc<Shared> {
                 match shared.leases.fate(task.id, task.token) {
                     Fate::Run(cancel) => execute::spawn(&shared, task, slot, cancel),
                     Fate::Cancel => end_unstarted(&shared, &task),
-                    Fate::Lost => {}
+                    Fate::Lost => shared.limits.release(&task.queue),
                 }
             }
         }
@@ -273,12 +278,19 @@ async fn dispatch(shared: Arc<Shared>, stop: CancellationToken) -> Arc<Shared> {
         if want > 0 && buffer.len() <= prefetch / 2 && !drained {
             match client
                 .driver()
-                .task_claim(Some(shared.leases.process), want, lease, client.test_now())
+                .task_claim_within(
+                    Some(shared.leases.process),
+                    want,
+                    shared.limits.room(),
+                    lease,
+                    client.test_now(),
+                )
                 .await
             {
                 Ok(tasks) => {
                     for task in &tasks {
                         shared.leases.hold(task, &shared.shutdown);
+                        shared.limits.hold(&task.queue);
                     }
                     error_pause = Duration::ZERO;
                     if !tasks.is_empty() {
@@ -316,7 +328,11 @@ async fn dispatch(shared: Arc<Shared>, stop: CancellationToken) -> Arc<Shared> {
         }
 
         if drained && buffer.is_empty() && next_due.is_none() {
-            let wait = match client.driver().task_next_due(client.test_now()).await {
+            let wait = match client
+                .driver()
+                .task_next_due_except(shared.limits.full(), client.test_now())
+                .await
+            {
                 // A controlled clock makes tasks due only when a test advances it, and that
                 // wakes the dispatcher: a timer would fire early, or spin under a paused
                 // runtime.
@@ -356,6 +372,11 @@ async fn dispatch(shared: Arc<Shared>, stop: CancellationToken) -> Arc<Shared> {
             slot = shared.slots.clone().acquire_owned(), if want_slot => drop(slot),
             // A renewal lost claims or found cancels: drop or end those waiting here.
             _ = shared.leases.changed.notified() => sweep(&shared, &mut buffer),
+            // A queue at its concurrency limit has room again: its due tasks can be claimed.
+            _ = shared.limits.freed.notified() => {
+                drained = false;
+                next_due = None;
+            }
             _ = tokio::time::sleep_until(sleep_until.unwrap_or_else(tokio::time::Instant::now)), if sleep_until.is_some() => {
                 drained = false;
                 next_due = None;
@@ -378,7 +399,14 @@ async fn dispatch(shared: Arc<Shared>, stop: CancellationToken) -> Arc<Shared> {
 /// Ends a claimed task that someone asked to cancel before it started: it never runs.
 fn end_unstarted(shared: &Shared, task: &ClaimedTask) {
     shared.leases.finish(task.id, task.token);
-    let completion = execute::cancelled(&shared.client, task, shared.client.now(), Duration::ZERO);
+    shared.limits.release(&task.queue);
+    let completion = execute::cancelled(
+        &shared.client,
+        task,
+        shared.client.now(),
+        Duration::ZERO,
+        crate::storage::CANCELLED_ERROR,
+    );
     tracing::info!(task_id = %task.id, queue = %task.queue, "task cancelled before it started");
     if shared.completions.send(completion).is_err() {
         tracing::error!(task_id = %task.id, "could not record the task's cancel: the client has stopped");
@@ -394,7 +422,10 @@ fn sweep(shared: &Shared, buffer: &mut VecDeque<ClaimedTask>) {
             end_unstarted(shared, task);
             false
         }
-        Fate::Lost => false,
+        Fate::Lost => {
+            shared.limits.release(&task.queue);
+            false
+        }
     });
 }
 

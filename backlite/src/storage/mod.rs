@@ -10,6 +10,8 @@ pub(crate) mod control_conformance;
 #[cfg(test)]
 #[macro_use]
 pub(crate) mod conformance;
+#[cfg(test)]
+pub(crate) mod dispatch_conformance;
 pub(crate) mod inspect;
 #[cfg(test)]
 pub(crate) mod inspect_conformance;
@@ -108,11 +110,22 @@ pub(crate) struct Completion {
     pub(crate) next: Next,
 }
 
+/// The most tasks of `queue` a claim may take: its `room`, when named there, and `limit`
+/// in any case.
+pub(crate) fn queue_room(room: &[(&'static str, usize)], queue: &str, limit: usize) -> usize {
+    room.iter()
+        .find(|(name, _)| *name == queue)
+        .map_or(limit, |(_, free)| (*free).min(limit))
+}
+
 /// What follows an attempt.
 #[derive(Debug, Clone)]
 pub(crate) enum Next {
     /// Run again at this time.
     Retry { run_at: Millis },
+    /// Run again at this time, as if the attempt had not happened: the processor snoozed.
+    /// Attempts, the last error and the error history stay as they were.
+    Snooze { run_at: Millis },
     /// Done: delete the task, keeping it in the completed table when `retain` says so.
     /// `cancelled`: it ended by a cancel, not by its last attempt (the error names why).
     Done {
@@ -166,10 +179,30 @@ pub(crate) trait Driver: Send + Sync + 'static {
     /// time, then insertion), each under a lease of `lease`, for `process` (`None`: a claimer
     /// that is no started client, such as a test's `drain`). A claim may return fewer tasks
     /// than are due when other claimers hold some of them at that moment.
+    #[cfg_attr(
+        not(test),
+        allow(dead_code, reason = "claimers claim within their queues' limits")
+    )]
     fn task_claim(
         &self,
         process: Option<ProcessId>,
         limit: usize,
+        lease: Duration,
+        now: Option<Millis>,
+    ) -> BoxFuture<Result<Vec<ClaimedTask>>> {
+        self.task_claim_within(process, limit, Vec::new(), lease, now)
+    }
+
+    /// [`task_claim`](Driver::task_claim), taking at most `room` tasks of each queue that
+    /// `room` names (none of a queue whose room is zero; queues it does not name are bounded
+    /// by `limit` only). The bound is in the statement, per queue, so that a claimer never
+    /// takes tasks it would have to hold back: the dispatcher passes what each queue's
+    /// concurrency limit leaves free in this process.
+    fn task_claim_within(
+        &self,
+        process: Option<ProcessId>,
+        limit: usize,
+        room: Vec<(&'static str, usize)>,
         lease: Duration,
         now: Option<Millis>,
     ) -> BoxFuture<Result<Vec<ClaimedTask>>>;
@@ -186,7 +219,22 @@ pub(crate) trait Driver: Send + Sync + 'static {
 
     /// How long until the earliest unclaimed task of the served queues is due (zero when one
     /// is due already); `None` when there is none.
-    fn task_next_due(&self, now: Option<Millis>) -> BoxFuture<Result<Option<Duration>>>;
+    #[cfg_attr(
+        not(test),
+        allow(dead_code, reason = "the dispatcher leaves out its full queues")
+    )]
+    fn task_next_due(&self, now: Option<Millis>) -> BoxFuture<Result<Option<Duration>>> {
+        self.task_next_due_except(Vec::new(), now)
+    }
+
+    /// [`task_next_due`](Driver::task_next_due) over the served queues but those in `full`:
+    /// the dispatcher leaves out the queues at their concurrency limit, whose due tasks it
+    /// could not claim, so that they neither wake it nor hide the next task of another queue.
+    fn task_next_due_except(
+        &self,
+        full: Vec<&'static str>,
+        now: Option<Millis>,
+    ) -> BoxFuture<Result<Option<Duration>>>;
 
     /// Extends the leases of claims that `process` holds to `now + lease`, in one write: only
     /// claims still current (the token matches and the task is claimed) are renewed; the rest

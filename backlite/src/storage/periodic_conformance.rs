@@ -154,7 +154,7 @@ macro_rules! periodic_conformance {
                 let outcome = d.schedule_tick(claim(1_000, 1_200, &[1_000, 1_100])).await;
                 assert_eq!(outcome.unwrap(), TickOutcome::Claimed { inserted: 2 });
                 // Run the first tick and retain it; the second waits.
-                let claimed = d.task_claim(1, LEASE, Some(1_150)).await.unwrap();
+                let claimed = d.task_claim(None, 1, LEASE, Some(1_150)).await.unwrap();
                 assert_eq!(claimed[0].id, tick_id("a", 1_000));
                 let retain = Some(Retain {
                     payload: false,

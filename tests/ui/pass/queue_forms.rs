@@ -22,6 +22,10 @@ struct EveryKey;
 struct Split;
 
 #[derive(Serialize, Deserialize, Task)]
+#[queue(name = "limited", concurrency = 4)]
+struct Limited;
+
+#[derive(Serialize, Deserialize, Task)]
 #[queue(name = "exp", backoff = exponential(base = "1s", cap = "10m"))]
 struct Exponential;
 
@@ -66,6 +70,8 @@ fn retention<T: Task>() -> Retention {
 }
 
 fn main() {
+    assert_eq!(Limited::CONFIG.concurrency(), Some(4));
+    assert_eq!(Defaults::CONFIG.concurrency(), None);
     let ms = Duration::from_millis;
 
     assert_eq!(Defaults::CONFIG.name(), "defaults");

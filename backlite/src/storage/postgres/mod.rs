@@ -10,6 +10,7 @@
 mod browse;
 mod commit_watch;
 mod control;
+mod dispatch;
 mod inspect;
 mod lease;
 mod listener;
@@ -37,7 +38,7 @@ use crate::storage::{
     CancelRetention, Cancelled, ClaimToken, ClaimedTask, CompletedRecord, Completion, Driver,
     Facts, InfoRecord, ListQuery, Millis, NewTask, Next, Page, ProcessId, ProcessRecord,
     PurgeFilter, QueueRecord, QueueStats, Renewal, SummaryRecord, TaskRecord, TaskState,
-    duration_millis,
+    duration_millis, queue_room,
 };
 use crate::task::{TaskId, TaskStatus};
 
@@ -351,16 +352,22 @@ impl Driver for PgDriver {
         self.writer.insert(tasks)
     }
 
-    fn task_claim(
+    fn task_claim_within(
         &self,
         process: Option<ProcessId>,
         limit: usize,
+        room: Vec<(&'static str, usize)>,
         lease: Duration,
         now: Option<Millis>,
     ) -> BoxFuture<Result<Vec<ClaimedTask>>> {
         self.table_reads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let queues = self.queues.clone();
+        // Each served queue's own limit, in the order of `queues`.
+        let rooms: Vec<i64> = queues
+            .iter()
+            .map(|q| i64::try_from(queue_room(&room, q, limit)).unwrap_or(i64::MAX))
+            .collect();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let lease = duration_millis(lease);
         self.with(move |conn, sql| {
@@ -368,7 +375,10 @@ impl Driver for PgDriver {
                 let statement = conn.prepare_cached(&sql.claim).await?;
                 let claimer = process.map(|p| p.0);
                 let rows = conn
-                    .query(&statement, &[&*queues, &limit, &now, &lease, &claimer])
+                    .query(
+                        &statement,
+                        &[&*queues, &limit, &now, &lease, &claimer, &rooms],
+                    )
                     .await?;
                 let mut claimed = Vec::with_capacity(rows.len());
                 for row in rows {
@@ -495,14 +505,23 @@ impl Driver for PgDriver {
         })
     }
 
-    fn task_next_due(&self, now: Option<Millis>) -> BoxFuture<Result<Option<Duration>>> {
+    fn task_next_due_except(
+        &self,
+        full: Vec<&'static str>,
+        now: Option<Millis>,
+    ) -> BoxFuture<Result<Option<Duration>>> {
         self.table_reads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let queues = self.queues.clone();
+        let queues: Vec<String> = self
+            .queues
+            .iter()
+            .filter(|q| !full.contains(&q.as_str()))
+            .cloned()
+            .collect();
         self.with(move |conn, sql| {
             Box::pin(async move {
                 let statement = conn.prepare_cached(&sql.next_due).await?;
-                let row = conn.query_one(&statement, &[&*queues, &now]).await?;
+                let row = conn.query_one(&statement, &[&queues, &now]).await?;
                 let wait: Option<i64> = row.try_get(0)?;
                 Ok(wait.map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0))))
             })
@@ -719,6 +738,7 @@ async fn complete(
     completions: Vec<Completion>,
 ) -> Result<bool, tokio_postgres::Error> {
     let mut retry = RetryColumns::default();
+    let mut snooze = SnoozeColumns::default();
     let mut finish = FinishColumns::default();
     for c in &completions {
         let duration_us = i64::try_from(c.duration.as_micros()).unwrap_or(i64::MAX);
@@ -730,6 +750,13 @@ async fn complete(
                 retry.executed_at.push(c.executed_at);
                 retry.duration_us.push(duration_us);
                 retry.errors.push(c.error.clone());
+            }
+            Next::Snooze { run_at } => {
+                snooze.ids.push(uuid(&c.id));
+                snooze.fences.push(c.token.0);
+                snooze.run_at.push(run_at);
+                snooze.executed_at.push(c.executed_at);
+                snooze.duration_us.push(duration_us);
             }
             Next::Done { retain, cancelled } => {
                 finish.ids.push(uuid(&c.id));
@@ -763,6 +790,22 @@ async fn complete(
             )
             .await?;
         retried = updated > 0;
+    }
+    if !snooze.ids.is_empty() {
+        let statement = tx.prepare_cached(&sql.snooze).await?;
+        let updated = tx
+            .execute(
+                &statement,
+                &[
+                    &snooze.ids,
+                    &snooze.fences,
+                    &snooze.run_at,
+                    &snooze.executed_at,
+                    &snooze.duration_us,
+                ],
+            )
+            .await?;
+        retried |= updated > 0;
     }
     if !finish.ids.is_empty() {
         let statement = tx.prepare_cached(&sql.finish).await?;
@@ -798,6 +841,15 @@ struct RetryColumns {
     executed_at: Vec<i64>,
     duration_us: Vec<i64>,
     errors: Vec<Option<String>>,
+}
+
+#[derive(Default)]
+struct SnoozeColumns {
+    ids: Vec<uuid::Uuid>,
+    fences: Vec<i64>,
+    run_at: Vec<i64>,
+    executed_at: Vec<i64>,
+    duration_us: Vec<i64>,
 }
 
 #[derive(Default)]
@@ -959,6 +1011,12 @@ crate::storage::conformance::driver_conformance!(conformance, |queues| async mov
 });
 
 #[cfg(test)]
+crate::storage::dispatch_conformance::dispatch_conformance!(
+    dispatch_conformance,
+    |queues| async move { crate::storage::postgres::open_for_test(queues).await }
+);
+
+#[cfg(test)]
 crate::storage::browse_conformance::browse_conformance!(browse_conformance, |queues| async move {
     crate::storage::postgres::open_for_test(queues).await
 });
@@ -1051,6 +1109,8 @@ mod plans {
         let (limit, offset, preview, now) = (25i64, 50i64, 256i32, Some(100i64));
         let lease = 1_000i64;
         let claimer = Some(uuid::Uuid::now_v7());
+        // One queue at its concurrency limit, one with room.
+        let rooms = vec![0i64, 10];
         let cases: Vec<(&str, String)> = vec![
             (
                 "running",
@@ -1075,7 +1135,7 @@ mod plans {
                 plan(
                     &conn,
                     &sql.claim,
-                    &[&queues, &limit, &now, &lease, &claimer],
+                    &[&queues, &limit, &now, &lease, &claimer, &rooms],
                 )
                 .await,
             ),

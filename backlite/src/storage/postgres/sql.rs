@@ -24,6 +24,8 @@ pub(crate) struct Statements {
     pub(crate) notify: String,
     pub(crate) claim: String,
     pub(crate) retry: String,
+    /// A retry that does not count the attempt (see `dispatch.rs`).
+    pub(crate) snooze: String,
     pub(crate) finish: String,
     pub(crate) unclaim: String,
     pub(crate) release: String,
@@ -102,6 +104,11 @@ impl Statements {
         // The served queues (`$1`) that are not paused. The paused test is a subquery per
         // queue, planned as one lookup of the queues table's key, rather than a join that
         // could read that table whole.
+        let served_with_room = format!(
+            "(SELECT u.name, u.room FROM unnest($1::text[], $6::int8[]) AS u(name, room) \
+              WHERE (SELECT p.paused_at FROM {schema}.backlite_queues AS p \
+                     WHERE p.name = u.name) IS NULL)"
+        );
         let served = format!(
             "(SELECT u.name FROM unnest($1::text[]) AS u(name) \
               WHERE (SELECT p.paused_at FROM {schema}.backlite_queues AS p \
@@ -121,15 +128,17 @@ impl Statements {
             // One index-ordered arm per served queue, so that a backlog in a queue nobody here
             // serves costs nothing; rows another claimer holds are skipped, not waited for.
             // RETURNING has no order: the caller sorts by (run_at, seq).
+            // `$6` is each served queue's own limit (its room under its concurrency limit),
+            // in the order of `$1`: a queue at its limit reads nothing (`LIMIT 0`).
             claim: format!(
                 "WITH clock AS (SELECT {now} AS now), \
                  picked AS ( \
-                     SELECT p.id FROM {served} AS q \
+                     SELECT p.id FROM {served_with_room} AS q \
                      CROSS JOIN LATERAL ( \
                          SELECT id, run_at, seq FROM {tasks} \
                          WHERE claimed_at IS NULL AND queue = q.name \
                            AND run_at <= (SELECT now FROM clock) \
-                         ORDER BY run_at, seq LIMIT $2 \
+                         ORDER BY run_at, seq LIMIT LEAST($2, q.room) \
                          FOR UPDATE SKIP LOCKED) AS p \
                      ORDER BY p.run_at, p.seq LIMIT $2) \
                  UPDATE {tasks} AS t SET claimed_at = clock.now, \
@@ -149,6 +158,7 @@ impl Statements {
                  WHERE t.id = u.id AND t.fence = u.fence AND t.claimed_at IS NOT NULL",
                 errors = errors_appended("t")
             ),
+            snooze: super::dispatch::snooze(&tasks),
             // Deletes the finished tasks and keeps a copy of those to retain, in one statement.
             finish: format!(
                 "WITH u AS ( \

@@ -9,6 +9,7 @@
 mod browse;
 mod checkpoint;
 mod control;
+mod dispatch;
 mod inspect;
 mod lease;
 mod migrations;
@@ -276,16 +277,18 @@ impl Driver for SqliteDriver {
         self.send(|reply| Command::Insert(tasks, reply))
     }
 
-    fn task_claim(
+    fn task_claim_within(
         &self,
         process: Option<ProcessId>,
         limit: usize,
+        room: Vec<(&'static str, usize)>,
         lease: Duration,
         now: Option<Millis>,
     ) -> BoxFuture<Result<Vec<ClaimedTask>>> {
         self.send(|reply| Command::Claim {
             process,
             limit,
+            room,
             lease,
             now,
             reply,
@@ -304,12 +307,16 @@ impl Driver for SqliteDriver {
         self.send(|reply| Command::Release(now, reply))
     }
 
-    fn task_next_due(&self, now: Option<Millis>) -> BoxFuture<Result<Option<Duration>>> {
+    fn task_next_due_except(
+        &self,
+        full: Vec<&'static str>,
+        now: Option<Millis>,
+    ) -> BoxFuture<Result<Option<Duration>>> {
         self.table_reads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (sql, queues) = (self.next_due_sql.clone(), self.queues.clone());
         self.read(move |conn| {
-            let due = sql::task_next_due(conn, &sql, &queues)?;
+            let due = sql::task_next_due(conn, &sql, &queues, &full)?;
             Ok(due.map(|due| match now {
                 Some(now) => crate::storage::wait_until(due, now),
                 // This machine's clock is the database's: measured to the microsecond, so
@@ -612,6 +619,16 @@ crate::storage::conformance::driver_conformance!(conformance_file, |queues| asyn
 
 #[cfg(test)]
 crate::storage::conformance::driver_conformance!(conformance_memory, |queues| async move {
+    Some(crate::storage::sqlite::open_for_test(true, queues))
+});
+
+#[cfg(test)]
+crate::storage::dispatch_conformance::dispatch_conformance!(dispatch_file, |queues| async move {
+    Some(crate::storage::sqlite::open_for_test(false, queues))
+});
+
+#[cfg(test)]
+crate::storage::dispatch_conformance::dispatch_conformance!(dispatch_memory, |queues| async move {
     Some(crate::storage::sqlite::open_for_test(true, queues))
 });
 

@@ -3,7 +3,9 @@
 
 use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
 
-use crate::storage::{ClaimToken, ClaimedTask, Completion, Millis, NewTask, Next, QueueStats};
+use crate::storage::{
+    ClaimToken, ClaimedTask, Completion, Millis, NewTask, Next, QueueStats, queue_room,
+};
 use crate::task::{TaskId, TaskStatus};
 
 /// Inserts one task: `?1` id, `?2` queue, `?3` payload, `?4` run_at, `?5` created_at.
@@ -29,18 +31,21 @@ pub(crate) fn task_insert_many(conn: &Connection, tasks: &[NewTask]) -> rusqlite
 }
 
 /// The query that picks the tasks to claim for a fixed set of queues: `?1` is now, `?2` the
-/// limit, `?3..` the queue names. One index-ordered arm per queue, so a backlog in a queue
-/// nobody here serves costs nothing. A paused queue's arm reads nothing: its test does not
-/// depend on the row, so SQLite evaluates it once, by one lookup of the queues table's key.
+/// limit, `?3..` the queue names, then each queue's own limit (its room, see
+/// [`queue_room`]), in the same order. One index-ordered arm per queue, so a backlog in a
+/// queue nobody here serves costs nothing, and a queue at its concurrency limit reads
+/// nothing (`LIMIT 0`). A paused queue's arm reads nothing: its test does not depend on the
+/// row, so SQLite evaluates it once, by one lookup of the queues table's key.
 pub(crate) fn claim_sql(queue_count: usize) -> String {
     let arm = |n: usize| {
         format!(
             "SELECT * FROM (SELECT rowid AS rid, run_at, id, queue, task, attempts, fence \
              FROM backlite_tasks \
-             WHERE claimed_at IS NULL AND queue = ?{n} AND run_at <= ?1 \
+             WHERE claimed_at IS NULL AND queue = ?{q} AND run_at <= ?1 \
                AND {running} \
-             ORDER BY run_at, rowid LIMIT ?2)",
-            n = n + 3,
+             ORDER BY run_at, rowid LIMIT ?{room})",
+            q = n + 3,
+            room = n + 3 + queue_count,
             running = queue_running(&format!("?{}", n + 3)),
         )
     };
@@ -70,17 +75,26 @@ pub(crate) fn task_claim(
     conn: &Connection,
     sql: &str,
     queues: &[&'static str],
-    (limit, claimer): (usize, Option<&str>),
+    (limit, room, claimer): (usize, &[(&'static str, usize)], Option<&str>),
     lease_until: Millis,
     now: Millis,
 ) -> rusqlite::Result<Vec<ClaimedTask>> {
     let mut picked = Vec::with_capacity(limit.min(2048));
     {
         let mut pick = conn.prepare_cached(sql)?;
+        let sql_int = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         pick.raw_bind_parameter(1, now)?;
-        pick.raw_bind_parameter(2, i64::try_from(limit).unwrap_or(i64::MAX))?;
+        pick.raw_bind_parameter(2, sql_int(limit))?;
         for (i, queue) in queues.iter().enumerate() {
             pick.raw_bind_parameter(i + 3, queue)?;
+        }
+        // Every arm's limit is bound, that of the one arm of a client serving no queue too.
+        let arms = queues.len().max(1);
+        for i in 0..arms {
+            let most = queues
+                .get(i)
+                .map_or(limit, |queue| queue_room(room, queue, limit));
+            pick.raw_bind_parameter(i + 3 + arms, sql_int(most))?;
         }
         let mut rows = pick.raw_query();
         while let Some(row) = rows.next()? {
@@ -126,7 +140,7 @@ pub(crate) fn task_complete_many(
 ) -> rusqlite::Result<()> {
     // Each statement is taken from the cache once per batch, not once per completion: the
     // lookup hashes the whole SQL text.
-    let (mut retry, mut retain_copy, mut delete) = (None, None, None);
+    let (mut retry, mut retain_copy, mut delete, mut snooze) = (None, None, None, None);
     for c in completions {
         let id = &c.id.as_bytes()[..];
         let duration_us = i64::try_from(c.duration.as_micros()).unwrap_or(i64::MAX);
@@ -139,6 +153,15 @@ pub(crate) fn task_complete_many(
                     c.executed_at,
                     duration_us,
                     c.error
+                ])?;
+            }
+            Next::Snooze { run_at } => {
+                cached(conn, &mut snooze, super::dispatch::SNOOZE)?.execute(params![
+                    id,
+                    c.token.0,
+                    run_at,
+                    c.executed_at,
+                    duration_us,
                 ])?;
             }
             Next::Done { retain, cancelled } => {
@@ -274,13 +297,17 @@ pub(crate) fn next_due_sql(queue_count: usize) -> String {
     format!("SELECT MIN(due) FROM ({})", arms.join(" UNION ALL "))
 }
 
+/// The earliest due time over `queues` but those in `full`: a left-out queue's arm is bound
+/// to NULL, which matches no row, so one prepared statement serves every set.
 pub(crate) fn task_next_due(
     conn: &Connection,
     sql: &str,
     queues: &[&'static str],
+    full: &[&'static str],
 ) -> rusqlite::Result<Option<Millis>> {
     let mut next = conn.prepare_cached(sql)?;
-    next.query_row(rusqlite::params_from_iter(queues), |row| row.get(0))
+    let names = queues.iter().map(|q| (!full.contains(q)).then_some(*q));
+    next.query_row(rusqlite::params_from_iter(names), |row| row.get(0))
 }
 
 pub(crate) fn task_status(conn: &Connection, id: TaskId) -> rusqlite::Result<TaskStatus> {

@@ -41,6 +41,7 @@ pub(crate) enum Command {
     Claim {
         process: Option<ProcessId>,
         limit: usize,
+        room: Vec<(&'static str, usize)>,
         lease: Duration,
         now: Option<Millis>,
         reply: Reply<Vec<ClaimedTask>>,
@@ -70,9 +71,12 @@ impl Command {
     fn may_add_work(&self) -> bool {
         match self {
             Command::Insert(..) | Command::Unclaim(..) | Command::Release(..) => true,
-            Command::Complete(completions, _) => completions
-                .iter()
-                .any(|c| matches!(c.next, crate::storage::Next::Retry { .. })),
+            Command::Complete(completions, _) => completions.iter().any(|c| {
+                matches!(
+                    c.next,
+                    crate::storage::Next::Retry { .. } | crate::storage::Next::Snooze { .. }
+                )
+            }),
             Command::Control(op, _) => op.may_add_work(),
             // A tick's tasks are due at their tick, which has come.
             Command::ScheduleTick(claim, _) => !claim.tasks.is_empty(),
@@ -92,6 +96,7 @@ impl Command {
             Command::Claim {
                 process,
                 limit,
+                room,
                 lease,
                 now,
                 ..
@@ -104,7 +109,7 @@ impl Command {
                     conn,
                     &claim.sql,
                     &claim.queues,
-                    (*limit, claimer.as_deref()),
+                    (*limit, room, claimer.as_deref()),
                     lease_until,
                     now,
                 )?
