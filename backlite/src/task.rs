@@ -51,6 +51,7 @@ pub struct QueueConfig {
     backoff: Backoff,
     timeout: Option<Duration>,
     retention: Option<Retention>,
+    priority: i16,
 }
 
 impl QueueConfig {
@@ -75,6 +76,7 @@ impl QueueConfig {
                 backoff: Backoff::NONE,
                 timeout: None,
                 retention: None,
+                priority: 0,
             },
         }
     }
@@ -104,6 +106,12 @@ impl QueueConfig {
     /// What is kept of a task once it has completed; `None` keeps nothing.
     pub const fn retention(&self) -> Option<Retention> {
         self.retention
+    }
+
+    /// The priority of the queue's tasks unless an add sets another: among the due tasks of
+    /// one queue, higher runs first. 0 unless set.
+    pub const fn priority(&self) -> i16 {
+        self.priority
     }
 
     /// Checks the rules `build()` enforces, for configurations that did not go through it.
@@ -156,6 +164,12 @@ impl QueueConfigBuilder {
     /// Sets what is kept of completed tasks.
     pub const fn retention(mut self, retention: Retention) -> Self {
         self.config.retention = Some(retention);
+        self
+    }
+
+    /// Sets the default priority of the queue's tasks: higher runs first (default 0).
+    pub const fn priority(mut self, priority: i16) -> Self {
+        self.config.priority = priority;
         self
     }
 

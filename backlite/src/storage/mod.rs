@@ -10,6 +10,9 @@ pub(crate) mod control_conformance;
 #[cfg(test)]
 #[macro_use]
 pub(crate) mod conformance;
+mod expiry;
+#[cfg(test)]
+pub(crate) mod expiry_conformance;
 pub(crate) mod inspect;
 #[cfg(test)]
 pub(crate) mod inspect_conformance;
@@ -20,6 +23,8 @@ pub(crate) mod lease_conformance;
 pub(crate) mod model;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
+#[cfg(test)]
+pub(crate) mod priority_conformance;
 pub(crate) mod sqlite;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -32,6 +37,7 @@ pub(crate) use browse::{CompletedRecord, PREVIEW_BYTES, Page, TaskRecord, TaskSt
 pub(crate) use control::{
     CANCELLED_ERROR, CancelRetention, Cancelled, PurgeFilter, QueueRecord, without_cancelled,
 };
+pub(crate) use expiry::{EXPIRE_BATCH, EXPIRED_ERROR};
 pub(crate) use inspect::{Facts, InfoRecord, ListQuery, SummaryRecord};
 pub use lease::{ProcessId, ProcessInfo};
 pub(crate) use lease::{ProcessRecord, Renewal};
@@ -72,6 +78,10 @@ pub(crate) struct NewTask {
     pub(crate) payload: Vec<u8>,
     pub(crate) created_at: Millis,
     pub(crate) run_at: Millis,
+    /// Claimed before every waiting task of its queue with a lower priority.
+    pub(crate) priority: i16,
+    /// Not run unless claimed before this time; `None`: waits as long as it takes.
+    pub(crate) expires_at: Option<Millis>,
 }
 
 /// Names one claim of one task. Every write about a claimed task (completing it, handing it
@@ -160,10 +170,11 @@ pub(crate) trait Driver: Send + Sync + 'static {
     /// Inserts all tasks or none.
     fn task_insert_many(&self, tasks: Vec<NewTask>) -> BoxFuture<Result<()>>;
 
-    /// Claims up to `limit` due, unclaimed tasks of the served queues, in claim order (due
-    /// time, then insertion), each under a lease of `lease`, for `process` (`None`: a claimer
-    /// that is no started client, such as a test's `drain`). A claim may return fewer tasks
-    /// than are due when other claimers hold some of them at that moment.
+    /// Claims up to `limit` due, unclaimed, unexpired tasks of the served queues, in claim
+    /// order (priority descending, then due time, then insertion), each under a lease of
+    /// `lease`, for `process` (`None`: a claimer that is no started client, such as a test's
+    /// `drain`). A claim may return fewer tasks than are due when other claimers hold some of
+    /// them at that moment.
     fn task_claim(
         &self,
         process: Option<ProcessId>,
@@ -182,8 +193,8 @@ pub(crate) trait Driver: Send + Sync + 'static {
     /// Releases claimed tasks whose lease has ended by `now`: their worker is taken for dead.
     fn task_release_stuck(&self, now: Option<Millis>) -> BoxFuture<Result<u64>>;
 
-    /// How long until the earliest unclaimed task of the served queues is due (zero when one
-    /// is due already); `None` when there is none.
+    /// How long until the earliest unclaimed, unexpired task of the served queues is due
+    /// (zero when one is due already); `None` when there is none.
     fn task_next_due(&self, now: Option<Millis>) -> BoxFuture<Result<Option<Duration>>>;
 
     /// Extends the leases of claims that `process` holds to `now + lease`, in one write: only
@@ -221,6 +232,17 @@ pub(crate) trait Driver: Send + Sync + 'static {
 
     /// Deletes retained tasks whose retention has expired.
     fn completed_delete_expired(&self, now: Millis) -> BoxFuture<Result<u64>>;
+
+    /// Ends up to `limit` waiting tasks of the queues `retention` knows whose expiry is at or
+    /// before `now`: each leaves the tasks table as failed with [`EXPIRED_ERROR`] (also
+    /// appended to its error history), retained as `retention` says for its queue. Running
+    /// tasks are not touched. The count ended.
+    fn task_expire_pending(
+        &self,
+        retention: CancelRetention,
+        limit: usize,
+        now: Option<Millis>,
+    ) -> BoxFuture<Result<u64>>;
 
     /// Task counts per queue, over every queue in the database.
     fn queue_stats(&self, now: Millis) -> BoxFuture<Result<Vec<QueueStats>>>;
