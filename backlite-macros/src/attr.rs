@@ -14,7 +14,7 @@ use quote::ToTokens;
 use syn::meta::ParseNestedMeta;
 use syn::parse::Parser;
 use syn::punctuated::Punctuated;
-use syn::{Attribute, Expr, ExprLit, Lit, Path, Token, token};
+use syn::{Attribute, Expr, ExprLit, ExprUnary, Lit, Path, Token, UnOp, token};
 
 use crate::ctxt::Ctxt;
 use crate::rules;
@@ -45,6 +45,7 @@ pub struct Queue {
     pub backoff: Option<Backoff>,
     pub timeout: Option<Spanned<Duration>>,
     pub retention: Option<Retention>,
+    pub priority: Option<Spanned<i16>>,
 }
 
 pub enum Backoff {
@@ -85,7 +86,14 @@ pub enum Data {
 /// The lists of keys, for "unknown key" messages.
 const QUEUE: List = List {
     name: "#[queue(..)]",
-    keys: &["name", "max_attempts", "backoff", "timeout", "retention"],
+    keys: &[
+        "name",
+        "max_attempts",
+        "backoff",
+        "timeout",
+        "retention",
+        "priority",
+    ],
 };
 const RETENTION: List = List {
     name: "retention(..)",
@@ -105,6 +113,7 @@ fn example(key: &str) -> &'static str {
     match key {
         "name" => "name = \"new_order_email\"",
         "max_attempts" => "max_attempts = 5",
+        "priority" => "priority = 5",
         "backoff" => "backoff = \"5s\"` or `backoff = exponential(base = \"1s\", cap = \"10m\")",
         "timeout" => "timeout = \"30s\"",
         "retention" => "retention(duration = \"7d\", only_failed, data(only_failed))",
@@ -123,6 +132,7 @@ pub fn parse(cx: &Ctxt, attrs: &[&Attribute]) -> Queue {
     let mut backoff = Slot::new("backoff");
     let mut timeout = Slot::new("timeout");
     let mut retention = Slot::new("retention");
+    let mut priority = Slot::new("priority");
 
     for attr in attrs {
         let parsed = attr.parse_nested_meta(|meta| {
@@ -134,6 +144,7 @@ pub fn parse(cx: &Ctxt, attrs: &[&Attribute]) -> Queue {
                 Some("backoff") => backoff.set(cx, &meta, value(cx, &meta, backoff_value)?),
                 Some("timeout") => timeout.set(cx, &meta, value(cx, &meta, duration)?),
                 Some("retention") => retention.set(cx, &meta, retention_list(cx, &meta)?),
+                Some("priority") => priority.set(cx, &meta, value(cx, &meta, priority_value)?),
                 _ => unknown_key(cx, &meta, &QUEUE)?,
             }
             Ok(())
@@ -149,6 +160,7 @@ pub fn parse(cx: &Ctxt, attrs: &[&Attribute]) -> Queue {
         backoff: backoff.value,
         timeout: timeout.value,
         retention: retention.value,
+        priority: priority.value,
     }
 }
 
@@ -236,6 +248,65 @@ fn literal(expr: &Expr) -> Option<&Lit> {
         Expr::Lit(ExprLit { lit, .. }) => Some(lit),
         Expr::Group(group) => literal(&group.expr),
         _ => None,
+    }
+}
+
+/// An integer in the range of an i16, possibly negative: higher runs first.
+fn priority_value(cx: &Ctxt, key: &str, expr: &Expr) -> Option<Spanned<i16>> {
+    let (negative, inner) = match expr {
+        Expr::Unary(ExprUnary {
+            op: UnOp::Neg(_),
+            expr,
+            ..
+        }) => (true, &**expr),
+        _ => (false, expr),
+    };
+    match literal(inner) {
+        Some(Lit::Int(lit)) => {
+            let digits = lit.base10_digits();
+            let text = if negative {
+                format!("-{digits}")
+            } else {
+                digits.to_owned()
+            };
+            let parsed = if lit.suffix().is_empty() || lit.suffix() == "i16" {
+                text.parse::<i16>().ok()
+            } else {
+                None
+            };
+            match parsed {
+                Some(value) => Some(Spanned {
+                    value,
+                    span: lit.span(),
+                }),
+                None => {
+                    cx.error_spanned_by(
+                        expr,
+                        format!(
+                            "`{key}` must be an integer from {} to {}: higher runs first",
+                            i16::MIN,
+                            i16::MAX
+                        ),
+                    );
+                    None
+                }
+            }
+        }
+        Some(Lit::Str(lit)) if lit.value().parse::<i16>().is_ok() => {
+            let n = lit.value();
+            cx.error_spanned_by(
+                lit,
+                format!("expected an integer, not a string: write `{key} = {n}` without quotes"),
+            );
+            None
+        }
+        _ => {
+            cx.error_spanned_by(
+                expr,
+                format!("expected an integer: `{}`", example(key)),
+            );
+            None
+        }
     }
 }
 
@@ -608,6 +679,32 @@ mod tests {
     }
 
     #[test]
+    fn priority_takes_an_i16_negative_or_not() {
+        for (attr, expected) in [
+            (parse_quote!(#[queue(name = "q", priority = 9)]), 9),
+            (parse_quote!(#[queue(name = "q", priority = -32768)]), i16::MIN),
+            (parse_quote!(#[queue(name = "q", priority = 32767i16)]), i16::MAX),
+        ] {
+            let (queue, errors) = parse_attrs(&[attr]);
+            assert_eq!(errors, Vec::<String>::new());
+            assert_eq!(queue.priority.unwrap().value, expected);
+        }
+        let (queue, errors) = parse_attrs(&[parse_quote! {
+            #[queue(name = "q", priority = 32768)]
+        }]);
+        assert_eq!(
+            errors,
+            ["`priority` must be an integer from -32768 to 32767: higher runs first"]
+        );
+        assert!(queue.priority.is_none());
+        let (_, errors) = parse_attrs(&[parse_quote!(#[queue(name = "q", priority = "5")])]);
+        assert_eq!(
+            errors,
+            ["expected an integer, not a string: write `priority = 5` without quotes"]
+        );
+    }
+
+    #[test]
     fn exponential_backoff_and_flags() {
         let (queue, errors) = parse_attrs(&[parse_quote! {
             #[queue(name = "q", backoff = exponential(base = "1s", cap = "10m", jitter = false),
@@ -713,7 +810,7 @@ mod tests {
             errors,
             [
                 "unknown key `retries` in `#[queue(..)]`; expected `name`, `max_attempts`, \
-              `backoff`, `timeout`, `retention`"
+              `backoff`, `timeout`, `retention`, `priority`"
             ]
         );
     }

@@ -34,6 +34,7 @@ use syn::{DeriveInput, parse_macro_input};
 ///  // backoff = exponential(base = "1s", cap = "10m", jitter),
 ///     timeout = "10s",               // longest attempt; default none
 ///     retention(duration = "6h", only_failed, data(only_failed)),  // default: keep nothing
+///     priority = 5,                  // -32768 to 32767, higher runs first; default 0
 /// )]
 /// struct NewOrderEmail { order_id: String }
 /// ```
