@@ -48,6 +48,26 @@ macro_rules! expiry_conformance {
                 let ids: Vec<_> = claimed.iter().map(|t| t.id).collect();
                 assert_eq!(ids, [kept.id]);
                 assert_eq!(d.task_status(gone.id).await.unwrap(), TaskStatus::Pending);
+                // Inspection tells an expired waiting task apart from its retention's expiry.
+                let info = d.task_info(gone.id).await.unwrap().unwrap();
+                assert_eq!(
+                    (info.pending_expires_at, info.expires_at),
+                    (Some(100), None)
+                );
+                let facts = d
+                    .task_facts(gone.id, Some(100), std::time::Duration::from_secs(1))
+                    .await
+                    .unwrap();
+                assert!(
+                    matches!(
+                        facts,
+                        crate::storage::Facts::Waiting {
+                            expires_at: Some(100),
+                            ..
+                        }
+                    ),
+                    "{facts:?}"
+                );
             }
 
             /// The sweep ends expired waiting tasks as failed with the "expired" error, in

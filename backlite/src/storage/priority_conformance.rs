@@ -91,6 +91,44 @@ macro_rules! priority_conformance {
                 assert_eq!(claim_payloads(&d, 1, 1_000).await, ["low"]);
             }
 
+            /// What inspection reports follows the claim order: a task's priority, and the
+            /// due tasks ahead of it are those of a higher priority and the earlier ones of
+            /// its own; lower ones and tasks not yet due are not.
+            #[tokio::test]
+            async fn inspection_counts_the_tasks_ahead_in_claim_order() {
+                let Some(d) = open(&["a"]).await else {
+                    return;
+                };
+                let tasks = vec![
+                    at("a", 10, 0, "p0-first"),
+                    at("a", 20, 0, "p0-second"),
+                    at("a", 30, 5, "p5"),
+                    at("a", 5_000, 9, "p9-later"),
+                    at("a", 1, -1, "n1"),
+                    at("b", 1, 9, "other-queue"),
+                ];
+                d.task_insert_many(tasks.clone()).await.unwrap();
+                let ahead = |i: usize| {
+                    let (d, id) = (&d, tasks[i].id);
+                    async move {
+                        match d
+                            .task_facts(id, Some(1_000), Duration::from_secs(1))
+                            .await
+                            .unwrap()
+                        {
+                            crate::storage::Facts::Waiting { ahead, .. } => ahead,
+                            other => panic!("{other:?}"),
+                        }
+                    }
+                };
+                assert_eq!(ahead(2).await, 0);
+                assert_eq!(ahead(0).await, 1);
+                assert_eq!(ahead(1).await, 2);
+                assert_eq!(ahead(4).await, 3);
+                let info = d.task_info(tasks[2].id).await.unwrap().unwrap();
+                assert_eq!(info.priority, Some(5));
+            }
+
             /// The wait until the next due task looks at every priority, and ignores
             /// expired tasks, which no claim returns.
             #[tokio::test]
