@@ -115,7 +115,7 @@ pub(crate) fn task_claim(
         }
     }
     let limit_sql = i64::try_from(limit).unwrap_or(i64::MAX);
-    // (priority, run_at, rowid) orders the candidates; the last queue read first is fine.
+    // Each candidate with its place in the claim order: (priority, run_at, rowid).
     let mut picked: Vec<((i16, Millis, i64), ClaimedTask)> = Vec::new();
     {
         let mut read = conn.prepare_cached(CLAIM_LEVEL)?;
@@ -148,7 +148,8 @@ pub(crate) fn task_claim(
             }
         }
     }
-    if queues.len() > 1 || picked.len() > limit {
+    // One queue's candidates are in claim order already, and at most `limit`.
+    if queues.len() > 1 {
         picked.sort_by(|(a, _), (b, _)| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
         picked.truncate(limit);
     }
