@@ -301,10 +301,7 @@ fn priority_value(cx: &Ctxt, key: &str, expr: &Expr) -> Option<Spanned<i16>> {
             None
         }
         _ => {
-            cx.error_spanned_by(
-                expr,
-                format!("expected an integer: `{}`", example(key)),
-            );
+            cx.error_spanned_by(expr, format!("expected an integer: `{}`", example(key)));
             None
         }
     }
@@ -682,8 +679,14 @@ mod tests {
     fn priority_takes_an_i16_negative_or_not() {
         for (attr, expected) in [
             (parse_quote!(#[queue(name = "q", priority = 9)]), 9),
-            (parse_quote!(#[queue(name = "q", priority = -32768)]), i16::MIN),
-            (parse_quote!(#[queue(name = "q", priority = 32767i16)]), i16::MAX),
+            (
+                parse_quote!(#[queue(name = "q", priority = -32768)]),
+                i16::MIN,
+            ),
+            (
+                parse_quote!(#[queue(name = "q", priority = 32767i16)]),
+                i16::MAX,
+            ),
         ] {
             let (queue, errors) = parse_attrs(&[attr]);
             assert_eq!(errors, Vec::<String>::new());

@@ -52,9 +52,15 @@ pub async fn pickup(db: &Db, sizes: Sizes) -> anyhow::Result<Figure> {
         .build()
         .await?;
     for first in (0..backlog).step_by(1000) {
-        let mut add = client.add(Job { urgent: None, ms: 5 });
+        let mut add = client.add(Job {
+            urgent: None,
+            ms: 5,
+        });
         for _ in first + 1..(first + 1000).min(backlog) {
-            add = add.add(Job { urgent: None, ms: 5 });
+            add = add.add(Job {
+                urgent: None,
+                ms: 5,
+            });
         }
         add.save().await?;
     }
