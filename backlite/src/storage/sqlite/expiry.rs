@@ -19,6 +19,11 @@ const RETAIN_EXPIRED: &str = "INSERT OR REPLACE INTO backlite_tasks_completed (i
              'at', ?3, 'duration_us', 0, 'error', ?5)) \
      FROM backlite_tasks WHERE rowid = ?1 AND claimed_at IS NULL";
 
+/// The expired waiting tasks of queue `?1` at `?2`, earliest expiry first, up to `?3`.
+const FIND_EXPIRED: &str = "SELECT rowid FROM backlite_tasks \
+     WHERE queue = ?1 AND expires_at <= ?2 AND claimed_at IS NULL \
+     ORDER BY expires_at LIMIT ?3";
+
 /// Ends up to `limit` expired waiting tasks of the known queues, earliest expiry first per
 /// queue, each found by the expiring index.
 pub(crate) fn task_expire_pending(
@@ -27,11 +32,7 @@ pub(crate) fn task_expire_pending(
     limit: usize,
     now: Millis,
 ) -> rusqlite::Result<u64> {
-    let mut find = conn.prepare_cached(
-        "SELECT rowid FROM backlite_tasks \
-         WHERE queue = ?1 AND expires_at <= ?2 AND claimed_at IS NULL \
-         ORDER BY expires_at LIMIT ?3",
-    )?;
+    let mut find = conn.prepare_cached(FIND_EXPIRED)?;
     let mut retain_copy = conn.prepare_cached(RETAIN_EXPIRED)?;
     let mut delete =
         conn.prepare_cached("DELETE FROM backlite_tasks WHERE rowid = ?1 AND claimed_at IS NULL")?;
@@ -82,3 +83,42 @@ crate::storage::priority_conformance::priority_conformance!(priority_file, |queu
 crate::storage::priority_conformance::priority_conformance!(priority_memory, |queues| async move {
     Some(crate::storage::sqlite::open_for_test(true, queues))
 });
+
+#[cfg(test)]
+mod plans {
+    use rusqlite::Connection;
+
+    use super::FIND_EXPIRED;
+    use crate::storage::sqlite::sql::CLAIM_LEVEL;
+
+    fn plan(conn: &Connection, sql: &str) -> String {
+        let mut explain = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let mut rows = explain.raw_query();
+        let mut steps = Vec::new();
+        while let Some(row) = rows.next().unwrap() {
+            steps.push(row.get::<_, String>(3).unwrap());
+        }
+        steps.join("\n")
+    }
+
+    /// A claim's read of one priority is a range of the due index in its order (no sort),
+    /// and the sweep finds expired tasks through the expiring index: neither scans a table.
+    #[test]
+    fn the_claim_range_and_the_sweep_read_their_indexes() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::storage::sqlite::migrations::migrate(&mut conn, 0)
+            .unwrap()
+            .unwrap();
+        let claim = plan(&conn, CLAIM_LEVEL);
+        assert!(
+            claim.contains("USING INDEX backlite_tasks_due (queue=? AND priority=? AND run_at<?)"),
+            "{claim}"
+        );
+        assert!(!claim.contains("TEMP B-TREE"), "{claim}");
+        let sweep = plan(&conn, FIND_EXPIRED);
+        assert!(sweep.contains("backlite_tasks_expiring"), "{sweep}");
+        for plan in [claim, sweep] {
+            assert!(!plan.contains("SCAN backlite_"), "{plan}");
+        }
+    }
+}
