@@ -14,7 +14,7 @@ use quote::ToTokens;
 use syn::meta::ParseNestedMeta;
 use syn::parse::Parser;
 use syn::punctuated::Punctuated;
-use syn::{Attribute, Expr, ExprLit, Lit, Path, Token, token};
+use syn::{Attribute, Expr, ExprLit, ExprUnary, Lit, Path, Token, UnOp, token};
 
 use crate::ctxt::Ctxt;
 use crate::rules;
@@ -47,6 +47,7 @@ pub struct Queue {
     pub retention: Option<Retention>,
     pub periodic: Option<Periodic>,
     pub concurrency: Option<Spanned<u32>>,
+    pub priority: Option<Spanned<i16>>,
 }
 
 /// `periodic(every = "5m")` or `periodic(cron = "0 */5 * * * *")`: the task's own schedule.
@@ -104,6 +105,7 @@ const QUEUE: List = List {
         "retention",
         "periodic",
         "concurrency",
+        "priority",
     ],
 };
 const PERIODIC: List = List {
@@ -128,6 +130,7 @@ fn example(key: &str) -> &'static str {
     match key {
         "name" => "name = \"new_order_email\"",
         "max_attempts" => "max_attempts = 5",
+        "priority" => "priority = 5",
         "backoff" => "backoff = \"5s\"` or `backoff = exponential(base = \"1s\", cap = \"10m\")",
         "timeout" => "timeout = \"30s\"",
         "retention" => "retention(duration = \"7d\", only_failed, data(only_failed))",
@@ -152,6 +155,7 @@ pub fn parse(cx: &Ctxt, attrs: &[&Attribute]) -> Queue {
     let mut retention = Slot::new("retention");
     let mut periodic = Slot::new("periodic");
     let mut concurrency = Slot::new("concurrency");
+    let mut priority = Slot::new("priority");
 
     for attr in attrs {
         let parsed = attr.parse_nested_meta(|meta| {
@@ -167,6 +171,7 @@ pub fn parse(cx: &Ctxt, attrs: &[&Attribute]) -> Queue {
                 Some("concurrency") => {
                     concurrency.set(cx, &meta, value(cx, &meta, concurrency_value)?);
                 }
+                Some("priority") => priority.set(cx, &meta, value(cx, &meta, priority_value)?),
                 _ => unknown_key(cx, &meta, &QUEUE)?,
             }
             Ok(())
@@ -184,6 +189,7 @@ pub fn parse(cx: &Ctxt, attrs: &[&Attribute]) -> Queue {
         retention: retention.value,
         periodic: periodic.value,
         concurrency: concurrency.value,
+        priority: priority.value,
     }
 }
 
@@ -271,6 +277,62 @@ fn literal(expr: &Expr) -> Option<&Lit> {
         Expr::Lit(ExprLit { lit, .. }) => Some(lit),
         Expr::Group(group) => literal(&group.expr),
         _ => None,
+    }
+}
+
+/// An integer in the range of an i16, possibly negative: higher runs first.
+fn priority_value(cx: &Ctxt, key: &str, expr: &Expr) -> Option<Spanned<i16>> {
+    let (negative, inner) = match expr {
+        Expr::Unary(ExprUnary {
+            op: UnOp::Neg(_),
+            expr,
+            ..
+        }) => (true, &**expr),
+        _ => (false, expr),
+    };
+    match literal(inner) {
+        Some(Lit::Int(lit)) => {
+            let digits = lit.base10_digits();
+            let text = if negative {
+                format!("-{digits}")
+            } else {
+                digits.to_owned()
+            };
+            let parsed = if lit.suffix().is_empty() || lit.suffix() == "i16" {
+                text.parse::<i16>().ok()
+            } else {
+                None
+            };
+            match parsed {
+                Some(value) => Some(Spanned {
+                    value,
+                    span: lit.span(),
+                }),
+                None => {
+                    cx.error_spanned_by(
+                        expr,
+                        format!(
+                            "`{key}` must be an integer from {} to {}: higher runs first",
+                            i16::MIN,
+                            i16::MAX
+                        ),
+                    );
+                    None
+                }
+            }
+        }
+        Some(Lit::Str(lit)) if lit.value().parse::<i16>().is_ok() => {
+            let n = lit.value();
+            cx.error_spanned_by(
+                lit,
+                format!("expected an integer, not a string: write `{key} = {n}` without quotes"),
+            );
+            None
+        }
+        _ => {
+            cx.error_spanned_by(expr, format!("expected an integer: `{}`", example(key)));
+            None
+        }
     }
 }
 
@@ -762,6 +824,38 @@ mod tests {
     }
 
     #[test]
+    fn priority_takes_an_i16_negative_or_not() {
+        for (attr, expected) in [
+            (parse_quote!(#[queue(name = "q", priority = 9)]), 9),
+            (
+                parse_quote!(#[queue(name = "q", priority = -32768)]),
+                i16::MIN,
+            ),
+            (
+                parse_quote!(#[queue(name = "q", priority = 32767i16)]),
+                i16::MAX,
+            ),
+        ] {
+            let (queue, errors) = parse_attrs(&[attr]);
+            assert_eq!(errors, Vec::<String>::new());
+            assert_eq!(queue.priority.unwrap().value, expected);
+        }
+        let (queue, errors) = parse_attrs(&[parse_quote! {
+            #[queue(name = "q", priority = 32768)]
+        }]);
+        assert_eq!(
+            errors,
+            ["`priority` must be an integer from -32768 to 32767: higher runs first"]
+        );
+        assert!(queue.priority.is_none());
+        let (_, errors) = parse_attrs(&[parse_quote!(#[queue(name = "q", priority = "5")])]);
+        assert_eq!(
+            errors,
+            ["expected an integer, not a string: write `priority = 5` without quotes"]
+        );
+    }
+
+    #[test]
     fn exponential_backoff_and_flags() {
         let (queue, errors) = parse_attrs(&[parse_quote! {
             #[queue(name = "q", backoff = exponential(base = "1s", cap = "10m", jitter = false),
@@ -919,7 +1013,7 @@ mod tests {
             errors,
             [
                 "unknown key `retries` in `#[queue(..)]`; expected `name`, `max_attempts`, \
-              `backoff`, `timeout`, `retention`, `periodic`, `concurrency`"
+              `backoff`, `timeout`, `retention`, `periodic`, `concurrency`, `priority`"
             ]
         );
     }

@@ -51,6 +51,10 @@ fn impl_task(input: &Input, name: &Spanned<String>, queue: &Queue) -> TokenStrea
         };
         quote!(.backoff(#backoff))
     });
+    let priority = queue.priority.map(|priority| {
+        let priority = priority.value;
+        quote!(.priority(#priority))
+    });
     let timeout = queue.timeout.map(|timeout| {
         let timeout = duration(timeout.value);
         quote!(.timeout(#timeout))
@@ -116,6 +120,7 @@ fn impl_task(input: &Input, name: &Spanned<String>, queue: &Queue) -> TokenStrea
                 #timeout
                 #retention
                 #concurrency
+                #priority
                 .build();
             #periodic
         }

@@ -36,6 +36,7 @@ use syn::{DeriveInput, parse_macro_input};
 ///     retention(duration = "6h", only_failed, data(only_failed)),  // default: keep nothing
 ///     periodic(every = "5m"),        // enqueue `Self::default()` every 5 minutes; default none
 ///  // periodic(cron = "0 */5 * * * *"),
+///     priority = 5,                  // -32768 to 32767, higher runs first; default 0
 /// )]
 /// struct NewOrderEmail { order_id: String }
 /// ```

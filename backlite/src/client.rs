@@ -182,6 +182,8 @@ impl Client {
             tasks: Vec::new(),
             error: None,
             run_at: None,
+            priority: None,
+            expires_at: None,
         }
         .add(task)
     }
@@ -638,9 +640,12 @@ impl ClientBuilder {
     pub fn periodic<T: Task + Clone>(mut self, schedule: Schedule, task: T) -> Self {
         let queue = T::CONFIG.name();
         match serde_json::to_vec(&task) {
-            Ok(payload) => self
-                .periodic
-                .push(PeriodicTask::new(schedule, queue, payload)),
+            Ok(payload) => self.periodic.push(PeriodicTask::new(
+                schedule,
+                queue,
+                T::CONFIG.priority(),
+                payload,
+            )),
             Err(source) => {
                 self.periodic_error
                     .get_or_insert(Error::Serialize { queue, source });
@@ -655,8 +660,9 @@ impl ClientBuilder {
         }
         let declared: Vec<_> = self.registry.periodic().collect();
         for (queue, spec) in declared {
+            let priority = self.registry.config(queue).map_or(0, |c| c.priority());
             self.periodic
-                .push(PeriodicTask::from_attribute(queue, spec)?);
+                .push(PeriodicTask::from_attribute(queue, priority, spec)?);
         }
         let mut names = HashSet::new();
         for task in &self.periodic {
@@ -737,6 +743,9 @@ pub struct AddTasks<'a> {
     /// The first serialization error, reported by `save`.
     error: Option<Error>,
     run_at: Option<SystemTime>,
+    /// Overrides each queue's default priority for the whole batch.
+    priority: Option<i16>,
+    expires_at: Option<SystemTime>,
 }
 
 impl AddTasks<'_> {
@@ -754,6 +763,8 @@ impl AddTasks<'_> {
                 payload,
                 created_at: 0,
                 run_at: 0,
+                priority: T::CONFIG.priority(),
+                expires_at: None,
             }),
             Err(source) => {
                 self.error.get_or_insert(Error::Serialize { queue, source });
@@ -774,15 +785,54 @@ impl AddTasks<'_> {
         self
     }
 
+    /// Sets the priority of every task of the batch, in place of its queue's default
+    /// (`#[queue(priority = ..)]`): among the due tasks of a queue, higher runs first, then
+    /// the earlier due, then the earlier added. Like [`at`](AddTasks::at), it applies to the
+    /// whole batch, whichever tasks were added before or after it.
+    ///
+    /// ```no_run
+    /// # use backlite::{Client, Task};
+    /// # #[derive(Task, serde::Serialize, serde::Deserialize)]
+    /// # #[queue(name = "emails")]
+    /// # struct Email { to: String }
+    /// # async fn f(client: &Client) -> backlite::Result<()> {
+    /// let email = Email { to: "ceo@example.com".into() };
+    /// client.add(email).priority(9).save().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn priority(mut self, priority: i16) -> Self {
+        self.priority = Some(priority);
+        self
+    }
+
+    /// Gives up on the batch's tasks that have not started `ttl` after this call: a task
+    /// still waiting then (for its first attempt or a retry) never runs, and ends as failed
+    /// with the error `"expired"`, retained as its queue keeps failed tasks.
+    pub fn expires_in(mut self, ttl: Duration) -> Self {
+        self.expires_at = Some(self.client.clock().system_now() + ttl);
+        self
+    }
+
+    /// As [`expires_in`](AddTasks::expires_in), at a given time.
+    pub fn expires_at(mut self, time: SystemTime) -> Self {
+        self.expires_at = Some(time);
+        self
+    }
+
     fn prepare(mut self) -> Result<Vec<NewTask>> {
         if let Some(error) = self.error {
             return Err(error);
         }
         let now = self.client.now();
         let run_at = self.run_at.map_or(now, to_millis);
+        let expires_at = self.expires_at.map(to_millis);
         for task in &mut self.tasks {
             task.created_at = now;
             task.run_at = run_at;
+            task.expires_at = expires_at;
+            if let Some(priority) = self.priority {
+                task.priority = priority;
+            }
         }
         self.client.inner.check_saved(&self.tasks);
         Ok(self.tasks)

@@ -245,7 +245,7 @@ impl Client {
     }
 
     /// How each queue this client serves keeps a task cancelled now: as a failed one.
-    fn cancel_retention(&self) -> CancelRetention {
+    pub(crate) fn cancel_retention(&self) -> CancelRetention {
         let now = self.now();
         let registry = self.registry();
         let known = registry

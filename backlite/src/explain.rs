@@ -14,7 +14,8 @@ use crate::utc::utc_text;
 /// Why a task is where it is, as [`Client::explain`] finds it. Its `Display` is one sentence
 /// for an operator.
 ///
-/// For a waiting task the reasons are checked in the order an operator acts on them: what
+/// For a waiting task the reasons are checked in the order an operator acts on them: whether
+/// it expired (it will never run), what
 /// blocks it whatever the time (its queue is paused, no live process serves its queue), then
 /// its own time (scheduled, backing off), then the tasks ahead of it; only then is it ready.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,11 +48,18 @@ pub enum Explanation {
         /// When it becomes due again.
         until: SystemTime,
     },
-    /// Due, behind other due tasks of its queue that are claimed before it (claim order: due
-    /// time, then insertion).
+    /// Due, behind other due tasks of its queue that are claimed before it (claim order:
+    /// priority, highest first, then due time, then insertion).
     WaitingBehind {
-        /// Due, unclaimed tasks of the same queue ahead of it.
+        /// Due, unclaimed tasks of the same queue ahead of it: of a higher priority, or of
+        /// its own and earlier in line.
         ahead: u64,
+    },
+    /// It was not started by its expiry (`AddTasks::expires_in`): it will never run. The
+    /// maintenance sweep soon ends it as failed, with the error `"expired"`.
+    Expired {
+        /// When it expired.
+        at: SystemTime,
     },
     /// Due, first in line, and its queue is served: the next free worker takes it.
     Ready,
@@ -135,9 +143,14 @@ impl Explanation {
                 paused_at,
                 live_processes,
                 ahead,
+                expires_at,
                 now,
             } => {
-                if let Some(paused_at) = paused_at {
+                if let Some(at) = expires_at.filter(|at| *at <= now) {
+                    Explanation::Expired {
+                        at: from_millis(at),
+                    }
+                } else if let Some(paused_at) = paused_at {
                     Explanation::QueuePaused {
                         queue,
                         since: from_millis(paused_at),
@@ -187,8 +200,16 @@ impl fmt::Display for Explanation {
             ),
             Explanation::WaitingBehind { ahead } => {
                 let tasks = if *ahead == 1 { "task" } else { "tasks" };
-                write!(f, "waiting behind {ahead} due {tasks} of its queue")
+                write!(
+                    f,
+                    "waiting behind {ahead} due {tasks} of equal or higher priority in its queue"
+                )
             }
+            Explanation::Expired { at } => write!(
+                f,
+                "expired at {} without starting: it will not run",
+                time(*at)
+            ),
             Explanation::Ready => f.write_str("ready to run now"),
             Explanation::Running {
                 process,
@@ -255,6 +276,7 @@ mod tests {
             paused_at: paused,
             live_processes: live,
             ahead,
+            expires_at: None,
             now: 1_000,
         }
     }
@@ -295,6 +317,33 @@ mod tests {
         assert_eq!(decide(waiting(None, 2, 900, 0, 0)), Explanation::Ready);
     }
 
+    /// A task past its expiry will never run, whatever else holds it: that comes first. Its
+    /// expiry later than now changes nothing.
+    #[test]
+    fn an_expired_waiting_task_is_expired_before_anything_else() {
+        let expiring = |at| {
+            let mut facts = waiting(Some(500), 0, 5_000, 2, 3);
+            if let Facts::Waiting { expires_at, .. } = &mut facts {
+                *expires_at = Some(at);
+            }
+            facts
+        };
+        assert_eq!(
+            Explanation::decide(expiring(1_000)),
+            Explanation::Expired {
+                at: from_millis(1_000)
+            }
+        );
+        assert!(matches!(
+            Explanation::decide(expiring(1_001)),
+            Explanation::QueuePaused { .. }
+        ));
+        assert_eq!(
+            Explanation::Expired { at: from_millis(0) }.to_string(),
+            "expired at 1970-01-01 00:00:00.000 UTC without starting: it will not run"
+        );
+    }
+
     #[test]
     fn explanations_read_as_sentences() {
         let running = Explanation::Running {
@@ -314,7 +363,7 @@ mod tests {
         );
         assert_eq!(
             Explanation::WaitingBehind { ahead: 1 }.to_string(),
-            "waiting behind 1 due task of its queue"
+            "waiting behind 1 due task of equal or higher priority in its queue"
         );
         assert_eq!(
             Explanation::BackingOff {

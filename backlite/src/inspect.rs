@@ -35,8 +35,14 @@ pub struct TaskInfo {
     pub started_at: Option<SystemTime>,
     /// When its last attempt ended, for a completed task.
     pub finished_at: Option<SystemTime>,
-    /// When its retention ends, for a completed task kept for a limited time.
+    /// When its retention ends, for a completed task kept for a limited time. (The expiry of
+    /// a task that has not started is [`pending_expires_at`](TaskInfo::pending_expires_at).)
     pub expires_at: Option<SystemTime>,
+    /// When a waiting task given an expiry (`AddTasks::expires_in`, `expires_at`) is given up
+    /// on unless started by then; `None` without one, and once it has completed.
+    pub pending_expires_at: Option<SystemTime>,
+    /// Its priority, while it waits or runs (higher runs first); `None` once completed.
+    pub priority: Option<i16>,
     /// The errors of its last failed attempts (up to ten), oldest first. A task that succeeded
     /// after failures keeps them.
     pub errors: Vec<AttemptError>,
@@ -141,6 +147,8 @@ impl TaskInfo {
             started_at: r.claimed_at.or(r.last_executed_at).map(from_millis),
             finished_at,
             expires_at: r.expires_at.map(from_millis),
+            pending_expires_at: r.pending_expires_at.map(from_millis),
+            priority: r.priority,
             lease,
             payload: r.payload,
         })
@@ -397,8 +405,9 @@ impl TaskSummary {
 }
 
 /// Where the next page of a task list starts: the list's state and the place of the last
-/// row read. It shows as text (`Display`, e.g. `failed.1764560000000.42`) and parses back
-/// (`FromStr`), to travel in a URL.
+/// row read. It shows as text (`Display`, e.g. `failed.1764560000000.42`, or
+/// `pending.p5.1764560000000.42` for a waiting list, whose order leads with the priority) and
+/// parses back (`FromStr`), to travel in a URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TaskCursor {
     state: ListState,
@@ -421,7 +430,13 @@ impl fmt::Display for TaskCursor {
             .iter()
             .find(|(state, _)| *state == self.state)
             .map_or("?", |(_, name)| name);
-        write!(f, "{name}.{}.{}", self.keyset.key, self.keyset.seq)
+        let Keyset { priority, key, seq } = self.keyset;
+        match self.state {
+            ListState::Pending | ListState::Scheduled => {
+                write!(f, "{name}.p{priority}.{key}.{seq}")
+            }
+            _ => write!(f, "{name}.{key}.{seq}"),
+        }
     }
 }
 
@@ -435,8 +450,22 @@ impl FromStr for TaskCursor {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let invalid = || ParseTaskCursorError(s.chars().take(64).collect());
-        let mut parts = s.splitn(3, '.');
-        let (Some(name), Some(key), Some(seq)) = (parts.next(), parts.next(), parts.next()) else {
+        let mut parts = s.splitn(4, '.');
+        let Some(name) = parts.next() else {
+            return Err(invalid());
+        };
+        let mut rest: Vec<&str> = parts.collect();
+        // A waiting list's cursor leads with `p<priority>`; a cursor written before there
+        // were priorities has none, and reads as priority 0.
+        let priority = match rest.first().and_then(|p| p.strip_prefix('p')) {
+            Some(priority) => {
+                let priority = priority.parse().map_err(|_| invalid())?;
+                rest.remove(0);
+                priority
+            }
+            None => 0,
+        };
+        let [key, seq] = rest[..] else {
             return Err(invalid());
         };
         let state = STATE_NAMES
@@ -447,6 +476,7 @@ impl FromStr for TaskCursor {
         Ok(TaskCursor {
             state,
             keyset: Keyset {
+                priority,
                 key: key.parse().map_err(|_| invalid())?,
                 seq: seq.parse().map_err(|_| invalid())?,
             },
@@ -505,18 +535,51 @@ mod tests {
     #[test]
     fn cursors_travel_as_text() {
         for (state, _) in STATE_NAMES {
+            let waiting = matches!(state, ListState::Pending | ListState::Scheduled);
             let cursor = TaskCursor {
                 state,
-                keyset: Keyset { key: -5, seq: 42 },
+                keyset: Keyset {
+                    priority: if waiting { -3 } else { 0 },
+                    key: -5,
+                    seq: 42,
+                },
             };
             assert_eq!(cursor.to_string().parse::<TaskCursor>().unwrap(), cursor);
         }
+        let keyset = Keyset {
+            priority: 0,
+            key: -5,
+            seq: 42,
+        };
         let failed = TaskCursor {
             state: ListState::Failed,
-            keyset: Keyset { key: -5, seq: 42 },
+            keyset,
         };
         assert_eq!(failed.to_string(), "failed.-5.42");
-        for bad in ["5", "failed.5", "failed.a.1", "lost.1.2", "failed.1.2.3"] {
+        let pending = TaskCursor {
+            state: ListState::Pending,
+            keyset: Keyset {
+                priority: 9,
+                ..keyset
+            },
+        };
+        assert_eq!(pending.to_string(), "pending.p9.-5.42");
+        // A cursor of a waiting list written before priorities reads as priority 0.
+        assert_eq!(
+            "pending.-5.42".parse::<TaskCursor>().unwrap(),
+            TaskCursor {
+                state: ListState::Pending,
+                keyset
+            }
+        );
+        for bad in [
+            "5",
+            "failed.5",
+            "failed.a.1",
+            "lost.1.2",
+            "failed.1.2.3",
+            "pending.pX.1.2",
+        ] {
             assert!(bad.parse::<TaskCursor>().is_err(), "{bad}");
         }
     }

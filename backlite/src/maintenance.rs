@@ -1,5 +1,6 @@
-//! Background upkeep of a started client: releasing tasks whose worker died, and deleting
-//! retained tasks whose retention expired.
+//! Background upkeep of a started client: releasing tasks whose worker died, ending waiting
+//! tasks that expired before they started, and deleting retained tasks whose retention
+//! expired.
 
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::client::Client;
 use crate::events::TaskEvent;
 use crate::metrics;
-use crate::storage::{Page, TaskState, duration_millis};
+use crate::storage::{EXPIRE_BATCH, Page, TaskState, duration_millis};
 
 /// Says, at start, how many tasks other processes hold claimed. Those of a process that was
 /// killed look like running tasks until `release_after` has passed since its last renewal,
@@ -64,6 +65,8 @@ pub(crate) async fn run(client: Client, stop: CancellationToken) {
     let release_every =
         (settings.release_after / 10).clamp(Duration::from_millis(10), Duration::from_secs(60));
     let mut release = tokio::time::interval(release_every);
+    let mut expire = tokio::time::interval(release_every);
+    expire.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut cleanup = tokio::time::interval(settings.cleanup_interval);
     // Only with the `metrics` feature: the counts behind the queue depth gauges.
     let mut depth = tokio::time::interval(metrics::DEPTH_INTERVAL);
@@ -86,6 +89,9 @@ pub(crate) async fn run(client: Client, stop: CancellationToken) {
                     Err(e) => tracing::warn!(error = %e, "release of stuck tasks failed; will retry"),
                 }
             }
+            // Claims skip an expired task from its expiry on; this only moves it to its
+            // failed end, so it shares the release's cadence.
+            _ = expire.tick() => expire_pending(&client).await,
             _ = cleanup.tick() => {
                 match client.driver().completed_delete_expired(client.now()).await {
                     Ok(0) => {}
@@ -98,6 +104,34 @@ pub(crate) async fn run(client: Client, stop: CancellationToken) {
                     Ok(stats) => gauges.update(&stats),
                     Err(e) => tracing::debug!(error = %e, "could not read the queue counts for the depth gauges"),
                 }
+            }
+        }
+    }
+}
+
+/// Ends the expired waiting tasks of the queues this client serves, a batch per write until
+/// a batch comes back short.
+async fn expire_pending(client: &Client) {
+    loop {
+        let retention = client.cancel_retention();
+        let ended = client
+            .driver()
+            .task_expire_pending(retention, EXPIRE_BATCH, client.test_now())
+            .await;
+        match ended {
+            Ok(0) => return,
+            Ok(ended) => {
+                tracing::info!(
+                    ended,
+                    "ended waiting tasks that expired before they started"
+                );
+                if ended < EXPIRE_BATCH as u64 {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "sweep of expired tasks failed; will retry");
+                return;
             }
         }
     }

@@ -57,6 +57,7 @@ pub struct QueueConfig {
     timeout: Option<Duration>,
     retention: Option<Retention>,
     concurrency: Option<u32>,
+    priority: i16,
 }
 
 impl QueueConfig {
@@ -82,6 +83,7 @@ impl QueueConfig {
                 timeout: None,
                 retention: None,
                 concurrency: None,
+                priority: 0,
             },
         }
     }
@@ -117,6 +119,12 @@ impl QueueConfig {
     /// workers. Held per process (see [`QueueConfigBuilder::concurrency`]).
     pub const fn concurrency(&self) -> Option<u32> {
         self.concurrency
+    }
+
+    /// The priority of the queue's tasks unless an add sets another: among the due tasks of
+    /// one queue, higher runs first. 0 unless set.
+    pub const fn priority(&self) -> i16 {
+        self.priority
     }
 
     /// Checks the rules `build()` enforces, for configurations that did not go through it.
@@ -190,6 +198,12 @@ impl QueueConfigBuilder {
     /// ```
     pub const fn concurrency(mut self, limit: u32) -> Self {
         self.config.concurrency = Some(limit);
+        self
+    }
+
+    /// Sets the default priority of the queue's tasks: higher runs first (default 0).
+    pub const fn priority(mut self, priority: i16) -> Self {
+        self.config.priority = priority;
         self
     }
 

@@ -23,6 +23,7 @@ mod db;
 mod layout;
 mod leases;
 mod pg_raw;
+mod priority;
 mod processes;
 mod raw;
 mod workloads;
@@ -44,14 +45,14 @@ fn main() -> anyhow::Result<()> {
 /// backlite figures compared to it, and W7 last, in a child process.
 const ALL: &[&str] = &[
     "raw-W1", "W1", "raw-W2", "W2", "raw-W3", "W3", "W3b", "W3r", "raw-W4", "W4", "W6", "W8",
-    "W3l", "W3lx", "W7",
+    "W3l", "W3lx", "W9", "W7",
 ];
 
 /// The same on PostgreSQL, with two more raw baselines for W6 (16 concurrent inserters,
 /// without and with a NOTIFY each) and the multi-process drain W3p.
 const PG_ALL: &[&str] = &[
     "raw-W1", "W1", "raw-W2", "W2", "raw-W3", "W3", "W3b", "W3r", "raw-W4", "W4", "raw-W6",
-    "raw-W6n", "W6", "W8", "W3p", "W3l", "W3lx", "W7",
+    "raw-W6n", "W6", "W8", "W3p", "W3l", "W3lx", "W9", "W7",
 ];
 
 /// The figures a workload's ratios are computed from; they run too when it is picked alone.
@@ -230,6 +231,11 @@ pub struct Figure {
     pub max_us: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workers: Option<usize>,
+    /// W9: due tasks of low priority waiting when the samples began, and left at their end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backlog: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backlog_left: Option<u64>,
     /// This figure's rate over the matching raw figure's (for W4, the raw median latency over
     /// backlite's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -466,6 +472,7 @@ fn measure(
         ("W4", db) => runtime.block_on(workloads::latency(db, sizes))?,
         ("W6", db) => runtime.block_on(workloads::concurrent_saves(db, sizes))?,
         ("W8", db) => runtime.block_on(workloads::scheduled(db, sizes))?,
+        ("W9", db) => runtime.block_on(priority::pickup(db, sizes))?,
         ("W3p", db) => processes::drain(runtime, db, sizes, smoke)?,
         ("W3l", db) => runtime.block_on(leases::drain(
             db,

@@ -21,6 +21,8 @@ use crate::storage::{Millis, NewTask, wait_until};
 pub(crate) struct PeriodicTask {
     pub(crate) schedule: Schedule,
     pub(crate) queue: &'static str,
+    /// The queue's default priority, which its ticks' tasks carry.
+    pub(crate) priority: i16,
     /// The task, serialized once when it was given to the builder.
     pub(crate) payload: Vec<u8>,
     /// The stored schedule's name: its queue, and its own name when given.
@@ -29,12 +31,18 @@ pub(crate) struct PeriodicTask {
 }
 
 impl PeriodicTask {
-    pub(crate) fn new(schedule: Schedule, queue: &'static str, payload: Vec<u8>) -> PeriodicTask {
+    pub(crate) fn new(
+        schedule: Schedule,
+        queue: &'static str,
+        priority: i16,
+        payload: Vec<u8>,
+    ) -> PeriodicTask {
         PeriodicTask {
             name: schedule.stored_name(queue),
             definition: schedule.definition(),
             schedule,
             queue,
+            priority,
             payload,
         }
     }
@@ -42,6 +50,7 @@ impl PeriodicTask {
     /// The task of a `#[queue(.., periodic(..))]`: its `Default` value, on its schedule.
     pub(crate) fn from_attribute(
         queue: &'static str,
+        priority: i16,
         spec: crate::__private::PeriodicSpec,
     ) -> Result<PeriodicTask> {
         let schedule = match spec.timing {
@@ -52,7 +61,7 @@ impl PeriodicTask {
         };
         let payload =
             (spec.payload)().map_err(|source| crate::Error::Serialize { queue, source })?;
-        Ok(PeriodicTask::new(schedule, queue, payload))
+        Ok(PeriodicTask::new(schedule, queue, priority, payload))
     }
 }
 
@@ -231,6 +240,8 @@ async fn round(client: &Client, tasks: &[PeriodicTask], seen: &mut Seen) -> Resu
                         payload: task.payload.clone(),
                         created_at: now,
                         run_at: tick,
+                        priority: task.priority,
+                        expires_at: None,
                     })
                     .collect();
                 let claim = TickClaim {

@@ -17,6 +17,8 @@ pub(crate) fn new_task(queue: &'static str, run_at: Millis, payload: &str) -> Ne
         payload: payload.as_bytes().to_vec(),
         created_at: 1_000,
         run_at,
+        priority: 0,
+        expires_at: None,
     }
 }
 

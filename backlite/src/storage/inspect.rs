@@ -34,13 +34,17 @@ pub(crate) struct InfoRecord {
     pub(crate) claimed_by: Option<String>,
     pub(crate) lease_renewed_at: Option<Millis>,
     pub(crate) lease_until: Option<Millis>,
+    /// A waiting or running task's priority; `None` once completed.
+    pub(crate) priority: Option<i16>,
+    /// When a waiting task expires unless started (not the retention's `expires_at`).
+    pub(crate) pending_expires_at: Option<Millis>,
 }
 
 /// Which tasks a list reads, each kind in the order of the index it walks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ListKind {
-    /// Unclaimed, in claim order (`run_at`, then insertion); the due range tells pending
-    /// from scheduled.
+    /// Unclaimed, in claim order (priority descending, `run_at`, then insertion); the due
+    /// range tells pending from scheduled.
     Waiting,
     /// Claimed, longest-claimed first.
     Running,
@@ -75,9 +79,11 @@ impl Span {
 }
 
 /// Where a page starts: the sort key of the last row of the previous page, and the row's
-/// insertion number (SQLite's rowid, PostgreSQL's `seq`) that breaks ties.
+/// insertion number (SQLite's rowid, PostgreSQL's `seq`) that breaks ties. The waiting list's
+/// order leads with the priority, highest first; the other lists carry 0 there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct Keyset {
+    pub(crate) priority: i16,
     pub(crate) key: i64,
     pub(crate) seq: i64,
 }
@@ -100,11 +106,14 @@ impl ListQuery {
     pub(crate) fn after_or_start(&self) -> Keyset {
         self.after.unwrap_or(if self.kind.descending() {
             Keyset {
+                priority: 0,
                 key: i64::MAX,
                 seq: i64::MAX,
             }
         } else {
             Keyset {
+                // Only the waiting list reads it: its highest priority comes first.
+                priority: i16::MAX,
                 key: i64::MIN,
                 seq: i64::MIN,
             }
@@ -154,8 +163,11 @@ pub(crate) enum Facts {
         paused_at: Option<Millis>,
         /// Processes seen within the liveness window whose `queues` include this one.
         live_processes: u64,
-        /// Due, unclaimed tasks of its queue that the claim takes before it.
+        /// Due, unclaimed tasks of its queue that the claim takes before it: of a higher
+        /// priority, or of its own and earlier in line.
         ahead: u64,
+        /// When it expires unless started.
+        expires_at: Option<Millis>,
         /// The storage's "now" the facts were read at.
         now: Millis,
     },

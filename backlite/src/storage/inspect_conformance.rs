@@ -384,7 +384,11 @@ macro_rules! inspect_conformance {
                 assert!(d.task_page(failed_b).await.unwrap().is_empty());
                 // A cursor past the end reads nothing.
                 let past = ListQuery {
-                    after: Some(Keyset { key: 0, seq: 0 }),
+                    after: Some(Keyset {
+                        priority: 0,
+                        key: 0,
+                        seq: 0,
+                    }),
                     ..query(ListKind::Succeeded)
                 };
                 assert!(d.task_page(past).await.unwrap().is_empty());
@@ -425,6 +429,7 @@ macro_rules! inspect_conformance {
                         paused_at,
                         live_processes,
                         ahead,
+                        expires_at: None,
                         now: 1_000,
                     };
                 assert_eq!(facts(2).await, expect("a", 20, None, 0, 2));

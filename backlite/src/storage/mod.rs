@@ -12,6 +12,9 @@ pub(crate) mod control_conformance;
 pub(crate) mod conformance;
 #[cfg(test)]
 pub(crate) mod dispatch_conformance;
+mod expiry;
+#[cfg(test)]
+pub(crate) mod expiry_conformance;
 pub(crate) mod inspect;
 #[cfg(test)]
 pub(crate) mod inspect_conformance;
@@ -25,6 +28,8 @@ pub(crate) mod periodic;
 pub(crate) mod periodic_conformance;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
+#[cfg(test)]
+pub(crate) mod priority_conformance;
 pub(crate) mod sqlite;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -36,6 +41,7 @@ use crate::task::{TaskId, TaskStatus};
 
 pub(crate) use browse::{CompletedRecord, PREVIEW_BYTES, Page, TaskRecord, TaskState};
 pub(crate) use control::{CANCELLED_ERROR, CancelRetention, Cancelled, PurgeFilter, QueueRecord};
+pub(crate) use expiry::{EXPIRE_BATCH, EXPIRED_ERROR};
 pub(crate) use inspect::{Facts, InfoRecord, ListQuery, SummaryRecord};
 pub use lease::{ProcessId, ProcessInfo};
 pub(crate) use lease::{ProcessRecord, Renewal};
@@ -76,6 +82,10 @@ pub(crate) struct NewTask {
     pub(crate) payload: Vec<u8>,
     pub(crate) created_at: Millis,
     pub(crate) run_at: Millis,
+    /// Claimed before every waiting task of its queue with a lower priority.
+    pub(crate) priority: i16,
+    /// Not run unless claimed before this time; `None`: waits as long as it takes.
+    pub(crate) expires_at: Option<Millis>,
 }
 
 /// Names one claim of one task. Every write about a claimed task (completing it, handing it
@@ -175,10 +185,11 @@ pub(crate) trait Driver: Send + Sync + 'static {
     /// Inserts all tasks or none.
     fn task_insert_many(&self, tasks: Vec<NewTask>) -> BoxFuture<Result<()>>;
 
-    /// Claims up to `limit` due, unclaimed tasks of the served queues, in claim order (due
-    /// time, then insertion), each under a lease of `lease`, for `process` (`None`: a claimer
-    /// that is no started client, such as a test's `drain`). A claim may return fewer tasks
-    /// than are due when other claimers hold some of them at that moment.
+    /// Claims up to `limit` due, unclaimed, unexpired tasks of the served queues, in claim
+    /// order (priority descending, then due time, then insertion), each under a lease of
+    /// `lease`, for `process` (`None`: a claimer that is no started client, such as a test's
+    /// `drain`). A claim may return fewer tasks than are due when other claimers hold some of
+    /// them at that moment.
     #[cfg_attr(
         not(test),
         allow(dead_code, reason = "claimers claim within their queues' limits")
@@ -217,8 +228,8 @@ pub(crate) trait Driver: Send + Sync + 'static {
     /// Releases claimed tasks whose lease has ended by `now`: their worker is taken for dead.
     fn task_release_stuck(&self, now: Option<Millis>) -> BoxFuture<Result<u64>>;
 
-    /// How long until the earliest unclaimed task of the served queues is due (zero when one
-    /// is due already); `None` when there is none.
+    /// How long until the earliest unclaimed, unexpired task of the served queues is due
+    /// (zero when one is due already); `None` when there is none.
     #[cfg_attr(
         not(test),
         allow(dead_code, reason = "the dispatcher leaves out its full queues")
@@ -271,6 +282,17 @@ pub(crate) trait Driver: Send + Sync + 'static {
 
     /// Deletes retained tasks whose retention has expired.
     fn completed_delete_expired(&self, now: Millis) -> BoxFuture<Result<u64>>;
+
+    /// Ends up to `limit` waiting tasks of the queues `retention` knows whose expiry is at or
+    /// before `now`: each leaves the tasks table as failed with [`EXPIRED_ERROR`] (also
+    /// appended to its error history), retained as `retention` says for its queue. Running
+    /// tasks are not touched. The count ended.
+    fn task_expire_pending(
+        &self,
+        retention: CancelRetention,
+        limit: usize,
+        now: Option<Millis>,
+    ) -> BoxFuture<Result<u64>>;
 
     /// Task counts per queue, over every queue in the database.
     fn queue_stats(&self, now: Millis) -> BoxFuture<Result<Vec<QueueStats>>>;

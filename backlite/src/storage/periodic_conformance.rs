@@ -39,6 +39,8 @@ macro_rules! periodic_conformance {
                     payload: format!("{{\"tick\":{tick}}}").into_bytes(),
                     created_at: tick,
                     run_at: tick,
+                    priority: 0,
+                    expires_at: None,
                 }
             }
 

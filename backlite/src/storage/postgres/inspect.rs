@@ -36,7 +36,7 @@ fn task_summary(key: &str) -> String {
     format!(
         "t.id, t.queue, CASE WHEN t.claimed_at IS NULL THEN 0 ELSE 1 END, t.attempts, \
          t.created_at, t.run_at, t.claimed_at, t.last_executed_at, t.last_duration_us, \
-         t.last_error, {key}, t.seq"
+         t.last_error, {key}, t.seq, t.priority"
     )
 }
 
@@ -58,13 +58,15 @@ impl InspectSql {
                 "SELECT t.id, t.queue, t.task, t.attempts, t.created_at, t.run_at, t.claimed_at, \
                      t.last_executed_at, t.last_duration_us, t.errors::text, \
                      t.claimed_by::text, t.lease_renewed_at, t.lease_until, NULL::int8, \
-                     CASE WHEN t.claimed_at IS NULL THEN 0 ELSE 1 END \
+                     CASE WHEN t.claimed_at IS NULL THEN 0 ELSE 1 END, t.priority, \
+                     t.expires_at \
                  FROM {tasks} AS t WHERE t.id = $1 \
                  UNION ALL \
                  SELECT c.id, c.queue, c.task, c.attempts, c.created_at, NULL, NULL, \
                      c.last_executed_at, c.last_duration_us, c.errors::text, NULL, NULL, NULL, \
                      c.expires_at, \
-                     CASE WHEN c.succeeded THEN 2 WHEN c.cancelled THEN 4 ELSE 3 END \
+                     CASE WHEN c.succeeded THEN 2 WHEN c.cancelled THEN 4 ELSE 3 END, \
+                     NULL::int2, NULL::int8 \
                  FROM {completed} AS c WHERE c.id = $1 \
                  LIMIT 1"
             ),
@@ -72,9 +74,10 @@ impl InspectSql {
             waiting_one_queue: format!(
                 "SELECT {} FROM {tasks} AS t \
                  WHERE t.claimed_at IS NULL AND t.queue = $8 \
-                   AND t.run_at >= $6 AND t.run_at < $7 AND (t.run_at, t.seq) > ($2, $3) \
+                   AND t.run_at >= $6 AND t.run_at < $7 \
+                   AND (t.priority < $9 OR (t.priority = $9 AND (t.run_at, t.seq) > ($2, $3))) \
                    AND t.created_at >= $4 AND t.created_at < $5 \
-                 ORDER BY t.run_at, t.seq LIMIT $1",
+                 ORDER BY t.priority DESC, t.run_at, t.seq LIMIT $1",
                 task_summary("t.run_at")
             ),
             // Each queue's first `limit` waiting tasks after the cursor, straight from the
@@ -90,10 +93,11 @@ impl InspectSql {
                  SELECT {} FROM queues CROSS JOIN LATERAL ( \
                      SELECT * FROM {tasks} \
                      WHERE claimed_at IS NULL AND queue = queues.name \
-                       AND run_at >= $6 AND run_at < $7 AND (run_at, seq) > ($2, $3) \
+                       AND run_at >= $6 AND run_at < $7 \
+                       AND (priority < $8 OR (priority = $8 AND (run_at, seq) > ($2, $3))) \
                        AND created_at >= $4 AND created_at < $5 \
-                     ORDER BY run_at, seq LIMIT $1) AS t \
-                 ORDER BY t.run_at, t.seq LIMIT $1",
+                     ORDER BY priority DESC, run_at, seq LIMIT $1) AS t \
+                 ORDER BY t.priority DESC, t.run_at, t.seq LIMIT $1",
                 task_summary("t.run_at")
             ),
             running: format!(
@@ -110,7 +114,7 @@ impl InspectSql {
                 "SELECT t.id, t.queue, \
                      CASE WHEN t.succeeded THEN 2 WHEN t.cancelled THEN 4 ELSE 3 END, \
                      t.attempts, t.created_at, NULL::int8, NULL::int8, t.last_executed_at, \
-                     t.last_duration_us, t.error, t.last_executed_at, t.seq \
+                     t.last_duration_us, t.error, t.last_executed_at, t.seq, NULL::int2 \
                  FROM {completed} AS t \
                  WHERE t.succeeded = $6 AND (t.last_executed_at, t.seq) < ($2, $3) \
                    AND t.cancelled = $7 AND ($8::text IS NULL OR t.queue = $8) \
@@ -118,8 +122,10 @@ impl InspectSql {
                  ORDER BY t.last_executed_at DESC, t.seq DESC LIMIT $1"
             ),
             // The task's row with its queue's pause, the live processes serving its queue,
-            // the due unclaimed tasks ahead of it (counted only when it is due, so that all
-            // of them are: a range of the due index), its claimer's row, and the clock read.
+            // the due unclaimed tasks ahead of it (counted only when it is due): those of its
+            // priority before it (all due too: a range of the due index) and the due ones of
+            // every higher priority; expired ones not yet swept count. Then its claimer's row,
+            // and the clock read.
             facts: format!(
                 "WITH clock AS (SELECT COALESCE($2::int8, {NOW_MS}) AS now) \
                  SELECT t.queue, t.run_at, t.attempts, t.claimed_at, t.claimed_by::text, \
@@ -132,8 +138,12 @@ impl InspectSql {
                      CASE WHEN t.claimed_at IS NULL AND t.run_at <= clock.now THEN ( \
                          SELECT count(*) FROM {tasks} AS a \
                          WHERE a.claimed_at IS NULL AND a.queue = t.queue \
-                           AND (a.run_at, a.seq) < (t.run_at, t.seq)) END, \
-                     p.host, p.pid, clock.now \
+                           AND a.priority = t.priority \
+                           AND (a.run_at, a.seq) < (t.run_at, t.seq)) + ( \
+                         SELECT count(*) FROM {tasks} AS a \
+                         WHERE a.claimed_at IS NULL AND a.queue = t.queue \
+                           AND a.priority > t.priority AND a.run_at <= clock.now) END, \
+                     p.host, p.pid, clock.now, t.expires_at \
                  FROM clock CROSS JOIN {tasks} AS t \
                      LEFT JOIN {processes} AS p ON p.id = t.claimed_by \
                  WHERE t.id = $1"
@@ -186,6 +196,8 @@ pub(super) async fn task_info(
         lease_until: row.try_get(12)?,
         expires_at: row.try_get(13)?,
         status: status(row.try_get(14)?),
+        priority: row.try_get(15)?,
+        pending_expires_at: row.try_get(16)?,
     }))
 }
 
@@ -207,10 +219,13 @@ pub(super) async fn task_page(
             params.extend([&due_from as &(dyn ToSql + Sync), &due_to]);
             match &query.queue {
                 Some(_) => {
-                    params.push(&query.queue);
+                    params.extend([&query.queue as &(dyn ToSql + Sync), &after.priority]);
                     &sql.waiting_one_queue
                 }
-                None => &sql.waiting_all_queues,
+                None => {
+                    params.push(&after.priority);
+                    &sql.waiting_all_queues
+                }
             }
         }
         ListKind::Running => {
@@ -240,6 +255,7 @@ fn summary_record(row: &Row) -> PgResult<SummaryRecord> {
         last_duration: row.try_get::<_, Option<i64>>(8)?.map(micros),
         last_error: row.try_get(9)?,
         keyset: Keyset {
+            priority: row.try_get::<_, Option<i16>>(12)?.unwrap_or(0),
             key: row.try_get(10)?,
             seq: row.try_get(11)?,
         },
@@ -278,6 +294,7 @@ pub(super) async fn task_facts(
                 paused_at: row.try_get(7)?,
                 live_processes: row.try_get::<_, Option<i64>>(8)?.map_or(0, count),
                 ahead: row.try_get::<_, Option<i64>>(9)?.map_or(0, count),
+                expires_at: row.try_get(13)?,
                 now: row.try_get(12)?,
             },
         });
@@ -397,7 +414,7 @@ mod plans {
             .await
             .unwrap();
         let sql = &d.inspect;
-        let (limit, key, seq) = (26i64, 500i64, 1_000i64);
+        let (limit, key, seq, priority) = (26i64, 500i64, 1_000i64, 0i16);
         let (from, to) = (i64::MIN, i64::MAX);
         let (due_to, created_from) = (3_000i64, 500i64);
         let queue = Some("b".to_owned());
@@ -411,7 +428,9 @@ mod plans {
                 plan(
                     &conn,
                     &sql.waiting_one_queue,
-                    &[&limit, &key, &seq, &from, &to, &from, &due_to, &queue],
+                    &[
+                        &limit, &key, &seq, &from, &to, &from, &due_to, &queue, &priority,
+                    ],
                 )
                 .await,
                 "backlite_tasks_due",
@@ -421,7 +440,16 @@ mod plans {
                 plan(
                     &conn,
                     &sql.waiting_all_queues,
-                    &[&limit, &key, &seq, &created_from, &to, &due_to, &to],
+                    &[
+                        &limit,
+                        &key,
+                        &seq,
+                        &created_from,
+                        &to,
+                        &due_to,
+                        &to,
+                        &priority,
+                    ],
                 )
                 .await,
                 "backlite_tasks_due",

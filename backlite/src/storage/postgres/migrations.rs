@@ -114,6 +114,22 @@ const MIGRATIONS: &[&str] = &[
         next_run_at bigint NOT NULL
     );
     "#,
+    // 4: priority and expiry of waiting tasks. The claim order becomes (priority descending, due
+    // time, insertion), and the due index follows it, under the same name, so that the claim
+    // still reads it in order. The sweep finds expired tasks through their own small index
+    // (rows without an expiry are not in it).
+    r#"
+    ALTER TABLE {schema}.backlite_tasks
+        ADD COLUMN priority   smallint NOT NULL DEFAULT 0,
+        ADD COLUMN expires_at bigint;
+    DROP INDEX {schema}.backlite_tasks_due;
+    CREATE INDEX backlite_tasks_due
+        ON {schema}.backlite_tasks (queue, priority DESC, run_at, seq)
+        WHERE claimed_at IS NULL;
+    CREATE INDEX backlite_tasks_expiring
+        ON {schema}.backlite_tasks (queue, expires_at)
+        WHERE expires_at IS NOT NULL AND claimed_at IS NULL;
+    "#,
 ];
 
 /// The newest schema version this build knows.
@@ -251,7 +267,8 @@ mod tests {
     }
 
     /// Every earlier version migrates to the latest, keeping its tasks and their claims; a
-    /// task claimed before leases were renewed counts as renewed when it was claimed.
+    /// task claimed before leases were renewed counts as renewed when it was claimed. Every
+    /// task gets the default priority and no expiry.
     #[tokio::test]
     async fn every_earlier_version_migrates_with_its_tasks() {
         let Some((mut client, base)) = connect().await else {
@@ -270,26 +287,32 @@ mod tests {
                 .unwrap()
                 .get(0);
             assert_eq!(latest, LATEST, "from version {version}");
-            // claimed_at, lease_until, fence, lease_renewed_at
-            type Row = (Option<i64>, Option<i64>, i64, Option<i64>);
+            // claimed_at, lease_until, fence, lease_renewed_at, (priority, expires_at)
+            type Row = (
+                Option<i64>,
+                Option<i64>,
+                i64,
+                Option<i64>,
+                (i16, Option<i64>),
+            );
             let rows: Vec<Row> = client
                 .query(
                     &format!(
-                        "SELECT claimed_at, lease_until, fence, lease_renewed_at \
-                         FROM {schema}.backlite_tasks ORDER BY id"
+                        "SELECT claimed_at, lease_until, fence, lease_renewed_at, priority, \
+                         expires_at FROM {schema}.backlite_tasks ORDER BY id"
                     ),
                     &[],
                 )
                 .await
                 .unwrap()
                 .iter()
-                .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+                .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), (r.get(4), r.get(5))))
                 .collect();
             assert_eq!(
                 rows,
                 [
-                    (None, None, 0, None),
-                    (Some(1000), Some(31000), 1, Some(1000))
+                    (None, None, 0, None, (0, None)),
+                    (Some(1000), Some(31000), 1, Some(1000), (0, None))
                 ],
                 "from version {version}"
             );

@@ -11,6 +11,7 @@ mod browse;
 mod commit_watch;
 mod control;
 mod dispatch;
+mod expiry;
 mod inspect;
 mod lease;
 mod listener;
@@ -105,11 +106,21 @@ impl PgTarget {
             found,
         };
         let instance = self.instance;
-        let [ids, queues, payloads, run_at, created_at] = columns.params();
+        let [
+            ids,
+            queues,
+            payloads,
+            run_at,
+            created_at,
+            priority,
+            expires_at,
+        ] = columns.params();
         let inserted = match tx
             .execute(
                 &statements.insert_checked,
-                &[ids, queues, payloads, run_at, created_at, &instance],
+                &[
+                    ids, queues, payloads, run_at, created_at, priority, expires_at, &instance,
+                ],
             )
             .await
         {
@@ -306,6 +317,8 @@ pub(crate) struct InsertColumns {
     payloads: Vec<Vec<u8>>,
     run_at: Vec<i64>,
     created_at: Vec<i64>,
+    priority: Vec<i16>,
+    expires_at: Vec<Option<i64>>,
 }
 
 impl InsertColumns {
@@ -316,6 +329,8 @@ impl InsertColumns {
             payloads: Vec::with_capacity(tasks.len()),
             run_at: Vec::with_capacity(tasks.len()),
             created_at: Vec::with_capacity(tasks.len()),
+            priority: Vec::with_capacity(tasks.len()),
+            expires_at: Vec::with_capacity(tasks.len()),
         };
         for task in tasks {
             columns.ids.push(uuid(&task.id));
@@ -323,6 +338,8 @@ impl InsertColumns {
             columns.payloads.push(task.payload);
             columns.run_at.push(task.run_at);
             columns.created_at.push(task.created_at);
+            columns.priority.push(task.priority);
+            columns.expires_at.push(task.expires_at);
         }
         columns
     }
@@ -331,13 +348,15 @@ impl InsertColumns {
         self.ids.len()
     }
 
-    pub(crate) fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 5] {
+    pub(crate) fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 7] {
         [
             &self.ids,
             &self.queues,
             &self.payloads,
             &self.run_at,
             &self.created_at,
+            &self.priority,
+            &self.expires_at,
         ]
     }
 }
@@ -382,7 +401,10 @@ impl Driver for PgDriver {
                     .await?;
                 let mut claimed = Vec::with_capacity(rows.len());
                 for row in rows {
-                    let key: (i64, i64) = (row.try_get(5)?, row.try_get(6)?);
+                    let priority: i16 = row.try_get(7)?;
+                    // Claim order: priority descending, then due time, then insertion.
+                    let (run_at, seq): (i64, i64) = (row.try_get(5)?, row.try_get(6)?);
+                    let key = (std::cmp::Reverse(priority), run_at, seq);
                     let attempts: i32 = row.try_get(3)?;
                     claimed.push((
                         key,
@@ -392,7 +414,7 @@ impl Driver for PgDriver {
                             payload: row.try_get(2)?,
                             attempts: u32::try_from(attempts).unwrap_or(0),
                             token: ClaimToken(row.try_get(4)?),
-                            run_at: key.0,
+                            run_at,
                         },
                     ));
                 }
@@ -544,6 +566,15 @@ impl Driver for PgDriver {
                 })
             })
         })
+    }
+
+    fn task_expire_pending(
+        &self,
+        retention: CancelRetention,
+        limit: usize,
+        now: Option<Millis>,
+    ) -> BoxFuture<Result<u64>> {
+        self.expire_pending(retention, limit, now)
     }
 
     fn completed_delete_expired(&self, now: Millis) -> BoxFuture<Result<u64>> {

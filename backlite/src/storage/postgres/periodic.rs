@@ -53,9 +53,11 @@ fn advance_sql(sql: &Statements) -> String {
 /// id is the tick's, so the primary key refuses a second copy.
 fn insert_ticks_sql(sql: &Statements) -> String {
     format!(
-        "INSERT INTO {schema}.backlite_tasks (id, queue, task, run_at, created_at) \
-         SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::int8[], $5::int8[]) \
-             AS n(id, queue, task, run_at, created_at) \
+        "INSERT INTO {schema}.backlite_tasks \
+             (id, queue, task, run_at, created_at, priority, expires_at) \
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::int8[], $5::int8[], \
+                              $6::int2[], $7::int8[]) \
+             AS n(id, queue, task, run_at, created_at, priority, expires_at) \
          WHERE NOT EXISTS (SELECT 1 FROM {schema}.backlite_tasks_completed c WHERE c.id = n.id) \
          ON CONFLICT (id) DO NOTHING",
         schema = sql.schema

@@ -62,6 +62,21 @@ fn channel(schema_name: &str) -> String {
 }
 
 /// The columns of a `TaskRecord`, with `payload` the expression that reads the payload.
+/// The distinct priorities of the waiting tasks of the queue named by the SQL expression
+/// `queue`, as rows of `p`, highest first: a walk of the due index, one seek per priority.
+fn priority_levels(tasks: &str, queue: &str) -> String {
+    let waiting = format!("FROM {tasks} WHERE claimed_at IS NULL AND queue = {queue}");
+    format!(
+        "WITH RECURSIVE level(p) AS ( \
+             (SELECT priority {waiting} ORDER BY priority DESC LIMIT 1) \
+             UNION ALL \
+             SELECT (SELECT priority {waiting} AND priority < level.p \
+                     ORDER BY priority DESC LIMIT 1) \
+             FROM level WHERE level.p IS NOT NULL) \
+         SELECT p FROM level WHERE p IS NOT NULL"
+    )
+}
+
 fn task_columns(payload: &str) -> String {
     format!(
         "t.id, t.queue, {payload}, octet_length(t.task)::int8, t.attempts, t.run_at, \
@@ -100,7 +115,7 @@ impl Statements {
         let tasks = format!("{schema}.backlite_tasks");
         let completed = format!("{schema}.backlite_tasks_completed");
         let insert_rows = "SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], \
-                           $4::int8[], $5::int8[])";
+                           $4::int8[], $5::int8[], $6::int2[], $7::int8[])";
         // The served queues (`$1`) that are not paused. The paused test is a subquery per
         // queue, planned as one lookup of the queues table's key, rather than a join that
         // could read that table whole.
@@ -118,35 +133,47 @@ impl Statements {
             schema: schema.to_owned(),
             channel: channel(schema_name),
             insert: format!(
-                "INSERT INTO {tasks} (id, queue, task, run_at, created_at) {insert_rows}"
+                "INSERT INTO {tasks} (id, queue, task, run_at, created_at, priority, expires_at) \
+                 {insert_rows}"
             ),
             insert_checked: format!(
-                "INSERT INTO {tasks} (id, queue, task, run_at, created_at) {insert_rows} \
-                 WHERE EXISTS (SELECT 1 FROM {schema}.backlite_instance WHERE id = $6)"
+                "INSERT INTO {tasks} (id, queue, task, run_at, created_at, priority, expires_at) \
+                 {insert_rows} \
+                 WHERE EXISTS (SELECT 1 FROM {schema}.backlite_instance WHERE id = $8)"
             ),
             notify: "SELECT pg_notify($1, '')".into(),
-            // One index-ordered arm per served queue, so that a backlog in a queue nobody here
-            // serves costs nothing; rows another claimer holds are skipped, not waited for.
-            // RETURNING has no order: the caller sorts by (run_at, seq).
-            // `$6` is each served queue's own limit (its room under its concurrency limit),
-            // in the order of `$1`: a queue at its limit reads nothing (`LIMIT 0`).
+            // One index-ordered arm per served queue and priority that queue holds, so that a
+            // backlog in a queue nobody here serves costs nothing, and tasks not yet due of
+            // one priority are never read to reach the due ones of the next (the due index
+            // is ordered by priority first); rows another claimer holds are skipped, not
+            // waited for, and expired ones are left for the sweep. `$6` is each served
+            // queue's own limit (its room under its concurrency limit), in the order of `$1`:
+            // a queue's arms together give no more than that, and a queue at its limit reads
+            // nothing (`LIMIT 0`). RETURNING has no order: the caller sorts by (priority
+            // descending, run_at, seq).
             claim: format!(
                 "WITH clock AS (SELECT {now} AS now), \
                  picked AS ( \
                      SELECT p.id FROM {served_with_room} AS q \
                      CROSS JOIN LATERAL ( \
-                         SELECT id, run_at, seq FROM {tasks} \
-                         WHERE claimed_at IS NULL AND queue = q.name \
+                     SELECT a.id, a.priority, a.run_at, a.seq FROM ({levels}) AS l \
+                     CROSS JOIN LATERAL ( \
+                         SELECT id, priority, run_at, seq FROM {tasks} \
+                         WHERE claimed_at IS NULL AND queue = q.name AND priority = l.p \
                            AND run_at <= (SELECT now FROM clock) \
+                           AND (expires_at IS NULL OR expires_at > (SELECT now FROM clock)) \
                          ORDER BY run_at, seq LIMIT LEAST($2, q.room) \
-                         FOR UPDATE SKIP LOCKED) AS p \
-                     ORDER BY p.run_at, p.seq LIMIT $2) \
+                         FOR UPDATE SKIP LOCKED) AS a \
+                     ORDER BY a.priority DESC, a.run_at, a.seq LIMIT LEAST($2, q.room)) AS p \
+                     ORDER BY p.priority DESC, p.run_at, p.seq LIMIT $2) \
                  UPDATE {tasks} AS t SET claimed_at = clock.now, \
                      lease_until = clock.now + $4::int8, fence = t.fence + 1, \
                      claimed_by = $5::uuid, lease_renewed_at = clock.now \
                  FROM picked, clock WHERE t.id = picked.id \
-                 RETURNING t.id, t.queue, t.task, t.attempts, t.fence, t.run_at, t.seq",
+                 RETURNING t.id, t.queue, t.task, t.attempts, t.fence, t.run_at, t.seq, \
+                     t.priority",
                 now = now_or("$3"),
+                levels = priority_levels(&tasks, "q.name"),
             ),
             retry: format!(
                 "UPDATE {tasks} AS t SET claimed_at = NULL, lease_until = NULL, \
@@ -205,13 +232,17 @@ impl Statements {
                  WHERE t.id = stale.id",
                 now = now_or("$1")
             ),
-            // The top of the due index per served queue, as a wait from now.
+            // The top of each priority's run of the due index per served queue, as a wait
+            // from now; expired tasks waiting for the sweep would look due forever.
             next_due: format!(
                 "SELECT MIN(GREATEST(d.run_at - {now}, 0)) FROM {served} AS q \
+                 CROSS JOIN LATERAL ({levels}) AS l \
                  CROSS JOIN LATERAL ( \
                      SELECT run_at FROM {tasks} WHERE claimed_at IS NULL AND queue = q.name \
+                       AND priority = l.p AND (expires_at IS NULL OR expires_at > {now}) \
                      ORDER BY run_at LIMIT 1) AS d",
-                now = now_or("$2")
+                now = now_or("$2"),
+                levels = priority_levels(&tasks, "q.name"),
             ),
             status: format!(
                 "SELECT CASE WHEN claimed_at IS NULL THEN 0 ELSE 1 END FROM {tasks} WHERE id = $1 \
@@ -244,6 +275,7 @@ impl Statements {
             ),
             // Each queue's first `offset + limit` waiting tasks straight from the due index,
             // merged: the queue names come from a walk of that index, one seek per queue.
+            // The order is the index's (priority descending, due time, insertion).
             upcoming: format!(
                 "WITH RECURSIVE queues(name) AS ( \
                      (SELECT queue FROM {tasks} WHERE claimed_at IS NULL ORDER BY queue LIMIT 1) \
@@ -254,13 +286,13 @@ impl Statements {
                      FROM queues WHERE queues.name IS NOT NULL) \
                  SELECT {} FROM queues CROSS JOIN LATERAL ( \
                      SELECT * FROM {tasks} WHERE claimed_at IS NULL AND queue = queues.name \
-                     ORDER BY run_at, seq LIMIT $1::int8 + $2::int8) AS t \
-                 ORDER BY t.run_at, t.seq LIMIT $1 OFFSET $2",
+                     ORDER BY priority DESC, run_at, seq LIMIT $1::int8 + $2::int8) AS t \
+                 ORDER BY t.priority DESC, t.run_at, t.seq LIMIT $1 OFFSET $2",
                 task_columns(PREVIEW)
             ),
             waiting: format!(
                 "SELECT {} FROM {tasks} AS t WHERE t.claimed_at IS NULL AND t.queue = $1 \
-                 ORDER BY t.run_at, t.seq",
+                 ORDER BY t.priority DESC, t.run_at, t.seq",
                 task_columns("t.task")
             ),
             task_get: format!(

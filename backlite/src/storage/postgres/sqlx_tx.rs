@@ -24,6 +24,8 @@ impl PgTarget {
             .bind(&columns.payloads)
             .bind(&columns.run_at)
             .bind(&columns.created_at)
+            .bind(&columns.priority)
+            .bind(&columns.expires_at)
             .bind(self.instance)
             .execute(&mut *conn)
             .await;

@@ -32,8 +32,9 @@ fn running_sql() -> String {
     )
 }
 
-/// Unclaimed tasks in claim order (`run_at`, then rowid) across all queues. The due index is
-/// per queue, so a single `ORDER BY run_at` would sort every waiting task. Instead the
+/// Unclaimed tasks in the due index's order (priority descending, `run_at`, then rowid)
+/// across all queues: the claim order, not yet due tasks included. The due index is per
+/// queue, so a single `ORDER BY` would sort every waiting task. Instead the
 /// recursive `queues` finds each queue name with one index seek, each queue contributes its
 /// first `offset + limit` tasks straight from the index, and only those are merged.
 fn upcoming_sql() -> String {
@@ -48,8 +49,8 @@ fn upcoming_sql() -> String {
          SELECT {} FROM queues JOIN backlite_tasks t ON t.rowid IN ( \
              SELECT rowid FROM backlite_tasks \
              WHERE claimed_at IS NULL AND queue = queues.name \
-             ORDER BY run_at, rowid LIMIT ?1 + ?2) \
-         ORDER BY t.run_at, t.rowid LIMIT ?1 OFFSET ?2",
+             ORDER BY priority DESC, run_at, rowid LIMIT ?1 + ?2) \
+         ORDER BY t.priority DESC, t.run_at, t.rowid LIMIT ?1 OFFSET ?2",
         task_columns(PREVIEW)
     )
 }
@@ -89,7 +90,7 @@ pub(crate) fn task_get(conn: &Connection, id: TaskId) -> rusqlite::Result<Option
 fn waiting_sql() -> String {
     format!(
         "SELECT {} FROM backlite_tasks t WHERE t.claimed_at IS NULL AND t.queue = ?1 \
-         ORDER BY t.run_at, t.rowid",
+         ORDER BY t.priority DESC, t.run_at, t.rowid",
         task_columns("t.task")
     )
 }

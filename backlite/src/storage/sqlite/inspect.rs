@@ -14,7 +14,8 @@ use crate::task::{TaskId, TaskStatus};
 
 const TASK_INFO: &str = "SELECT t.id, t.queue, t.task, t.attempts, t.created_at, t.run_at, \
      t.claimed_at, t.last_executed_at, t.last_duration_us, t.errors, t.claimed_by, \
-     t.lease_renewed_at, t.lease_until FROM backlite_tasks t WHERE t.id = ?1";
+     t.lease_renewed_at, t.lease_until, t.priority, t.expires_at \
+     FROM backlite_tasks t WHERE t.id = ?1";
 
 const COMPLETED_INFO: &str = "SELECT t.id, t.queue, t.task, t.attempts, t.created_at, \
      t.succeeded, t.cancelled, t.last_executed_at, t.last_duration_us, t.expires_at, t.errors \
@@ -47,6 +48,8 @@ pub(crate) fn task_info(conn: &Connection, id: TaskId) -> rusqlite::Result<Optio
                 claimed_by: row.get(10)?,
                 lease_renewed_at: row.get(11)?,
                 lease_until: row.get(12)?,
+                priority: row.get(13)?,
+                pending_expires_at: row.get(14)?,
             })
         })
         .optional()?;
@@ -71,6 +74,8 @@ pub(crate) fn task_info(conn: &Connection, id: TaskId) -> rusqlite::Result<Optio
                 claimed_by: None,
                 lease_renewed_at: None,
                 lease_until: None,
+                priority: None,
+                pending_expires_at: None,
             })
         })
         .optional()
@@ -86,28 +91,32 @@ fn outcome(succeeded: bool, cancelled: bool) -> TaskStatus {
 
 // The parameters of every list statement, bound by position: ?1 limit, ?2 and ?3 the keyset
 // (sort key, rowid), ?4 the queue or NULL, ?5 and ?6 the created range, ?7 and ?8 the due
-// range, ?9 succeeded, ?10 cancelled. Each statement uses a prefix of them.
+// range, ?9 succeeded, ?10 cancelled, ?11 the keyset's priority (waiting lists). Each
+// statement uses a prefix of them.
 
 /// The columns of a [`SummaryRecord`] read from the tasks table, with `key` the sort key.
 fn task_summary(key: &str) -> String {
     format!(
         "t.id, t.queue, CASE WHEN t.claimed_at IS NULL THEN 0 ELSE 1 END, t.attempts, \
          t.created_at, t.run_at, t.claimed_at, t.last_executed_at, t.last_duration_us, \
-         t.last_error, {key}, t.rowid"
+         t.last_error, {key}, t.rowid, t.priority"
     )
 }
 
+/// Waiting rows after the keyset (`?11` priority, `?2` run_at, `?3` rowid) in the waiting
+/// order: priority descending, then `run_at`, then rowid.
+const AFTER_WAITING: &str =
+    "(t.priority < ?11 OR (t.priority = ?11 AND (t.run_at, t.rowid) > (?2, ?3)))";
+
 const CREATED: &str = "t.created_at >= ?5 AND t.created_at < ?6";
 
-/// Waiting tasks of one queue in claim order: a range of the due index from the cursor on.
-/// One lower bound on `run_at`, the later of the cursor's and the due range's, so that the
-/// planner cannot start the range at the wrong one.
+/// Waiting tasks of one queue in claim order: the due index read in order from the cursor on.
 fn waiting_one_queue_sql() -> String {
     format!(
         "SELECT {} FROM backlite_tasks t \
-         WHERE t.claimed_at IS NULL AND t.queue = ?4 AND t.run_at >= max(?2, ?7) \
-           AND t.run_at < ?8 AND (t.run_at, t.rowid) > (?2, ?3) AND {CREATED} \
-         ORDER BY t.run_at, t.rowid LIMIT ?1",
+         WHERE t.claimed_at IS NULL AND t.queue = ?4 AND t.run_at >= ?7 \
+           AND t.run_at < ?8 AND {AFTER_WAITING} AND {CREATED} \
+         ORDER BY t.priority DESC, t.run_at, t.rowid LIMIT ?1",
         task_summary("t.run_at")
     )
 }
@@ -126,11 +135,12 @@ fn waiting_all_queues_sql() -> String {
          ) \
          SELECT {} FROM queues JOIN backlite_tasks t ON t.rowid IN ( \
              SELECT rowid FROM backlite_tasks \
-             WHERE claimed_at IS NULL AND queue = queues.name AND run_at >= max(?2, ?7) \
-               AND run_at < ?8 AND (run_at, rowid) > (?2, ?3) \
+             WHERE claimed_at IS NULL AND queue = queues.name AND run_at >= ?7 \
+               AND run_at < ?8 \
+               AND (priority < ?11 OR (priority = ?11 AND (run_at, rowid) > (?2, ?3))) \
                AND created_at >= ?5 AND created_at < ?6 \
-             ORDER BY run_at, rowid LIMIT ?1) \
-         ORDER BY t.run_at, t.rowid LIMIT ?1",
+             ORDER BY priority DESC, run_at, rowid LIMIT ?1) \
+         ORDER BY t.priority DESC, t.run_at, t.rowid LIMIT ?1",
         task_summary("t.run_at")
     )
 }
@@ -153,7 +163,7 @@ fn running_sql() -> String {
 fn completed_sql() -> String {
     "SELECT t.id, t.queue, CASE WHEN t.succeeded THEN 2 WHEN t.cancelled THEN 4 ELSE 3 END, \
          t.attempts, t.created_at, NULL, NULL, t.last_executed_at, t.last_duration_us, t.error, \
-         t.last_executed_at, t.rowid \
+         t.last_executed_at, t.rowid, NULL \
      FROM backlite_tasks_completed t \
      WHERE t.succeeded = ?9 AND t.last_executed_at <= ?2 \
        AND (t.last_executed_at, t.rowid) < (?2, ?3) AND t.cancelled = ?10 \
@@ -188,6 +198,7 @@ pub(crate) fn task_page(
         Value::Integer(query.due.to),
         Value::Integer(i64::from(query.kind == ListKind::Succeeded)),
         Value::Integer(i64::from(query.kind == ListKind::Cancelled)),
+        Value::Integer(i64::from(after.priority)),
     ];
     for (i, value) in params.iter().take(list.parameter_count()).enumerate() {
         list.raw_bind_parameter(i + 1, value)?;
@@ -219,6 +230,7 @@ fn summary_record(row: &Row<'_>) -> rusqlite::Result<SummaryRecord> {
         last_duration: row.get::<_, Option<i64>>(8)?.map(micros),
         last_error: row.get(9)?,
         keyset: Keyset {
+            priority: row.get::<_, Option<i16>>(12)?.unwrap_or(0),
             key: row.get(10)?,
             seq: row.get(11)?,
         },
@@ -227,8 +239,10 @@ fn summary_record(row: &Row<'_>) -> rusqlite::Result<SummaryRecord> {
 
 /// A task's row with what surrounds it: its queue's pause, the live processes serving its
 /// queue (`?2` is the oldest `last_seen_at` that counts as live), the due unclaimed tasks of
-/// its queue ahead of it in claim order (counted only when it is due itself, at `?3`, so that
-/// all of them are due too: a range of the due index), and its claimer's row.
+/// its queue ahead of it in claim order (counted only when it is due itself, at `?3`): those
+/// of its priority before it (all due too: a range of the due index) and the due ones of
+/// every higher priority (the index's range above it). Expired tasks not yet swept count.
+/// Then its claimer's row.
 const FACTS: &str = "SELECT t.queue, t.run_at, t.attempts, t.claimed_at, t.claimed_by, \
          t.lease_renewed_at, t.lease_until, \
          (SELECT q.paused_at FROM backlite_queues q WHERE q.name = t.queue), \
@@ -238,9 +252,12 @@ const FACTS: &str = "SELECT t.queue, t.run_at, t.attempts, t.claimed_at, t.claim
                AND EXISTS (SELECT 1 FROM json_each(s.queues) j WHERE j.value = t.queue)) END, \
          CASE WHEN t.claimed_at IS NULL AND t.run_at <= ?3 THEN ( \
              SELECT COUNT(*) FROM backlite_tasks a \
-             WHERE a.claimed_at IS NULL AND a.queue = t.queue AND a.run_at <= t.run_at \
-               AND (a.run_at, a.rowid) < (t.run_at, t.rowid)) END, \
-         p.host, p.pid \
+             WHERE a.claimed_at IS NULL AND a.queue = t.queue AND a.priority = t.priority \
+               AND a.run_at <= t.run_at AND (a.run_at, a.rowid) < (t.run_at, t.rowid)) + ( \
+             SELECT COUNT(*) FROM backlite_tasks a \
+             WHERE a.claimed_at IS NULL AND a.queue = t.queue AND a.priority > t.priority \
+               AND a.run_at <= ?3) END, \
+         p.host, p.pid, t.expires_at \
      FROM backlite_tasks t LEFT JOIN backlite_processes p ON p.id = t.claimed_by \
      WHERE t.id = ?1";
 
@@ -277,6 +294,7 @@ pub(crate) fn task_facts(
                     paused_at: row.get(7)?,
                     live_processes: row.get::<_, Option<i64>>(8)?.map_or(0, count),
                     ahead: row.get::<_, Option<i64>>(9)?.map_or(0, count),
+                    expires_at: row.get(12)?,
                     now,
                 },
             })

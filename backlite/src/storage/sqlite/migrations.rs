@@ -109,6 +109,19 @@ const MIGRATIONS: &[&str] = &[
         next_run_at INTEGER NOT NULL   -- ms since epoch
     );
     "#,
+    // 6: priority and expiry of waiting tasks. The claim order becomes (priority descending, due
+    // time, insertion), and the due index follows it, under the same name, so that the claim
+    // still reads it in order. A task not claimed by `expires_at` never runs; the sweep finds
+    // such tasks through their own small index (rows without an expiry are not in it).
+    r#"
+    ALTER TABLE backlite_tasks ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE backlite_tasks ADD COLUMN expires_at INTEGER;   -- ms; NULL: never expires
+    DROP INDEX backlite_tasks_due;
+    CREATE INDEX backlite_tasks_due
+        ON backlite_tasks (queue, priority DESC, run_at) WHERE claimed_at IS NULL;
+    CREATE INDEX backlite_tasks_expiring
+        ON backlite_tasks (queue, expires_at) WHERE expires_at IS NOT NULL AND claimed_at IS NULL;
+    "#,
 ];
 
 /// The newest schema version this build knows.
@@ -196,7 +209,8 @@ mod tests {
 
     /// Every earlier version migrates to the latest, keeping its tasks: a task claimed under
     /// an earlier version gets that version's lease (10 minutes) and a first fencing number,
-    /// and counts as renewed when it was claimed.
+    /// and counts as renewed when it was claimed. Every task gets the default priority and no
+    /// expiry.
     #[test]
     fn every_earlier_version_migrates_with_its_tasks() {
         for version in 1..LATEST as usize {
@@ -206,15 +220,29 @@ mod tests {
                 .query_row("SELECT MAX(version) FROM backlite_schema", [], |r| r.get(0))
                 .unwrap();
             assert_eq!(latest, LATEST, "from version {version}");
-            type Row = (Vec<u8>, Option<i64>, Option<i64>, i64, Option<i64>);
+            type Row = (
+                Vec<u8>,
+                Option<i64>,
+                Option<i64>,
+                i64,
+                Option<i64>,
+                (i64, Option<i64>),
+            );
             let rows: Vec<Row> = conn
                 .prepare(
-                    "SELECT id, claimed_at, lease_until, fence, lease_renewed_at \
-                     FROM backlite_tasks ORDER BY id",
+                    "SELECT id, claimed_at, lease_until, fence, lease_renewed_at, priority, \
+                     expires_at FROM backlite_tasks ORDER BY id",
                 )
                 .unwrap()
                 .query_map([], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        (r.get(5)?, r.get(6)?),
+                    ))
                 })
                 .unwrap()
                 .collect::<Result<_, _>>()
@@ -222,8 +250,8 @@ mod tests {
             assert_eq!(
                 rows,
                 [
-                    (vec![1], None, None, 0, None),
-                    (vec![2], Some(1000), Some(601_000), 1, Some(1000)),
+                    (vec![1], None, None, 0, None, (0, None)),
+                    (vec![2], Some(1000), Some(601_000), 1, Some(1000), (0, None)),
                 ],
                 "from version {version}"
             );

@@ -10,6 +10,7 @@ mod browse;
 mod checkpoint;
 mod control;
 mod dispatch;
+mod expiry;
 mod inspect;
 mod lease;
 mod migrations;
@@ -316,7 +317,8 @@ impl Driver for SqliteDriver {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (sql, queues) = (self.next_due_sql.clone(), self.queues.clone());
         self.read(move |conn| {
-            let due = sql::task_next_due(conn, &sql, &queues, &full)?;
+            let due =
+                sql::task_next_due(conn, &sql, &queues, &full, now.unwrap_or_else(now_millis))?;
             Ok(due.map(|due| match now {
                 Some(now) => crate::storage::wait_until(due, now),
                 // This machine's clock is the database's: measured to the microsecond, so
@@ -375,6 +377,21 @@ impl Driver for SqliteDriver {
 
     fn task_status(&self, id: TaskId) -> BoxFuture<Result<TaskStatus>> {
         self.read(move |conn| sql::task_status(conn, id))
+    }
+
+    fn task_expire_pending(
+        &self,
+        retention: CancelRetention,
+        limit: usize,
+        now: Option<Millis>,
+    ) -> BoxFuture<Result<u64>> {
+        let now = now.unwrap_or_else(now_millis);
+        self.send(|reply| Command::ExpirePending {
+            retention,
+            limit,
+            now,
+            reply,
+        })
     }
 
     fn completed_delete_expired(&self, now: Millis) -> BoxFuture<Result<u64>> {

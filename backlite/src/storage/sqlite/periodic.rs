@@ -24,8 +24,9 @@ const ADVANCE: &str =
 
 /// Inserts a tick's task unless it is stored already, waiting, running or retained: its id is
 /// the tick's, so the primary key refuses a second copy.
-const INSERT_TICK: &str = "INSERT INTO backlite_tasks (id, queue, task, run_at, created_at) \
-     SELECT ?1, ?2, ?3, ?4, ?5 \
+const INSERT_TICK: &str = "INSERT INTO backlite_tasks \
+     (id, queue, task, run_at, created_at, priority, expires_at) \
+     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 \
      WHERE NOT EXISTS (SELECT 1 FROM backlite_tasks_completed WHERE id = ?1) \
      ON CONFLICT (id) DO NOTHING";
 
@@ -81,6 +82,8 @@ pub(crate) fn schedule_tick(conn: &Connection, claim: &TickClaim) -> rusqlite::R
         payload,
         created_at,
         run_at,
+        priority,
+        expires_at,
     } in &claim.tasks
     {
         inserted += insert.execute(params![
@@ -88,7 +91,9 @@ pub(crate) fn schedule_tick(conn: &Connection, claim: &TickClaim) -> rusqlite::R
             queue,
             payload,
             run_at,
-            created_at
+            created_at,
+            priority,
+            expires_at
         ])? as u64;
     }
     Ok(TickOutcome::Claimed { inserted })

@@ -30,6 +30,8 @@ impl SqliteTarget {
                 .bind(&task.payload[..])
                 .bind(task.run_at)
                 .bind(task.created_at)
+                .bind(task.priority)
+                .bind(task.expires_at)
                 .execute(&mut *conn)
                 .await
                 .map_err(|e| map_sqlx_error(e, busy, &file))?;
@@ -90,6 +92,8 @@ mod tests {
             payload: b"{}".to_vec(),
             created_at: 0,
             run_at: 0,
+            priority: 0,
+            expires_at: None,
         };
 
         conn.execute_batch("BEGIN IMMEDIATE").expect("lock");

@@ -23,11 +23,12 @@ use tokio::sync::{Notify, oneshot};
 use super::checkpoint::Checkpointer;
 use super::control;
 use super::wal_hook::HookedConnection;
-use super::{Options, lease, map_error, periodic, sql};
+use super::{Options, expiry, lease, map_error, periodic, sql};
 use crate::error::{Error, Result};
 use crate::storage::periodic::{ScheduleDef, ScheduleRow, TickClaim, TickOutcome};
 use crate::storage::{
-    ClaimToken, ClaimedTask, Completion, Millis, NewTask, ProcessId, duration_millis, now_millis,
+    CancelRetention, ClaimToken, ClaimedTask, Completion, Millis, NewTask, ProcessId,
+    duration_millis, now_millis,
 };
 use crate::task::TaskId;
 
@@ -50,6 +51,12 @@ pub(crate) enum Command {
     Unclaim(Vec<(TaskId, ClaimToken)>, Reply<()>),
     Release(Option<Millis>, Reply<u64>),
     DeleteExpired(Millis, Reply<u64>),
+    ExpirePending {
+        retention: CancelRetention,
+        limit: usize,
+        now: Millis,
+        reply: Reply<u64>,
+    },
     Lease(lease::Command),
     Control(control::Op, Reply<control::Answer>),
     ScheduleRegister(Vec<ScheduleDef>, Reply<Vec<ScheduleRow>>),
@@ -82,6 +89,7 @@ impl Command {
             Command::ScheduleTick(claim, _) => !claim.tasks.is_empty(),
             Command::Claim { .. }
             | Command::DeleteExpired(..)
+            | Command::ExpirePending { .. }
             | Command::Lease(..)
             | Command::ScheduleRegister(..) => false,
         }
@@ -129,6 +137,12 @@ impl Command {
             Command::DeleteExpired(now, _) => {
                 Output::Count(sql::completed_delete_expired(conn, *now)?)
             }
+            Command::ExpirePending {
+                retention,
+                limit,
+                now,
+                ..
+            } => Output::Count(expiry::task_expire_pending(conn, retention, *limit, *now)?),
             Command::Lease(command) => Output::Lease(command.execute(conn)?),
             Command::Control(op, _) => Output::Control(op.execute(conn)?),
             Command::ScheduleRegister(schedules, _) => {
@@ -156,12 +170,12 @@ impl Command {
                 Output::Claimed(tasks) => Some(tasks),
                 _ => None,
             }),
-            Command::Release(_, reply) | Command::DeleteExpired(_, reply) => {
-                send(reply, outcome, |o| match o {
-                    Output::Count(n) => Some(n),
-                    _ => None,
-                })
-            }
+            Command::Release(_, reply)
+            | Command::DeleteExpired(_, reply)
+            | Command::ExpirePending { reply, .. } => send(reply, outcome, |o| match o {
+                Output::Count(n) => Some(n),
+                _ => None,
+            }),
             Command::Lease(command) => command.finish(outcome.and_then(|out| match out {
                 Output::Lease(out) => Ok(out),
                 _ => Err(Error::Storage("writer answered the wrong kind".into())),
@@ -547,6 +561,8 @@ mod tests {
             payload: vec![b'0' + n],
             created_at: 0,
             run_at: 0,
+            priority: 0,
+            expires_at: None,
         };
         let (first, again) = (task(1), task(2));
         let (a, a_done) = insert(&first);
