@@ -190,16 +190,7 @@ fn completed_record(row: &Row<'_>) -> rusqlite::Result<CompletedRecord> {
 mod tests {
     use super::*;
 
-    fn plan(conn: &Connection, sql: &str) -> String {
-        let mut explain = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-        // Parameters left unbound are NULL: the plan does not depend on them.
-        let mut rows = explain.raw_query();
-        let mut steps = Vec::new();
-        while let Some(row) = rows.next().unwrap() {
-            steps.push(row.get::<_, String>(3).unwrap());
-        }
-        steps.join("\n")
-    }
+    use super::super::plans::plan;
 
     /// Every list reads an index in order: no page costs a scan of a table or a sort of it.
     #[test]

@@ -280,15 +280,7 @@ fn completed_purge(conn: &Connection, filter: &PurgeFilter) -> rusqlite::Result<
 mod tests {
     use rusqlite::Connection;
 
-    fn plan(conn: &Connection, sql: &str) -> String {
-        let mut explain = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-        let mut rows = explain.raw_query();
-        let mut steps = Vec::new();
-        while let Some(row) = rows.next().unwrap() {
-            steps.push(row.get::<_, String>(3).unwrap());
-        }
-        steps.join("\n")
-    }
+    use super::super::plans::plan;
 
     /// The claim and the next-due query stay on indexes with the paused test in them: the
     /// queues table is read by its key, the tasks table by the due index, neither scanned.

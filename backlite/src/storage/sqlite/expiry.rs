@@ -91,15 +91,7 @@ mod plans {
     use super::FIND_EXPIRED;
     use crate::storage::sqlite::sql::CLAIM_LEVEL;
 
-    fn plan(conn: &Connection, sql: &str) -> String {
-        let mut explain = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-        let mut rows = explain.raw_query();
-        let mut steps = Vec::new();
-        while let Some(row) = rows.next().unwrap() {
-            steps.push(row.get::<_, String>(3).unwrap());
-        }
-        steps.join("\n")
-    }
+    use super::super::plans::plan;
 
     /// A claim's read of one priority is a range of the due index in its order (no sort),
     /// and the sweep finds expired tasks through the expiring index: neither scans a table.

@@ -357,15 +357,7 @@ pub(crate) fn inspect_fixture(
 mod tests {
     use super::*;
 
-    fn plan(conn: &Connection, sql: &str) -> String {
-        let mut explain = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-        let mut rows = explain.raw_query();
-        let mut steps = Vec::new();
-        while let Some(row) = rows.next().unwrap() {
-            steps.push(row.get::<_, String>(3).unwrap());
-        }
-        steps.join("\n")
-    }
+    use super::super::plans::plan;
 
     /// Every list page walks an index in its order: no scan of a table, no sort.
     #[test]

@@ -15,6 +15,8 @@ mod inspect;
 mod lease;
 mod migrations;
 mod periodic;
+#[cfg(test)]
+mod plans;
 pub(crate) mod sql;
 #[cfg(feature = "sqlx-sqlite")]
 mod sqlx_conn;
