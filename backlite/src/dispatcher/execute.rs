@@ -236,17 +236,14 @@ async fn run_attempt(
             },
         };
     }
+    let ended = Ended {
+        queue,
+        attempt,
+        executed_at,
+        duration,
+    };
     if ending == Ending::Cancelled {
-        tracing::info!(task_id = %task.id, queue, attempt, ?duration, "task cancelled");
-        metrics::attempt_finished(queue, Outcome::Failed, duration);
-        hooks.emit(&TaskEvent::Failed {
-            task_id: task.id,
-            queue,
-            attempt,
-            duration,
-            error: CANCELLED_ERROR,
-        });
-        return cancelled(client, &task, executed_at, duration, CANCELLED_ERROR);
+        return ended.cancelled(client, &task, CANCELLED_ERROR);
     }
 
     // A snooze or a cancel that the processor returned, found in its error.
@@ -275,18 +272,7 @@ async fn run_attempt(
                 },
             };
         }
-        Some(Directive::Cancel(reason)) => {
-            tracing::info!(task_id = %task.id, queue, attempt, ?duration, reason = %reason, "task cancelled by its processor");
-            metrics::attempt_finished(queue, Outcome::Failed, duration);
-            hooks.emit(&TaskEvent::Failed {
-                task_id: task.id,
-                queue,
-                attempt,
-                duration,
-                error: &reason,
-            });
-            return cancelled(client, &task, executed_at, duration, &reason);
-        }
+        Some(Directive::Cancel(reason)) => return ended.cancelled(client, &task, &reason),
         None => {}
     }
 
@@ -388,6 +374,37 @@ async fn run_attempt(
 /// The end of a task that someone asked to cancel, or whose processor returned a
 /// [`Cancel`](crate::Cancel): done, no retry, kept as a failed task of its queue would be,
 /// with `error` saying why.
+/// An attempt that has ended, as its report names it.
+struct Ended<'q> {
+    queue: &'q str,
+    attempt: u32,
+    executed_at: Millis,
+    duration: Duration,
+}
+
+impl Ended<'_> {
+    /// Ends the task cancelled, by `Client::cancel` or by its processor: reported as a failed
+    /// attempt whose error is `reason`, kept as its queue keeps failed tasks, never retried.
+    fn cancelled(&self, client: &Client, task: &ClaimedTask, reason: &str) -> Completion {
+        let Ended {
+            queue,
+            attempt,
+            executed_at,
+            duration,
+        } = *self;
+        tracing::info!(task_id = %task.id, queue, attempt, ?duration, reason, "task cancelled");
+        metrics::attempt_finished(queue, Outcome::Failed, duration);
+        client.inner.hooks.emit(&TaskEvent::Failed {
+            task_id: task.id,
+            queue,
+            attempt,
+            duration,
+            error: reason,
+        });
+        cancelled(client, task, executed_at, duration, reason)
+    }
+}
+
 pub(super) fn cancelled(
     client: &Client,
     task: &ClaimedTask,
