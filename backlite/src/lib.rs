@@ -23,6 +23,7 @@ mod processor;
 #[allow(dead_code, reason = "the duration parser serves the macros only")]
 mod rules;
 mod save_in;
+mod schema;
 mod state;
 mod storage;
 mod task;
@@ -47,6 +48,7 @@ pub use inspect::{
 pub use periodic::{CatchUp, Schedule};
 pub use processor::{BoxError, Context, Processor, Registry};
 pub use save_in::SaveIn;
+pub use schema::SchemaStatus;
 pub use state::{State, StateType};
 #[cfg(feature = "postgres")]
 pub use storage::postgres::SaveInWakeup;

@@ -17,6 +17,7 @@ mod lease;
 mod listener;
 mod migrations;
 mod periodic;
+pub(crate) mod schema;
 mod sql;
 #[cfg(feature = "sqlx-postgres")]
 mod sqlx_tx;

@@ -17,6 +17,7 @@ mod migrations;
 mod periodic;
 #[cfg(test)]
 mod plans;
+pub(crate) mod schema;
 pub(crate) mod sql;
 #[cfg(feature = "sqlx-sqlite")]
 mod sqlx_conn;
