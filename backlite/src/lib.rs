@@ -3,6 +3,9 @@
 #![deny(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "cli")]
+#[doc(hidden)]
+pub mod cli;
 mod client;
 mod clock;
 mod control;
@@ -20,7 +23,7 @@ mod processes;
 mod processor;
 // Shared with `backlite-macros`, which compiles the same file; only the queue-name rule is
 // used here, to check hand-written `Task` impls again.
-#[allow(dead_code, reason = "the duration parser serves the macros only")]
+#[allow(dead_code, reason = "the duration parser serves the macros and the `cli` feature only")]
 mod rules;
 mod save_in;
 mod schema;

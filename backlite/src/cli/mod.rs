@@ -1,0 +1,86 @@
+//! The `backlite` command (feature `cli`): inspect and control the queues of a database from a
+//! shell, serve the web UI on its own, migrate a database, copy an SQLite queue into
+//! PostgreSQL. Every command but `migrate` and `copy` goes through the public [`Client`] API,
+//! on a client that is never started: it runs no worker and registers no process.
+//!
+//! One file per concern: `args` (the command line), `open` (checks before opening), `error`
+//! (messages, hints and exit codes), `output` (tables, times, JSON), then the commands.
+
+mod args;
+mod error;
+mod migrate;
+mod open;
+mod output;
+mod queues;
+mod tasks;
+mod ui;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::client::Client;
+use args::{Cli, Command};
+use error::{CliError, exit};
+use open::Target;
+
+/// Runs the command line of this process and returns its exit code. What `main` of the
+/// `backlite` binary calls.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::DATABASE);
+        }
+    };
+    let code = match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("{error}");
+            error.code
+        }
+    };
+    ExitCode::from(code)
+}
+
+/// Library warnings (and more with `RUST_LOG`) go to standard error, apart from the output.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn run(cli: Cli) -> Result<u8, CliError> {
+    let target = Target::new(cli.database, cli.schema)?;
+    let json = cli.json;
+    if let Command::Migrate { check } = cli.command {
+        return migrate::run(&target, check, json).await;
+    }
+    let client: Client = target.open().await?;
+    match cli.command {
+        Command::Migrate { .. } => Ok(exit::OK),
+        Command::Stats => queues::stats(&client, json).await,
+        Command::Queues => queues::queues(&client, json).await,
+        Command::Pause { queue } => queues::pause(&client, &queue, true, json).await,
+        Command::Resume { queue } => queues::pause(&client, &queue, false, json).await,
+        Command::Processes => queues::processes(&client, json).await,
+        Command::Ls(args) => tasks::ls(&client, args, json).await,
+        Command::Show { id } => tasks::show(&client, id, json).await,
+        Command::Explain { id } => tasks::explain(&client, id, json).await,
+        Command::Retry(args) => tasks::retry(&client, args, json).await,
+        Command::Cancel { id } => tasks::cancel(&client, id, json).await,
+        Command::RunNow { id } => tasks::run_now(&client, id, json).await,
+        Command::Purge(args) => tasks::purge(&client, args, json).await,
+        Command::Ui { listen } => ui::serve(&client, listen, &target.shown()).await,
+    }
+}
