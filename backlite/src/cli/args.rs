@@ -98,6 +98,10 @@ pub(crate) enum Command {
     Purge(PurgeArgs),
     /// The started clients (worker processes) on this database.
     Processes,
+    /// Copy every task, schedule and paused queue into another database (PostgreSQL), then
+    /// verify the counts. Safe to run again: rows already there are left as they are.
+    #[cfg(feature = "postgres")]
+    Copy(super::copy::CopyArgs),
     /// Serve the web UI on its own, until interrupted.
     Ui {
         /// The address to listen on (port 0: any free port, printed at start).

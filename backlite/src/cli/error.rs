@@ -11,6 +11,11 @@ pub(crate) mod exit {
     pub(crate) const USAGE: u8 = 2;
     pub(crate) const DATABASE: u8 = 3;
     pub(crate) const SCHEMA: u8 = 4;
+    #[cfg_attr(
+        not(feature = "postgres"),
+        allow(dead_code, reason = "only the copy verifies")
+    )]
+    pub(crate) const MISMATCH: u8 = 5;
 }
 
 /// A failed command: the message, what to do (when there is something to say), the code.

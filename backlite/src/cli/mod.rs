@@ -7,6 +7,8 @@
 //! (messages, hints and exit codes), `output` (tables, times, JSON), then the commands.
 
 mod args;
+#[cfg(feature = "postgres")]
+mod copy;
 mod error;
 mod migrate;
 mod open;
@@ -66,9 +68,15 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
     if let Command::Migrate { check } = cli.command {
         return migrate::run(&target, check, json).await;
     }
+    #[cfg(feature = "postgres")]
+    if let Command::Copy(args) = cli.command {
+        return copy::run(&target, args, json).await;
+    }
     let client: Client = target.open().await?;
     match cli.command {
         Command::Migrate { .. } => Ok(exit::OK),
+        #[cfg(feature = "postgres")]
+        Command::Copy(_) => Ok(exit::OK),
         Command::Stats => queues::stats(&client, json).await,
         Command::Queues => queues::queues(&client, json).await,
         Command::Pause { queue } => queues::pause(&client, &queue, true, json).await,
