@@ -183,9 +183,14 @@ fn progress(total: u64, json: bool) -> ProgressBar {
     }
     let bar = ProgressBar::new(total);
     if let Ok(style) = ProgressStyle::with_template(
-        "{bar:40} {pos}/{len} tasks  {per_sec}  {elapsed} elapsed, about {eta} left",
+        "{bar:40} {pos}/{len} tasks  {rate}  {elapsed} elapsed, about {eta} left",
     ) {
-        bar.set_style(style);
+        bar.set_style(style.with_key(
+            "rate",
+            |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0} tasks/s", state.per_sec());
+            },
+        ));
     }
     bar
 }
