@@ -23,7 +23,10 @@ mod processes;
 mod processor;
 // Shared with `backlite-macros`, which compiles the same file; only the queue-name rule is
 // used here, to check hand-written `Task` impls again.
-#[allow(dead_code, reason = "the duration parser serves the macros and the `cli` feature only")]
+#[allow(
+    dead_code,
+    reason = "the duration parser serves the macros and the `cli` feature only"
+)]
 mod rules;
 mod save_in;
 mod schema;
