@@ -56,6 +56,17 @@ pub(crate) enum Command {
         #[arg(long)]
         check: bool,
     },
+    #[command(flatten)]
+    Client(ClientCommand),
+    /// Copy every task, schedule and paused queue into another database (PostgreSQL), then
+    /// verify the counts. Safe to run again: rows already there are left as they are.
+    #[cfg(feature = "postgres")]
+    Copy(super::copy::CopyArgs),
+}
+
+/// The commands that work on an open database through a client that never starts.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ClientCommand {
     /// Task counts per queue.
     Stats,
     /// Every queue: whether it is paused, and its task counts.
@@ -98,10 +109,6 @@ pub(crate) enum Command {
     Purge(PurgeArgs),
     /// The started clients (worker processes) on this database.
     Processes,
-    /// Copy every task, schedule and paused queue into another database (PostgreSQL), then
-    /// verify the counts. Safe to run again: rows already there are left as they are.
-    #[cfg(feature = "postgres")]
-    Copy(super::copy::CopyArgs),
     /// Serve the web UI on its own, until interrupted.
     Ui {
         /// The address to listen on (port 0: any free port, printed at start).
@@ -223,7 +230,7 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 mod tests {
     use clap::{CommandFactory, Parser};
 
-    use super::{Cli, Command};
+    use super::{Cli, ClientCommand, Command};
 
     #[test]
     fn the_command_line_is_consistent() {
@@ -245,7 +252,7 @@ mod tests {
     #[test]
     fn purge_reads_durations() {
         let cli = Cli::try_parse_from(["backlite", "purge", "--older-than", "1h30m"]).unwrap();
-        let Command::Purge(purge) = cli.command else {
+        let Command::Client(ClientCommand::Purge(purge)) = cli.command else {
             panic!("not purge")
         };
         assert_eq!(purge.older_than, Some(std::time::Duration::from_secs(5400)));

@@ -22,7 +22,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::client::Client;
-use args::{Cli, Command};
+use args::{Cli, ClientCommand, Command};
 use error::{CliError, exit};
 use open::Target;
 
@@ -65,30 +65,36 @@ fn init_tracing() {
 async fn run(cli: Cli) -> Result<u8, CliError> {
     let target = Target::new(cli.database, cli.schema)?;
     let json = cli.json;
-    if let Command::Migrate { check } = cli.command {
-        return migrate::run(&target, check, json).await;
-    }
-    #[cfg(feature = "postgres")]
-    if let Command::Copy(args) = cli.command {
-        return copy::run(&target, args, json).await;
-    }
-    let client: Client = target.open().await?;
     match cli.command {
-        Command::Migrate { .. } => Ok(exit::OK),
+        Command::Migrate { check } => migrate::run(&target, check, json).await,
         #[cfg(feature = "postgres")]
-        Command::Copy(_) => Ok(exit::OK),
-        Command::Stats => queues::stats(&client, json).await,
-        Command::Queues => queues::queues(&client, json).await,
-        Command::Pause { queue } => queues::pause(&client, &queue, true, json).await,
-        Command::Resume { queue } => queues::pause(&client, &queue, false, json).await,
-        Command::Processes => queues::processes(&client, json).await,
-        Command::Ls(args) => tasks::ls(&client, args, json).await,
-        Command::Show { id } => tasks::show(&client, id, json).await,
-        Command::Explain { id } => tasks::explain(&client, id, json).await,
-        Command::Retry(args) => tasks::retry(&client, args, json).await,
-        Command::Cancel { id } => tasks::cancel(&client, id, json).await,
-        Command::RunNow { id } => tasks::run_now(&client, id, json).await,
-        Command::Purge(args) => tasks::purge(&client, args, json).await,
-        Command::Ui { listen } => ui::serve(&client, listen, &target.shown()).await,
+        Command::Copy(args) => copy::run(&target, args, json).await,
+        Command::Client(command) => {
+            let client = target.open().await?;
+            on_client(&client, &target, command, json).await
+        }
+    }
+}
+
+async fn on_client(
+    client: &Client,
+    target: &Target,
+    command: ClientCommand,
+    json: bool,
+) -> Result<u8, CliError> {
+    match command {
+        ClientCommand::Stats => queues::stats(client, json).await,
+        ClientCommand::Queues => queues::queues(client, json).await,
+        ClientCommand::Pause { queue } => queues::pause(client, &queue, true, json).await,
+        ClientCommand::Resume { queue } => queues::pause(client, &queue, false, json).await,
+        ClientCommand::Processes => queues::processes(client, json).await,
+        ClientCommand::Ls(args) => tasks::ls(client, args, json).await,
+        ClientCommand::Show { id } => tasks::show(client, id, json).await,
+        ClientCommand::Explain { id } => tasks::explain(client, id, json).await,
+        ClientCommand::Retry(args) => tasks::retry(client, args, json).await,
+        ClientCommand::Cancel { id } => tasks::cancel(client, id, json).await,
+        ClientCommand::RunNow { id } => tasks::run_now(client, id, json).await,
+        ClientCommand::Purge(args) => tasks::purge(client, args, json).await,
+        ClientCommand::Ui { listen } => ui::serve(client, listen, &target.shown()).await,
     }
 }
