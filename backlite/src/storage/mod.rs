@@ -10,6 +10,10 @@ pub(crate) mod control_conformance;
 #[cfg(test)]
 #[macro_use]
 pub(crate) mod conformance;
+#[cfg_attr(
+    not(all(feature = "cli", feature = "postgres")),
+    allow(dead_code, reason = "only `backlite copy` copies")
+)]
 pub(crate) mod copy;
 #[cfg(test)]
 pub(crate) mod copy_conformance;
@@ -430,8 +434,8 @@ pub(crate) trait Driver: Send + Sync + 'static {
     /// Up to `limit` task rows of every state, whole, in id order after `after`: one keyset
     /// page, read in one statement.
     #[cfg_attr(
-        not(feature = "cli"),
-        allow(dead_code, reason = "only the copy reads rows whole")
+        not(all(feature = "cli", feature = "postgres")),
+        allow(dead_code, reason = "only `backlite copy` copies")
     )]
     fn copy_tasks(
         &self,
@@ -442,15 +446,15 @@ pub(crate) trait Driver: Send + Sync + 'static {
     /// Inserts the rows whose id is not stored yet, as they are, in one transaction; the
     /// count inserted.
     #[cfg_attr(
-        not(feature = "cli"),
-        allow(dead_code, reason = "only the copy writes rows whole")
+        not(all(feature = "cli", feature = "postgres")),
+        allow(dead_code, reason = "only `backlite copy` copies")
     )]
     fn copy_insert_tasks(&self, tasks: Vec<copy::CopyTask>) -> BoxFuture<Result<u64>>;
 
     /// Inserts the schedules and queue rows whose name is not stored yet, in one transaction.
     #[cfg_attr(
-        not(feature = "cli"),
-        allow(dead_code, reason = "only the copy writes rows whole")
+        not(all(feature = "cli", feature = "postgres")),
+        allow(dead_code, reason = "only `backlite copy` copies")
     )]
     fn copy_insert_meta(
         &self,
@@ -460,8 +464,8 @@ pub(crate) trait Driver: Send + Sync + 'static {
 
     /// The task count of each queue and state, and every schedule and queue row.
     #[cfg_attr(
-        not(feature = "cli"),
-        allow(dead_code, reason = "only the copy verifies")
+        not(all(feature = "cli", feature = "postgres")),
+        allow(dead_code, reason = "only `backlite copy` copies")
     )]
     fn copy_census(&self) -> BoxFuture<Result<copy::Census>>;
 

@@ -10,6 +10,10 @@
 mod browse;
 mod commit_watch;
 mod control;
+#[cfg_attr(
+    not(all(feature = "cli", feature = "postgres")),
+    allow(dead_code, reason = "only `backlite copy` copies")
+)]
 mod copy;
 mod dispatch;
 mod expiry;

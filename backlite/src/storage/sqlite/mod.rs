@@ -9,6 +9,10 @@
 mod browse;
 mod checkpoint;
 mod control;
+#[cfg_attr(
+    not(all(feature = "cli", feature = "postgres")),
+    allow(dead_code, reason = "only `backlite copy` copies")
+)]
 mod copy;
 mod dispatch;
 mod expiry;
