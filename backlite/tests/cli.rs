@@ -114,7 +114,8 @@ async fn fixture(db: &Db, running: bool) -> Fixture {
             let worker = db
                 .builder()
                 .processors(processors![run_slow])
-                .release_after(Duration::from_secs(30))
+                // Renewed every second: a cancel asked of its running task reaches it at once.
+                .release_after(Duration::from_secs(3))
                 .build()
                 .await
                 .expect("build worker");
