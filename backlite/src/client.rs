@@ -507,6 +507,20 @@ impl ClientBuilder {
         self
     }
 
+    /// The database given to [`database`](Self::database), if any.
+    pub(crate) fn database_given(&self) -> Option<&Database> {
+        self.database.as_ref()
+    }
+
+    /// The PostgreSQL schema given to [`schema`](Self::schema), if any.
+    #[cfg_attr(
+        not(feature = "postgres"),
+        allow(dead_code, reason = "only PostgreSQL has schemas")
+    )]
+    pub(crate) fn schema_given(&self) -> Option<&str> {
+        self.schema.as_deref()
+    }
+
     /// Checks the settings, opens (or creates) the database and applies its migrations.
     /// Fails with [`Error::Config`] when a processor takes a [`State<T>`](crate::State) that
     /// [`state`](Self::state) did not receive.

@@ -3,6 +3,9 @@
 #![deny(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "cli")]
+#[doc(hidden)]
+pub mod cli;
 mod client;
 mod clock;
 mod control;
@@ -20,9 +23,13 @@ mod processes;
 mod processor;
 // Shared with `backlite-macros`, which compiles the same file; only the queue-name rule is
 // used here, to check hand-written `Task` impls again.
-#[allow(dead_code, reason = "the duration parser serves the macros only")]
+#[allow(
+    dead_code,
+    reason = "the duration parser serves the macros and the `cli` feature only"
+)]
 mod rules;
 mod save_in;
+mod schema;
 mod state;
 mod storage;
 mod task;
@@ -47,6 +54,7 @@ pub use inspect::{
 pub use periodic::{CatchUp, Schedule};
 pub use processor::{BoxError, Context, Processor, Registry};
 pub use save_in::SaveIn;
+pub use schema::SchemaStatus;
 pub use state::{State, StateType};
 #[cfg(feature = "postgres")]
 pub use storage::postgres::SaveInWakeup;

@@ -10,6 +10,13 @@ pub(crate) mod control_conformance;
 #[cfg(test)]
 #[macro_use]
 pub(crate) mod conformance;
+#[cfg_attr(
+    not(all(feature = "cli", feature = "postgres")),
+    allow(dead_code, reason = "only `backlite copy` copies")
+)]
+pub(crate) mod copy;
+#[cfg(test)]
+pub(crate) mod copy_conformance;
 #[cfg(test)]
 pub(crate) mod dispatch_conformance;
 mod expiry;
@@ -420,6 +427,47 @@ pub(crate) trait Driver: Send + Sync + 'static {
     /// claim's `expected` (compare-and-set), moves it to the claim's `next_run_at` and inserts
     /// the ticks' tasks that are not stored yet, in one transaction.
     fn schedule_tick(&self, claim: TickClaim) -> BoxFuture<Result<TickOutcome>>;
+
+    // Copying a database into another (`backlite copy`, `storage/*/copy.rs`): rows whole,
+    // ids kept, so that a copy run again inserts nothing twice.
+
+    /// Up to `limit` task rows of every state, whole, in id order after `after`: one keyset
+    /// page, read in one statement.
+    #[cfg_attr(
+        not(all(feature = "cli", feature = "postgres")),
+        allow(dead_code, reason = "only `backlite copy` copies")
+    )]
+    fn copy_tasks(
+        &self,
+        after: Option<TaskId>,
+        limit: usize,
+    ) -> BoxFuture<Result<Vec<copy::CopyTask>>>;
+
+    /// Inserts the rows whose id is not stored yet, as they are, in one transaction; the
+    /// count inserted.
+    #[cfg_attr(
+        not(all(feature = "cli", feature = "postgres")),
+        allow(dead_code, reason = "only `backlite copy` copies")
+    )]
+    fn copy_insert_tasks(&self, tasks: Vec<copy::CopyTask>) -> BoxFuture<Result<u64>>;
+
+    /// Inserts the schedules and queue rows whose name is not stored yet, in one transaction.
+    #[cfg_attr(
+        not(all(feature = "cli", feature = "postgres")),
+        allow(dead_code, reason = "only `backlite copy` copies")
+    )]
+    fn copy_insert_meta(
+        &self,
+        schedules: Vec<copy::CopySchedule>,
+        queues: Vec<copy::CopyQueue>,
+    ) -> BoxFuture<Result<copy::MetaInserted>>;
+
+    /// The task count of each queue and state, and every schedule and queue row.
+    #[cfg_attr(
+        not(all(feature = "cli", feature = "postgres")),
+        allow(dead_code, reason = "only `backlite copy` copies")
+    )]
+    fn copy_census(&self) -> BoxFuture<Result<copy::Census>>;
 
     /// How many claims and next-due queries this driver has run.
     #[cfg(test)]

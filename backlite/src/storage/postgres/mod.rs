@@ -10,6 +10,11 @@
 mod browse;
 mod commit_watch;
 mod control;
+#[cfg_attr(
+    not(all(feature = "cli", feature = "postgres")),
+    allow(dead_code, reason = "only `backlite copy` copies")
+)]
+mod copy;
 mod dispatch;
 mod expiry;
 mod inspect;
@@ -17,6 +22,7 @@ mod lease;
 mod listener;
 mod migrations;
 mod periodic;
+pub(crate) mod schema;
 mod sql;
 #[cfg(feature = "sqlx-postgres")]
 mod sqlx_tx;
@@ -741,6 +747,33 @@ impl Driver for PgDriver {
             }
             Ok(outcome)
         })
+    }
+
+    fn copy_tasks(
+        &self,
+        after: Option<TaskId>,
+        limit: usize,
+    ) -> BoxFuture<Result<Vec<crate::storage::copy::CopyTask>>> {
+        self.copy_tasks_page(after, limit)
+    }
+
+    fn copy_insert_tasks(
+        &self,
+        tasks: Vec<crate::storage::copy::CopyTask>,
+    ) -> BoxFuture<Result<u64>> {
+        self.copy_insert(tasks)
+    }
+
+    fn copy_insert_meta(
+        &self,
+        schedules: Vec<crate::storage::copy::CopySchedule>,
+        queues: Vec<crate::storage::copy::CopyQueue>,
+    ) -> BoxFuture<Result<crate::storage::copy::MetaInserted>> {
+        self.copy_meta(schedules, queues)
+    }
+
+    fn copy_census(&self) -> BoxFuture<Result<crate::storage::copy::Census>> {
+        self.copy_count()
     }
 
     #[cfg(test)]

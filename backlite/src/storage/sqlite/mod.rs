@@ -9,6 +9,11 @@
 mod browse;
 mod checkpoint;
 mod control;
+#[cfg_attr(
+    not(all(feature = "cli", feature = "postgres")),
+    allow(dead_code, reason = "only `backlite copy` copies")
+)]
+mod copy;
 mod dispatch;
 mod expiry;
 mod inspect;
@@ -17,6 +22,7 @@ mod migrations;
 mod periodic;
 #[cfg(test)]
 mod plans;
+pub(crate) mod schema;
 pub(crate) mod sql;
 #[cfg(feature = "sqlx-sqlite")]
 mod sqlx_conn;
@@ -523,6 +529,33 @@ impl Driver for SqliteDriver {
 
     fn schedule_tick(&self, claim: TickClaim) -> BoxFuture<Result<TickOutcome>> {
         self.send(|reply| Command::ScheduleTick(claim, reply))
+    }
+
+    fn copy_tasks(
+        &self,
+        after: Option<TaskId>,
+        limit: usize,
+    ) -> BoxFuture<Result<Vec<crate::storage::copy::CopyTask>>> {
+        self.copy_tasks_page(after, limit)
+    }
+
+    fn copy_insert_tasks(
+        &self,
+        tasks: Vec<crate::storage::copy::CopyTask>,
+    ) -> BoxFuture<Result<u64>> {
+        self.copy_insert(tasks)
+    }
+
+    fn copy_insert_meta(
+        &self,
+        schedules: Vec<crate::storage::copy::CopySchedule>,
+        queues: Vec<crate::storage::copy::CopyQueue>,
+    ) -> BoxFuture<Result<crate::storage::copy::MetaInserted>> {
+        self.copy_meta(schedules, queues)
+    }
+
+    fn copy_census(&self) -> BoxFuture<Result<crate::storage::copy::Census>> {
+        self.copy_count()
     }
 
     #[cfg(test)]
