@@ -185,7 +185,6 @@ impl Client {
             run_at: None,
             priority: None,
             expires_at: None,
-            unique: Vec::new(),
         }
         .add(task)
     }
@@ -748,9 +747,6 @@ pub struct AddTasks<'a> {
     /// Overrides each queue's default priority for the whole batch.
     priority: Option<i16>,
     expires_at: Option<SystemTime>,
-    /// Per task of `tasks`, its unique key, if any, and its queue's window in milliseconds
-    /// (0 when it has none): see [`AddTasks::unique_key`].
-    unique: Vec<(Option<Vec<u8>>, i64)>,
 }
 
 impl AddTasks<'_> {
@@ -761,7 +757,6 @@ impl AddTasks<'_> {
     )]
     pub fn add<T: Task>(mut self, task: T) -> Self {
         let queue = T::CONFIG.name();
-        let window = T::CONFIG.unique().map_or(0, duration_millis);
         let key = T::CONFIG.unique().map(|_| {
             let compared = match T::UNIQUE_BY {
                 Some(fields) => fields(&task),
@@ -770,18 +765,17 @@ impl AddTasks<'_> {
             compared.map(|value| unique::value_key(queue, &value))
         });
         match (serde_json::to_vec(&task), key.transpose()) {
-            (Ok(payload), Ok(key)) => {
-                self.tasks.push(NewTask {
-                    id: TaskId::new(),
-                    queue,
-                    payload,
-                    created_at: 0,
-                    run_at: 0,
-                    priority: T::CONFIG.priority(),
-                    expires_at: None,
-                });
-                self.unique.push((key, window));
-            }
+            (Ok(payload), Ok(unique_key)) => self.tasks.push(NewTask {
+                id: TaskId::new(),
+                queue,
+                payload,
+                created_at: 0,
+                run_at: 0,
+                priority: T::CONFIG.priority(),
+                expires_at: None,
+                unique_key,
+                unique_for: T::CONFIG.unique().map(duration_millis),
+            }),
             (Err(source), _) | (_, Err(source)) => {
                 self.error.get_or_insert(Error::Serialize { queue, source });
             }
@@ -819,8 +813,11 @@ impl AddTasks<'_> {
     /// # Ok(()) }
     /// ```
     pub fn unique_key(mut self, key: impl AsRef<[u8]>) -> Self {
-        if let (Some(task), Some((unique, _))) = (self.tasks.last(), self.unique.last_mut()) {
-            *unique = Some(unique::given_key(task.queue, key.as_ref()));
+        if let Some(task) = self.tasks.last_mut() {
+            task.unique_key = Some(unique::given_key(task.queue, key.as_ref()));
+            // A queue that is not unique has no window: the key holds while the task waits
+            // or runs.
+            task.unique_for.get_or_insert(0);
         }
         self
     }
