@@ -914,11 +914,8 @@ impl AddTasks<'_> {
     pub async fn save_detailed(self) -> Result<Vec<Saved>> {
         let driver = self.client.inner.driver.clone();
         let tasks = self.prepare()?;
-        let ids: Vec<TaskId> = tasks.iter().map(|t| t.id).collect();
-        let added = crate::metrics::Added::count(&tasks);
-        driver.task_insert_many(tasks).await?;
-        added.record();
-        Ok(ids.into_iter().map(Saved::Added).collect())
+        let batch = unique::Batch::of(&tasks);
+        batch.saved(driver.task_insert_many(tasks).await?)
     }
 
     /// Stores the batch as part of the application's own transaction on the client's

@@ -7,7 +7,7 @@ use crate::client::Client;
 use crate::error::Result;
 use crate::storage::NewTask;
 use crate::task::TaskId;
-use crate::unique::Saved;
+use crate::unique::{Batch, Saved};
 
 /// A transaction that [`AddTasks::save_in`](crate::AddTasks::save_in) can add tasks in: the
 /// tasks exist if and only if that transaction commits.
@@ -57,11 +57,6 @@ pub(crate) mod sealed {
     }
 }
 
-/// The ids of `tasks`, in order.
-pub(crate) fn ids(tasks: &[NewTask]) -> Vec<TaskId> {
-    tasks.iter().map(|t| t.id).collect()
-}
-
 /// The ids of what a save reports.
 fn saved_ids(saved: Result<Vec<Saved>>) -> Result<Vec<TaskId>> {
     saved.map(|saved| saved.iter().map(Saved::id).collect())
@@ -74,10 +69,8 @@ impl sealed::SaveInto for &rusqlite::Transaction<'_> {
 
     fn save_into(self, client: &Client, tasks: Result<Vec<NewTask>>) -> Self::Detailed {
         let tasks = tasks?;
-        client.sqlite_target()?.insert_in(self, &tasks)?;
         // Counted when written: the application's transaction may still roll back.
-        crate::metrics::Added::count(&tasks).record();
-        Ok(tasks.iter().map(|t| Saved::Added(t.id)).collect())
+        Batch::of(&tasks).saved(client.sqlite_target()?.insert_in(self, &tasks)?)
     }
 
     fn ids(detailed: Self::Detailed) -> Self::Output {
@@ -102,21 +95,18 @@ fn future_ids(detailed: SaveInDetailedFuture<'_>) -> SaveInFuture<'_> {
 }
 
 /// Inserts `tasks` with `insert` once preparing them succeeded, counting them once written
-/// (the application's transaction may still roll back), and returns their ids.
+/// (the application's transaction may still roll back), and reports what it did.
 #[cfg(feature = "postgres")]
 async fn insert_counted<F>(
     tasks: Result<Vec<NewTask>>,
     insert: impl FnOnce(Vec<NewTask>) -> F,
 ) -> Result<Vec<Saved>>
 where
-    F: std::future::Future<Output = Result<()>>,
+    F: std::future::Future<Output = Result<Vec<TaskId>>>,
 {
     let tasks = tasks?;
-    let ids = ids(&tasks);
-    let added = crate::metrics::Added::count(&tasks);
-    insert(tasks).await?;
-    added.record();
-    Ok(ids.into_iter().map(Saved::Added).collect())
+    let batch = Batch::of(&tasks);
+    batch.saved(insert(tasks).await?)
 }
 
 #[cfg(feature = "postgres")]
@@ -152,8 +142,8 @@ impl<'a> sealed::SaveInto for &'a mut sqlx::SqliteConnection {
         let target = client.sqlite_target().cloned();
         Box::pin(async move {
             let tasks = tasks?;
-            target?.insert_in_sqlx(self, &tasks).await?;
-            Ok(tasks.iter().map(|t| Saved::Added(t.id)).collect())
+            let stored = target?.insert_in_sqlx(self, &tasks).await?;
+            Batch::of(&tasks).saved(stored)
         })
     }
 }

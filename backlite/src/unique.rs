@@ -35,6 +35,8 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::error::{Error, Result};
+use crate::storage::NewTask;
 use crate::task::TaskId;
 
 /// What `unique(by = [..])` compares, as `#[derive(Task)]` builds it.
@@ -150,6 +152,50 @@ impl Saved {
     /// Whether the task was a duplicate, and not stored.
     pub fn is_duplicate(&self) -> bool {
         matches!(self, Saved::Duplicate(_))
+    }
+}
+
+/// A batch handed to storage, to tell what storing it did from the ids storage returns.
+pub(crate) struct Batch {
+    ids: Vec<TaskId>,
+    queues: Vec<&'static str>,
+}
+
+impl Batch {
+    pub(crate) fn of(tasks: &[NewTask]) -> Batch {
+        Batch {
+            ids: tasks.iter().map(|t| t.id).collect(),
+            queues: tasks.iter().map(|t| t.queue).collect(),
+        }
+    }
+
+    /// Each task's outcome, from the id storage stored for it (its own, or a duplicate's
+    /// holder); counts the added ones in the metrics.
+    pub(crate) fn saved(self, stored: Vec<TaskId>) -> Result<Vec<Saved>> {
+        if stored.len() != self.ids.len() {
+            return Err(Error::Storage(
+                format!(
+                    "storage answered {} ids for {} tasks",
+                    stored.len(),
+                    self.ids.len()
+                )
+                .into(),
+            ));
+        }
+        let saved: Vec<Saved> = self
+            .ids
+            .iter()
+            .zip(stored)
+            .map(|(own, stored)| {
+                if *own == stored {
+                    Saved::Added(stored)
+                } else {
+                    Saved::Duplicate(stored)
+                }
+            })
+            .collect();
+        crate::metrics::Added::count(&self.queues, &saved).record();
+        Ok(saved)
     }
 }
 

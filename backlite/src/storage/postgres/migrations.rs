@@ -422,7 +422,11 @@ mod tests {
                     )
                 })
                 .collect();
-            let (priority, expires_at) = if version >= 4 { (3, Some(9000)) } else { (0, None) };
+            let (priority, expires_at) = if version >= 4 {
+                (3, Some(9000))
+            } else {
+                (0, None)
+            };
             let cancel = (version >= 2).then_some(1500);
             assert_eq!(
                 rows,
@@ -469,7 +473,15 @@ mod tests {
                 .collect();
             let payload = Some(b"{}".to_vec());
             let mut expected: Vec<Ended> = vec![
-                ("3".into(), 2, payload.clone(), 1, None, None, (2000, 40, Some(90_000))),
+                (
+                    "3".into(),
+                    2,
+                    payload.clone(),
+                    1,
+                    None,
+                    None,
+                    (2000, 40, Some(90_000)),
+                ),
                 (
                     "4".into(),
                     3,

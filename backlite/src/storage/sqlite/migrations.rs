@@ -364,13 +364,33 @@ mod tests {
                 .unwrap()
                 .collect::<Result<_, _>>()
                 .unwrap();
-            let (priority, expires_at) = if version >= 6 { (3, Some(9000)) } else { (0, None) };
+            let (priority, expires_at) = if version >= 6 {
+                (3, Some(9000))
+            } else {
+                (0, None)
+            };
             let cancel = (version >= 4).then_some(1500);
             assert_eq!(
                 rows,
                 [
-                    (vec![1], 0, None, None, 0, None, (priority, expires_at, None)),
-                    (vec![2], 1, Some(1000), Some(601_000), 1, Some(1000), (0, None, cancel)),
+                    (
+                        vec![1],
+                        0,
+                        None,
+                        None,
+                        0,
+                        None,
+                        (priority, expires_at, None)
+                    ),
+                    (
+                        vec![2],
+                        1,
+                        Some(1000),
+                        Some(601_000),
+                        1,
+                        Some(1000),
+                        (0, None, cancel)
+                    ),
                 ],
                 "from version {version}"
             );
@@ -407,7 +427,15 @@ mod tests {
                 .unwrap();
             let payload = Some(b"{}".to_vec());
             let mut expected: Vec<Ended> = vec![
-                (vec![3], 2, payload.clone(), 1, None, None, (2000, 40, Some(90_000))),
+                (
+                    vec![3],
+                    2,
+                    payload.clone(),
+                    1,
+                    None,
+                    None,
+                    (2000, 40, Some(90_000)),
+                ),
                 (
                     vec![4],
                     3,

@@ -18,10 +18,37 @@ pub(crate) const TASK_INSERT: &str = "INSERT INTO backlite_tasks \
 #[cfg(feature = "sqlx-sqlite")]
 pub(crate) const MAIN_FILE: &str = "SELECT file FROM pragma_database_list WHERE name = 'main'";
 
-pub(crate) fn task_insert_many(conn: &Connection, tasks: &[NewTask]) -> rusqlite::Result<()> {
-    let mut insert = conn.prepare_cached(TASK_INSERT)?;
+/// Inserts a waiting task unless its unique key is held: [`TASK_INSERT`] with the conflict
+/// on the unique index (`unique_key` of a waiting, running or succeeded task) doing nothing.
+/// The target names the partial index by its predicate, so a conflict on the id still fails.
+pub(crate) const TASK_INSERT_UNIQUE: &str = "INSERT INTO backlite_tasks \
+     (id, queue, task, run_at, created_at, priority, expires_at, unique_key, unique_for) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state <= 2 DO NOTHING";
+
+/// Frees the key `?1` from a succeeded task whose window ended by `?2` (its `finished_at`
+/// plus its `unique_for`), so that an equal task can take it: one lookup of the unique index.
+/// A tombstone (a task kept only for its key) goes with its expiry, by the retention sweep.
+pub(crate) const UNIQUE_TAKE_OVER: &str = "UPDATE backlite_tasks SET unique_key = NULL \
+     WHERE unique_key = ?1 AND unique_key IS NOT NULL AND state <= 2 AND state = 2 \
+       AND finished_at + COALESCE(unique_for, 0) <= ?2";
+
+/// The task that holds the key `?1`: one lookup of the unique index.
+pub(crate) const UNIQUE_HOLDER: &str = "SELECT id FROM backlite_tasks \
+     WHERE unique_key = ?1 AND unique_key IS NOT NULL AND state <= 2";
+
+/// Inserts the tasks, in order, and returns for each the id stored: its own, or, for a task
+/// whose unique key is held (by a task already stored or one earlier in `tasks`), the
+/// holder's. Run in one transaction that holds SQLite's write lock (the writer's, or the
+/// application's for `save_in`), so nothing changes between a conflict and its lookup.
+pub(crate) fn task_insert_many(
+    conn: &Connection,
+    tasks: &[NewTask],
+) -> rusqlite::Result<Vec<TaskId>> {
+    let mut ids = Vec::with_capacity(tasks.len());
+    let (mut insert, mut take_over, mut insert_unique, mut holder) = (None, None, None, None);
     for task in tasks {
-        insert.execute(params![
+        let row = params![
             &task.id.as_bytes()[..],
             task.queue,
             task.payload,
@@ -31,9 +58,22 @@ pub(crate) fn task_insert_many(conn: &Connection, tasks: &[NewTask]) -> rusqlite
             task.expires_at,
             task.unique_key,
             task.unique_for,
-        ])?;
+        ];
+        let Some(key) = &task.unique_key else {
+            cached(conn, &mut insert, TASK_INSERT)?.execute(row)?;
+            ids.push(task.id);
+            continue;
+        };
+        cached(conn, &mut take_over, UNIQUE_TAKE_OVER)?.execute(params![key, task.created_at])?;
+        if cached(conn, &mut insert_unique, TASK_INSERT_UNIQUE)?.execute(row)? == 1 {
+            ids.push(task.id);
+        } else {
+            let held: Vec<u8> =
+                cached(conn, &mut holder, UNIQUE_HOLDER)?.query_row([key], |r| r.get(0))?;
+            ids.push(task_id(&held)?);
+        }
     }
-    Ok(())
+    Ok(ids)
 }
 
 /// The distinct priorities of the waiting tasks of each queue, highest first: `?1..` are the
@@ -185,6 +225,7 @@ pub(crate) fn task_complete_many(
     // Each statement is taken from the cache once per batch, not once per completion: the
     // lookup hashes the whole SQL text.
     let (mut retry, mut retain, mut delete, mut snooze) = (None, None, None, None);
+    let mut tombstone = None;
     for c in completions {
         let id = &c.id.as_bytes()[..];
         let duration_us = i64::try_from(c.duration.as_micros()).unwrap_or(i64::MAX);
@@ -223,8 +264,21 @@ pub(crate) fn task_complete_many(
                     kept.expires_at,
                 ])?;
             }
-            Next::Done { retain: None, .. } => {
-                cached(conn, &mut delete, DELETE)?.execute(params![id, c.token.0])?;
+            Next::Done {
+                retain: None,
+                cancelled,
+            } => {
+                let succeeded = c.error.is_none() && !cancelled;
+                let deleted = cached(conn, &mut delete, DELETE)?
+                    .execute(params![id, c.token.0, succeeded])?;
+                if deleted == 0 && succeeded {
+                    cached(conn, &mut tombstone, TOMBSTONE)?.execute(params![
+                        id,
+                        c.token.0,
+                        c.executed_at,
+                        duration_us,
+                    ])?;
+                }
             }
         }
     }
@@ -274,19 +328,37 @@ const RETRY: &str = concat!(
 );
 
 /// A retained task ends in place: its row takes its ended state (`?4`), keeps its payload
-/// only when `?3` says so, and the retention expiry `?8`; its claim is cleared. `?7`, the
-/// attempt's time, is when it ended.
+/// only when `?3` says so, and the retention expiry `?8` (a succeeded unique task is kept at
+/// least until its window ends); its claim is cleared. `?7`, the attempt's time, is when it
+/// ended.
 const RETAIN: &str = concat!(
     "UPDATE backlite_tasks SET state = ?4, task = CASE WHEN ?3 THEN task END, \
      attempts = attempts + 1, claimed_at = NULL, lease_until = NULL, claimed_by = NULL, \
      lease_renewed_at = NULL, cancel_requested_at = NULL, last_executed_at = ?7, \
-     last_duration_us = ?5, last_error = ?6, finished_at = ?7, expires_at = ?8, errors = ",
+     last_duration_us = ?5, last_error = ?6, finished_at = ?7, \
+     expires_at = CASE WHEN ?4 = 2 AND ?8 IS NOT NULL AND unique_key IS NOT NULL \
+         AND COALESCE(unique_for, 0) > 0 THEN MAX(?8, ?7 + unique_for) ELSE ?8 END, \
+     errors = ",
     errors_appended!("?7", "?5", "?6"),
     " WHERE id = ?1 AND fence = ?2 AND state = 1"
 );
 
-/// A task that is not retained leaves the table when it ends.
-const DELETE: &str = "DELETE FROM backlite_tasks WHERE id = ?1 AND fence = ?2 AND state = 1";
+/// A task that is not retained leaves the table when it ends, unless it succeeded (`?3`)
+/// with a unique key that blocks for a window after: that one becomes a [`TOMBSTONE`].
+const DELETE: &str = "DELETE FROM backlite_tasks WHERE id = ?1 AND fence = ?2 AND state = 1 \
+     AND NOT (?3 AND unique_key IS NOT NULL AND COALESCE(unique_for, 0) > 0)";
+
+/// A succeeded task whose queue retains nothing, kept for its unique key's window only: state
+/// succeeded, no payload, deleted by the retention sweep at `finished_at + unique_for`. So
+/// an equal task added within the window finds its key held, as it would a retained one's.
+/// `?3` is when the attempt ended, `?4` its duration.
+const TOMBSTONE: &str = "UPDATE backlite_tasks SET state = 2, task = NULL, \
+     attempts = attempts + 1, claimed_at = NULL, lease_until = NULL, claimed_by = NULL, \
+     lease_renewed_at = NULL, cancel_requested_at = NULL, last_executed_at = ?3, \
+     last_duration_us = ?4, last_error = NULL, finished_at = ?3, \
+     expires_at = ?3 + unique_for \
+     WHERE id = ?1 AND fence = ?2 AND state = 1 AND unique_key IS NOT NULL \
+       AND COALESCE(unique_for, 0) > 0";
 
 /// The statement in `slot`, taken from the connection's cache the first time.
 fn cached<'c, 's>(
@@ -332,9 +404,7 @@ pub(crate) const DELETE_EXPIRED: &str =
     "DELETE FROM backlite_tasks WHERE state >= 2 AND expires_at <= ?1";
 
 pub(crate) fn completed_delete_expired(conn: &Connection, now: Millis) -> rusqlite::Result<u64> {
-    let deleted = conn
-        .prepare_cached(DELETE_EXPIRED)?
-        .execute([now])?;
+    let deleted = conn.prepare_cached(DELETE_EXPIRED)?.execute([now])?;
     Ok(deleted as u64)
 }
 

@@ -9,6 +9,7 @@ use sqlx::SqliteConnection;
 use super::{SqliteTarget, sql};
 use crate::error::{Error, Result};
 use crate::storage::NewTask;
+use crate::task::TaskId;
 
 impl SqliteTarget {
     /// As [`SqliteTarget::insert_in`], on an sqlx connection.
@@ -16,15 +17,29 @@ impl SqliteTarget {
         &self,
         conn: &mut SqliteConnection,
         tasks: &[NewTask],
-    ) -> Result<()> {
+    ) -> Result<Vec<TaskId>> {
         let busy = self.busy_timeout;
         let file: String = sqlx::query_scalar(sql::MAIN_FILE)
             .fetch_one(&mut *conn)
             .await
             .map_err(|e| map_sqlx_error(e, busy, &self.given))?;
         self.check_file(&file)?;
+        let mut ids = Vec::with_capacity(tasks.len());
         for task in tasks {
-            sqlx::query(sql::TASK_INSERT)
+            let insert = if task.unique_key.is_some() {
+                sql::TASK_INSERT_UNIQUE
+            } else {
+                sql::TASK_INSERT
+            };
+            if let Some(key) = &task.unique_key {
+                sqlx::query(sql::UNIQUE_TAKE_OVER)
+                    .bind(&key[..])
+                    .bind(task.created_at)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| map_sqlx_error(e, busy, &file))?;
+            }
+            let inserted = sqlx::query(insert)
                 .bind(&task.id.as_bytes()[..])
                 .bind(task.queue)
                 .bind(&task.payload[..])
@@ -36,9 +51,26 @@ impl SqliteTarget {
                 .bind(task.unique_for)
                 .execute(&mut *conn)
                 .await
-                .map_err(|e| map_sqlx_error(e, busy, &file))?;
+                .map_err(|e| map_sqlx_error(e, busy, &file))?
+                .rows_affected();
+            match &task.unique_key {
+                Some(key) if inserted == 0 => {
+                    // The write lock this transaction took at its first write keeps the
+                    // holder where it is until the lookup.
+                    let held: Vec<u8> = sqlx::query_scalar(sql::UNIQUE_HOLDER)
+                        .bind(&key[..])
+                        .fetch_one(&mut *conn)
+                        .await
+                        .map_err(|e| map_sqlx_error(e, busy, &file))?;
+                    let held = <[u8; 16]>::try_from(held.as_slice()).map_err(|_| {
+                        Error::Storage(format!("a stored task id of {} bytes", held.len()).into())
+                    })?;
+                    ids.push(TaskId::from_bytes(held));
+                }
+                _ => ids.push(task.id),
+            }
         }
-        Ok(())
+        Ok(ids)
     }
 }
 

@@ -1,0 +1,219 @@
+//! Inserting tasks that carry a unique key, in a transaction of the writer's or of the
+//! application's (`save_in`): tokio-postgres here, sqlx in `sqlx_tx.rs`, the same statements.
+//!
+//! The partial unique index `backlite_tasks_unique (unique_key) WHERE unique_key IS NOT NULL
+//! AND state <= 2` holds at most one waiting, running or succeeded task per key, in every
+//! process. A batch goes in three statements:
+//!
+//! 1. **take over**: a succeeded holder whose window (`finished_at + unique_for`) ended by the
+//!    new task's `created_at` lets go of its key (`unique_key = NULL`);
+//! 2. **insert** every task, `ON CONFLICT (unique_key) .. DO NOTHING RETURNING id`: a task
+//!    whose key is held, by a committed task or by one earlier in the batch, is not stored.
+//!    An insert that meets a key another transaction has just inserted waits for that
+//!    transaction, and skips the task if it commits. The rows go in key order (then batch
+//!    order), so that two batches that share keys wait for each other in one order and never
+//!    deadlock on them;
+//! 3. **holders**: the id of the task holding each key not inserted. Each statement sees
+//!    what committed before it began (read committed), so the holder is there, unless it
+//!    ended in between (failed, cancelled, deleted): those tasks are inserted again, from 1.
+
+use std::collections::HashMap;
+
+use super::{InsertColumns, map_error, task_id};
+use crate::error::{Error, Result};
+use crate::storage::NewTask;
+use crate::task::TaskId;
+
+/// How often a batch is tried again when holders end between its insert and their lookup:
+/// each round needs another transaction to end a holder in that instant.
+pub(super) const ROUNDS: usize = 16;
+
+/// The statements, for the schema (already quoted) they are written for.
+pub(super) struct UniqueSql {
+    pub(super) take_over: String,
+    pub(super) insert: String,
+    pub(super) holders: String,
+}
+
+impl UniqueSql {
+    pub(super) fn new(schema: &str) -> UniqueSql {
+        let tasks = format!("{schema}.backlite_tasks");
+        UniqueSql {
+            take_over: format!(
+                "UPDATE {tasks} AS t SET unique_key = NULL \
+                 FROM unnest($1::bytea[], $2::int8[]) AS u(key, at) \
+                 WHERE t.unique_key = u.key AND t.unique_key IS NOT NULL AND t.state <= 2 \
+                   AND t.state = 2 AND t.finished_at + COALESCE(t.unique_for, 0) <= u.at"
+            ),
+            insert: format!(
+                "INSERT INTO {tasks} \
+                     (id, queue, task, run_at, created_at, priority, expires_at, unique_key, \
+                      unique_for) \
+                 SELECT id, queue, task, run_at, created_at, priority, expires_at, unique_key, \
+                     unique_for \
+                 FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::int8[], $5::int8[], \
+                     $6::int2[], $7::int8[], $8::bytea[], $9::int8[]) WITH ORDINALITY \
+                     AS u(id, queue, task, run_at, created_at, priority, expires_at, \
+                          unique_key, unique_for, ord) \
+                 ORDER BY unique_key, ord \
+                 ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state <= 2 \
+                 DO NOTHING RETURNING id"
+            ),
+            holders: format!(
+                "SELECT unique_key, id FROM {tasks} \
+                 WHERE unique_key = ANY($1::bytea[]) AND unique_key IS NOT NULL AND state <= 2"
+            ),
+        }
+    }
+}
+
+/// One row when the schema's identity is `$1`: `save_in` inserts only where it is.
+pub(super) fn instance_check(schema: &str) -> String {
+    format!("SELECT 1 FROM {schema}.backlite_instance WHERE id = $1")
+}
+
+/// One round's outcome: the ids known so far, and the tasks to insert again.
+pub(super) struct Round {
+    pending: Vec<(usize, NewTask)>,
+    ids: Vec<Option<TaskId>>,
+}
+
+impl Round {
+    pub(super) fn new(tasks: Vec<NewTask>) -> Round {
+        Round {
+            ids: vec![None; tasks.len()],
+            pending: tasks.into_iter().enumerate().collect(),
+        }
+    }
+
+    /// The tasks still to insert, as the statements take them; `None` when none is left.
+    pub(super) fn columns(&self) -> Option<(InsertColumns, Vec<Vec<u8>>, Vec<i64>)> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let tasks: Vec<NewTask> = self.pending.iter().map(|(_, t)| t.clone()).collect();
+        let (keys, at) = tasks
+            .iter()
+            .filter_map(|t| t.unique_key.clone().map(|key| (key, t.created_at)))
+            .unzip();
+        Some((InsertColumns::new(tasks), keys, at))
+    }
+
+    /// The keys of the tasks that the insert did not store.
+    pub(super) fn missing(&self, inserted: &[TaskId]) -> Vec<Vec<u8>> {
+        self.pending
+            .iter()
+            .filter(|(_, t)| !inserted.contains(&t.id))
+            .filter_map(|(_, t)| t.unique_key.clone())
+            .collect()
+    }
+
+    /// Records the inserted tasks and the holders found; keeps the rest for another round.
+    pub(super) fn settle(
+        &mut self,
+        inserted: &[TaskId],
+        holders: &HashMap<Vec<u8>, TaskId>,
+    ) -> Result<()> {
+        let mut left = Vec::new();
+        for (i, task) in std::mem::take(&mut self.pending) {
+            if inserted.contains(&task.id) {
+                self.ids[i] = Some(task.id);
+            } else if let Some(holder) = task.unique_key.as_ref().and_then(|k| holders.get(k)) {
+                self.ids[i] = Some(*holder);
+            } else if task.unique_key.is_none() {
+                // A task without a key conflicts with nothing this statement skips.
+                return Err(Error::Storage(
+                    format!("task {} was neither inserted nor refused", task.id).into(),
+                ));
+            } else {
+                left.push((i, task));
+            }
+        }
+        self.pending = left;
+        Ok(())
+    }
+
+    pub(super) fn finish(self) -> Result<Vec<TaskId>> {
+        if !self.pending.is_empty() {
+            return Err(Error::Storage(
+                format!(
+                    "the holders of {} unique keys kept ending while equal tasks were added",
+                    self.pending.len()
+                )
+                .into(),
+            ));
+        }
+        Ok(self.ids.into_iter().flatten().collect())
+    }
+}
+
+/// Inserts `tasks`, some of them with a unique key, in `tx`; the id stored for each.
+pub(super) async fn insert_in_tx(
+    tx: &tokio_postgres::Transaction<'_>,
+    schema: &str,
+    tasks: Vec<NewTask>,
+) -> Result<Vec<TaskId>> {
+    let sql = UniqueSql::new(schema);
+    let mut round = Round::new(tasks);
+    for _ in 0..ROUNDS {
+        let Some((columns, keys, at)) = round.columns() else {
+            break;
+        };
+        tx.execute(&sql.take_over, &[&keys, &at])
+            .await
+            .map_err(map_error)?;
+        let inserted: Vec<TaskId> = tx
+            .query(&sql.insert, &columns.params())
+            .await
+            .map_err(map_error)?
+            .iter()
+            .map(|row| row.try_get(0).map(task_id))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(map_error)?;
+        let missing = round.missing(&inserted);
+        let mut holders = HashMap::new();
+        if !missing.is_empty() {
+            for row in tx
+                .query(&sql.holders, &[&missing])
+                .await
+                .map_err(map_error)?
+            {
+                let key: Vec<u8> = row.try_get(0).map_err(map_error)?;
+                let id: uuid::Uuid = row.try_get(1).map_err(map_error)?;
+                holders.insert(key, task_id(id));
+            }
+        }
+        round.settle(&inserted, &holders)?;
+    }
+    round.finish()
+}
+
+/// `n` drivers, each with its own pool, on one fresh schema, for the conformance suite's
+/// concurrent adders; `None` without a test database (see `open_for_test`).
+#[cfg(test)]
+pub(crate) async fn open_shared_for_test(
+    queues: Vec<&'static str>,
+    n: usize,
+) -> Option<Vec<super::PgDriver>> {
+    let url = super::test_url()?;
+    let first = super::open_for_test(queues.clone()).await?;
+    let schema = first.statements.schema.trim_matches('"').to_owned();
+    let mut drivers = vec![first];
+    for _ in 1..n {
+        let options = super::Options {
+            url: url.clone(),
+            schema: schema.clone(),
+            pool_size: 4,
+            poll_interval: None,
+            queues: queues.clone(),
+            save_in_wakeup: super::SaveInWakeup::InTransaction,
+        };
+        let notify = std::sync::Arc::new(tokio::sync::Notify::new());
+        let driver = super::PgDriver::open(options, notify)
+            .await
+            .expect("open PostgreSQL")
+            .0;
+        drivers.push(driver);
+    }
+    Some(drivers)
+}
