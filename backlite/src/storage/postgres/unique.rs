@@ -39,11 +39,17 @@ impl UniqueSql {
     pub(super) fn new(schema: &str) -> UniqueSql {
         let tasks = format!("{schema}.backlite_tasks");
         UniqueSql {
+            // The old holders are locked in key order, as the insert takes keys, so that
+            // two batches taking over the same keys never wait for each other in a cycle.
             take_over: format!(
                 "UPDATE {tasks} AS t SET unique_key = NULL \
-                 FROM unnest($1::bytea[], $2::int8[]) AS u(key, at) \
-                 WHERE t.unique_key = u.key AND t.unique_key IS NOT NULL AND t.state <= 2 \
-                   AND t.state = 2 AND t.finished_at + COALESCE(t.unique_for, 0) <= u.at"
+                 FROM (SELECT s.id FROM {tasks} AS s \
+                       JOIN unnest($1::bytea[], $2::int8[]) AS u(key, at) \
+                         ON s.unique_key = u.key \
+                       WHERE s.unique_key IS NOT NULL AND s.state <= 2 AND s.state = 2 \
+                         AND s.finished_at + COALESCE(s.unique_for, 0) <= u.at \
+                       ORDER BY s.unique_key FOR UPDATE OF s) AS old \
+                 WHERE t.id = old.id"
             ),
             insert: format!(
                 "INSERT INTO {tasks} \

@@ -137,6 +137,29 @@ async fn commit(pool: &Pool, statements: &Statements, group: Vec<Request>, wake:
 /// Inserts `tasks` and notifies every listener, in one transaction; the id stored for each
 /// task (another's, for a unique task that was already there).
 async fn insert(pool: &Pool, statements: &Statements, tasks: Vec<NewTask>) -> Result<Vec<TaskId>> {
+    if !tasks.iter().any(|t| t.unique_key.is_some()) {
+        return insert_once(pool, statements, tasks).await;
+    }
+    // Batches with keys wait for each other's keys (in key order, so no cycle among them);
+    // should the server still break a deadlock with one of them, that one is tried again
+    // rather than failing a save that did nothing wrong.
+    let mut tries = 0;
+    loop {
+        match insert_once(pool, statements, tasks.clone()).await {
+            Err(Error::Conflict(error)) if tries < 3 => {
+                tries += 1;
+                tracing::debug!(%error, tries, "unique insert conflicted; trying again");
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+async fn insert_once(
+    pool: &Pool,
+    statements: &Statements,
+    tasks: Vec<NewTask>,
+) -> Result<Vec<TaskId>> {
     let mut conn = pool.get().await.map_err(pool_error)?;
     let tx = conn.transaction().await.map_err(map_error)?;
     let ids = if tasks.iter().any(|t| t.unique_key.is_some()) {
