@@ -223,3 +223,80 @@ pub(crate) async fn open_shared_for_test(
     }
     Some(drivers)
 }
+
+#[cfg(test)]
+mod plans {
+    use crate::storage::conformance::{LEASE, done};
+    use crate::storage::unique_conformance::keyed;
+    use crate::storage::{Driver, Retain};
+
+    /// The unique statements reach their rows through the unique index (or the primary key),
+    /// never by a pass over the table: a held key costs a lookup, however many tasks wait or
+    /// are retained.
+    #[tokio::test]
+    async fn unique_statements_read_the_unique_index() {
+        let Some(d) = super::super::open_for_test(vec!["a"]).await else {
+            return;
+        };
+        let payload = format!("{{\"body\":\"{}\"}}", "x".repeat(300));
+        for round in 0..4 {
+            let tasks: Vec<_> = (0..2_000)
+                .map(|i| {
+                    let mut task = keyed("a", &format!("k{round}-{i}"), 1_000, 1_000);
+                    task.payload = payload.clone().into_bytes();
+                    task
+                })
+                .collect();
+            d.task_insert_many(tasks).await.unwrap();
+        }
+        // Half of them succeeded and retained: the ended rows a take-over must not walk.
+        let claimed = d.task_claim(None, 4_000, LEASE, Some(1_000)).await.unwrap();
+        let ends = claimed
+            .iter()
+            .map(|t| {
+                done(
+                    t.id,
+                    t.token,
+                    None,
+                    Some(Retain {
+                        payload: false,
+                        expires_at: None,
+                    }),
+                )
+            })
+            .collect();
+        d.task_complete_many(ends).await.unwrap();
+        let conn = d.pool.get().await.unwrap();
+        conn.batch_execute(&format!("ANALYZE {}.backlite_tasks", d.statements.schema))
+            .await
+            .unwrap();
+        let sql = super::UniqueSql::new(&d.statements.schema);
+        let keys: Vec<Vec<u8>> = vec![b"k0-1".to_vec(), b"k3-7".to_vec()];
+        let at: Vec<i64> = vec![2_000, 2_000];
+        for (text, params) in [
+            (
+                &sql.take_over,
+                vec![&keys as &(dyn tokio_postgres::types::ToSql + Sync), &at],
+            ),
+            (
+                &sql.holders,
+                vec![&keys as &(dyn tokio_postgres::types::ToSql + Sync)],
+            ),
+        ] {
+            let statement = conn.prepare(&format!("EXPLAIN {text}")).await.unwrap();
+            let plan: Vec<String> = conn
+                .query(&statement, &params)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let plan = plan.join("\n");
+            assert!(plan.contains("backlite_tasks_unique"), "{text}\n{plan}");
+            assert!(
+                !plan.contains("Seq Scan on backlite_tasks"),
+                "{text}\n{plan}"
+            );
+        }
+    }
+}

@@ -515,3 +515,36 @@ pub(crate) fn queue_stats(conn: &Connection, now: Millis) -> rusqlite::Result<Ve
 fn count(row: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<u64> {
     Ok(u64::try_from(row.get::<_, i64>(column)?).unwrap_or(0))
 }
+
+#[cfg(test)]
+mod unique_plans {
+    use rusqlite::Connection;
+
+    use super::super::plans::plan;
+
+    /// Every statement about unique keys finds its rows through the unique index or the
+    /// primary key: a held key costs a lookup, however many tasks are retained.
+    #[test]
+    fn unique_statements_read_the_unique_index() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::super::migrations::migrate(&mut conn, 0)
+            .unwrap()
+            .unwrap();
+        for sql in [
+            super::UNIQUE_TAKE_OVER,
+            super::UNIQUE_HOLDER,
+            super::TOMBSTONE,
+            super::DELETE,
+        ] {
+            let plan = plan(&conn, sql);
+            assert!(
+                plan.contains("backlite_tasks_unique")
+                    || plan.contains("sqlite_autoindex_backlite_tasks_1 (id=?)"),
+                "{sql}\n{plan}"
+            );
+            assert!(!plan.contains("SCAN backlite_tasks"), "{sql}\n{plan}");
+        }
+        let plan = plan(&conn, super::UNIQUE_HOLDER);
+        assert!(plan.contains("backlite_tasks_unique"), "{plan}");
+    }
+}
