@@ -22,14 +22,14 @@ pub(crate) struct ControlStatements {
     paused: String,
     lock_task: String,
     request_cancel: String,
-    cancel_waiting: String,
-    retry: String,
-    retry_take_over: String,
-    retry_queue: String,
-    retry_keyed: String,
-    run_now: String,
-    delete: String,
-    purge: String,
+    pub(super) cancel_waiting: String,
+    pub(super) retry: String,
+    pub(super) retry_take_over: String,
+    pub(super) retry_queue: String,
+    pub(super) retry_keyed: String,
+    pub(super) run_now: String,
+    pub(super) delete: String,
+    pub(super) purge: String,
 }
 
 impl ControlStatements {
