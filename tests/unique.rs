@@ -12,6 +12,7 @@ use std::time::Duration;
 use backlite::testing::TestClock;
 use backlite::{Client, Saved, Task, TaskId, TaskStatus, processor, processors};
 use common::backend::{TestDb, open_postgres, open_sqlite};
+use metrics_exporter_prometheus::PrometheusBuilder;
 use serde::{Deserialize, Serialize};
 
 macro_rules! unique_suite {
@@ -318,6 +319,27 @@ async fn save_in_detailed_reports_duplicates(db: TestDb) {
             let ids = client.add(Digest { user: 2 }).save_in(&tx).await.unwrap();
             assert_eq!(ids, [saved[1].id()]);
             tx.commit().await.unwrap();
+
+            // The same through an sqlx transaction: the committed tasks hold their keys.
+            use backlite::sqlx::{Connection, PgConnection};
+            let mut app = PgConnection::connect(&pg.url).await.unwrap();
+            let mut tx = app.begin().await.unwrap();
+            let again = client
+                .add(Digest { user: 2 })
+                .add(Digest { user: 3 })
+                .save_in_detailed(&mut *tx)
+                .await
+                .unwrap();
+            assert_eq!(again[0], Saved::Duplicate(saved[1].id()));
+            let third = added(again[1]);
+            let ids = client
+                .add(Digest { user: 3 })
+                .save_in(&mut *tx)
+                .await
+                .unwrap();
+            assert_eq!(ids, [third]);
+            // Rolled back: user 3's task was never stored.
+            tx.rollback().await.unwrap();
             saved
         }
     };
@@ -366,4 +388,30 @@ async fn clients_adding_at_once_agree_on_each_id(db: TestDb) {
         clients[0].enqueued::<Digest>().await.unwrap().len(),
         KEYS as usize
     );
+}
+
+/// A duplicate stores nothing, and the `backlite_tasks_added_total` counter does not count
+/// it. (Counting is the client's, the same on every backend.)
+#[tokio::test]
+async fn duplicates_are_not_counted_as_added() {
+    let prometheus = PrometheusBuilder::new().install_recorder().unwrap();
+    let client = Client::builder()
+        .database(":memory:")
+        .build()
+        .await
+        .unwrap();
+    let saved = client
+        .add(Digest { user: 1 })
+        .add(Digest { user: 1 })
+        .add(Digest { user: 2 })
+        .save_detailed()
+        .await
+        .unwrap();
+    assert_eq!(saved.iter().filter(|s| s.is_duplicate()).count(), 1);
+    client.add(Digest { user: 2 }).save().await.unwrap();
+    let added = prometheus.render().lines().find_map(|line| {
+        let value = line.strip_prefix(r#"backlite_tasks_added_total{queue="digest"} "#)?;
+        Some(value.parse::<f64>().unwrap())
+    });
+    assert_eq!(added, Some(2.0));
 }

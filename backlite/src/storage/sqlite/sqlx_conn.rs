@@ -148,4 +148,51 @@ mod tests {
             .expect("count");
         assert_eq!(tasks, 1);
     }
+
+    /// Tasks with a unique key through sqlx: a held key (stored before, or earlier in the
+    /// batch) stores nothing and answers the holder's id, as the driver's own insert does.
+    #[tokio::test]
+    async fn a_held_unique_key_answers_the_holder() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("u.db");
+        let mut conn = rusqlite::Connection::open(&path).expect("open");
+        migrations::migrate(&mut conn, 0)
+            .expect("migrate")
+            .expect("schema");
+        let given = path.to_string_lossy().into_owned();
+        let target = SqliteTarget {
+            file: file_identity(&given),
+            given,
+            busy_timeout: Duration::from_secs(5),
+        };
+        let mut app = SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(&path))
+            .await
+            .expect("sqlx");
+        let keyed = |key: &str| NewTask {
+            id: TaskId::new(),
+            queue: "q",
+            payload: b"{}".to_vec(),
+            created_at: 0,
+            run_at: 0,
+            priority: 0,
+            expires_at: None,
+            unique_key: Some(key.as_bytes().to_vec()),
+            unique_for: Some(0),
+        };
+        let (a, b) = (keyed("a"), keyed("b"));
+        let ids = target
+            .insert_in_sqlx(&mut app, &[a.clone(), keyed("a"), b.clone()])
+            .await
+            .expect("insert");
+        assert_eq!(ids, [a.id, a.id, b.id]);
+        let ids = target
+            .insert_in_sqlx(&mut app, &[keyed("b")])
+            .await
+            .expect("insert");
+        assert_eq!(ids, [b.id]);
+        let tasks: i64 = conn
+            .query_row("SELECT COUNT(*) FROM backlite_tasks", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(tasks, 2);
+    }
 }
