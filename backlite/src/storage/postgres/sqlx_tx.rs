@@ -1,7 +1,7 @@
 //! `save_in` with the application's sqlx 0.8 PostgreSQL connection or transaction: the same
 //! checked insert and wake-up as with tokio-postgres, through sqlx.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use sqlx::Row;
 
@@ -111,7 +111,7 @@ async fn insert_unique(
             .execute(&mut *conn)
             .await
             .map_err(map_sqlx_error)?;
-        let inserted: Vec<TaskId> = bind_columns(sqlx::query(&sql.insert), &columns)
+        let inserted: HashSet<TaskId> = bind_columns(sqlx::query(&sql.insert), &columns)
             .fetch_all(&mut *conn)
             .await
             .map_err(map_sqlx_error)?

@@ -17,7 +17,7 @@
 //!    what committed before it began (read committed), so the holder is there, unless it
 //!    ended in between (failed, cancelled, deleted): those tasks are inserted again, from 1.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::{InsertColumns, map_error, task_id};
 use crate::error::{Error, Result};
@@ -106,7 +106,7 @@ impl Round {
     }
 
     /// The keys of the tasks that the insert did not store.
-    pub(super) fn missing(&self, inserted: &[TaskId]) -> Vec<Vec<u8>> {
+    pub(super) fn missing(&self, inserted: &HashSet<TaskId>) -> Vec<Vec<u8>> {
         self.pending
             .iter()
             .filter(|(_, t)| !inserted.contains(&t.id))
@@ -117,7 +117,7 @@ impl Round {
     /// Records the inserted tasks and the holders found; keeps the rest for another round.
     pub(super) fn settle(
         &mut self,
-        inserted: &[TaskId],
+        inserted: &HashSet<TaskId>,
         holders: &HashMap<Vec<u8>, TaskId>,
     ) -> Result<()> {
         let mut left = Vec::new();
@@ -168,7 +168,7 @@ pub(super) async fn insert_in_tx(
         tx.execute(&sql.take_over, &[&keys, &at])
             .await
             .map_err(map_error)?;
-        let inserted: Vec<TaskId> = tx
+        let inserted: HashSet<TaskId> = tx
             .query(&sql.insert, &columns.params())
             .await
             .map_err(map_error)?
