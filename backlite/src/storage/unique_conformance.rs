@@ -181,10 +181,12 @@ macro_rules! unique_conformance {
 
                 let early = keyed("a", "k", 500, 2_499);
                 assert_eq!(d.task_insert_many(vec![early]).await.unwrap(), [holder.id]);
-                let late = keyed("a", "k", 500, 2_500);
+                // At the window's end the key is free: the first of two equal tasks in a
+                // batch takes it, the second meets the first.
+                let (late, twin) = (keyed("a", "k", 500, 2_500), keyed("a", "k", 500, 2_500));
                 assert_eq!(
-                    d.task_insert_many(vec![late.clone()]).await.unwrap(),
-                    [late.id]
+                    d.task_insert_many(vec![late.clone(), twin]).await.unwrap(),
+                    [late.id, late.id]
                 );
                 // The next equal task meets the new holder, not the old one.
                 assert_eq!(

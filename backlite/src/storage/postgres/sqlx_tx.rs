@@ -1,7 +1,7 @@
 //! `save_in` with the application's sqlx 0.8 PostgreSQL connection or transaction: the same
 //! checked insert and wake-up as with tokio-postgres, through sqlx.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use sqlx::Row;
 
@@ -102,15 +102,9 @@ async fn insert_unique(
     let sql = unique::UniqueSql::new(schema);
     let mut round = unique::Round::new(tasks);
     for _ in 0..unique::ROUNDS {
-        let Some((columns, keys, at)) = round.columns() else {
+        let Some(columns) = round.columns() else {
             break;
         };
-        sqlx::query(&sql.take_over)
-            .bind(&keys)
-            .bind(&at)
-            .execute(&mut *conn)
-            .await
-            .map_err(map_sqlx_error)?;
         let inserted: HashSet<TaskId> = bind_columns(sqlx::query(&sql.insert), &columns)
             .fetch_all(&mut *conn)
             .await
@@ -119,21 +113,30 @@ async fn insert_unique(
             .map(|row| row.try_get::<uuid::Uuid, _>(0).map(super::task_id))
             .collect::<std::result::Result<_, _>>()
             .map_err(map_sqlx_error)?;
-        let missing = round.missing(&inserted);
-        let mut holders = HashMap::new();
-        if !missing.is_empty() {
+        let (keys, at) = round.missing(&inserted);
+        let mut holders = unique::Holders::new();
+        if !keys.is_empty() {
             let rows = sqlx::query(&sql.holders)
-                .bind(&missing)
+                .bind(&keys)
+                .bind(&at)
                 .fetch_all(&mut *conn)
                 .await
                 .map_err(map_sqlx_error)?;
             for row in rows {
                 let key: Vec<u8> = row.try_get(0).map_err(map_sqlx_error)?;
                 let id: uuid::Uuid = row.try_get(1).map_err(map_sqlx_error)?;
-                holders.insert(key, super::task_id(id));
+                let lets_go: bool = row.try_get(2).map_err(map_sqlx_error)?;
+                holders.insert(key, (super::task_id(id), lets_go));
             }
         }
-        round.settle(&inserted, &holders)?;
+        let release = round.settle(&inserted, &holders)?;
+        if !release.is_empty() {
+            sqlx::query(&sql.release)
+                .bind(&release)
+                .execute(&mut *conn)
+                .await
+                .map_err(map_sqlx_error)?;
+        }
     }
     round.finish()
 }

@@ -3,19 +3,20 @@
 //!
 //! The partial unique index `backlite_tasks_unique (unique_key) WHERE unique_key IS NOT NULL
 //! AND state <= 2` holds at most one waiting, running or succeeded task per key, in every
-//! process. A batch goes in three statements:
+//! process. A batch goes in rounds of up to three statements:
 //!
-//! 1. **take over**: a succeeded holder whose window (`finished_at + unique_for`) ended by the
-//!    new task's `created_at` lets go of its key (`unique_key = NULL`);
-//! 2. **insert** every task, `ON CONFLICT (unique_key) .. DO NOTHING RETURNING id`: a task
+//! 1. **insert** every task, `ON CONFLICT (unique_key) .. DO NOTHING RETURNING id`: a task
 //!    whose key is held, by a committed task or by one earlier in the batch, is not stored.
 //!    An insert that meets a key another transaction has just inserted waits for that
 //!    transaction, and skips the task if it commits. The rows go in key order (then batch
 //!    order), so that two batches that share keys wait for each other in one order and never
-//!    deadlock on them;
-//! 3. **holders**: the id of the task holding each key not inserted. Each statement sees
-//!    what committed before it began (read committed), so the holder is there, unless it
-//!    ended in between (failed, cancelled, deleted): those tasks are inserted again, from 1.
+//!    deadlock on them. A batch of new keys ends here;
+//! 2. **holders**: for each key not inserted, the task holding it, and whether it lets go:
+//!    it succeeded and its window (`finished_at + unique_for`) ended by the new task's
+//!    `created_at`. Each statement sees what committed before it began (read committed), so
+//!    the holder is there, unless it ended in between (failed, cancelled, deleted);
+//! 3. **release**: the holders that let go lose their key (`unique_key = NULL`), locked in key
+//!    order. Their tasks, and those whose holder ended in between, go to another round.
 
 use std::collections::{HashMap, HashSet};
 
@@ -24,33 +25,22 @@ use crate::error::{Error, Result};
 use crate::storage::NewTask;
 use crate::task::TaskId;
 
-/// How often a batch is tried again when holders end between its insert and their lookup:
-/// each round needs another transaction to end a holder in that instant.
+/// How often a batch is tried again when holders let go or end between its insert and their
+/// lookup: a second round is common (a window ended), more need other transactions to end
+/// holders in that very instant.
 pub(super) const ROUNDS: usize = 16;
 
 /// The statements, for the schema (already quoted) they are written for.
 pub(super) struct UniqueSql {
-    pub(super) take_over: String,
     pub(super) insert: String,
     pub(super) holders: String,
+    pub(super) release: String,
 }
 
 impl UniqueSql {
     pub(super) fn new(schema: &str) -> UniqueSql {
         let tasks = format!("{schema}.backlite_tasks");
         UniqueSql {
-            // The old holders are locked in key order, as the insert takes keys, so that
-            // two batches taking over the same keys never wait for each other in a cycle.
-            take_over: format!(
-                "UPDATE {tasks} AS t SET unique_key = NULL \
-                 FROM (SELECT s.id FROM {tasks} AS s \
-                       JOIN unnest($1::bytea[], $2::int8[]) AS u(key, at) \
-                         ON s.unique_key = u.key \
-                       WHERE s.unique_key IS NOT NULL AND s.state <= 2 AND s.state = 2 \
-                         AND s.finished_at + COALESCE(s.unique_for, 0) <= u.at \
-                       ORDER BY s.unique_key FOR UPDATE OF s) AS old \
-                 WHERE t.id = old.id"
-            ),
             insert: format!(
                 "INSERT INTO {tasks} \
                      (id, queue, task, run_at, created_at, priority, expires_at, unique_key, \
@@ -66,8 +56,21 @@ impl UniqueSql {
                  DO NOTHING RETURNING id"
             ),
             holders: format!(
-                "SELECT unique_key, id FROM {tasks} \
-                 WHERE unique_key = ANY($1::bytea[]) AND unique_key IS NOT NULL AND state <= 2"
+                "SELECT t.unique_key, t.id, \
+                     t.state = 2 AND t.finished_at + COALESCE(t.unique_for, 0) <= u.at \
+                 FROM unnest($1::bytea[], $2::int8[]) AS u(key, at) \
+                 JOIN {tasks} AS t ON t.unique_key = u.key \
+                 WHERE t.unique_key IS NOT NULL AND t.state <= 2"
+            ),
+            // Locked in key order, as the insert takes keys, so that two batches releasing
+            // the same holders never wait for each other in a cycle.
+            release: format!(
+                "UPDATE {tasks} AS t SET unique_key = NULL \
+                 FROM (SELECT s.id FROM {tasks} AS s \
+                       WHERE s.id = ANY($1::uuid[]) AND s.state = 2 \
+                         AND s.unique_key IS NOT NULL \
+                       ORDER BY s.unique_key FOR UPDATE OF s) AS old \
+                 WHERE t.id = old.id"
             ),
         }
     }
@@ -84,6 +87,9 @@ pub(super) struct Round {
     ids: Vec<Option<TaskId>>,
 }
 
+/// What the holders' lookup found for a key: the holder, and whether it lets go.
+pub(super) type Holders = HashMap<Vec<u8>, (TaskId, bool)>;
+
 impl Round {
     pub(super) fn new(tasks: Vec<NewTask>) -> Round {
         Round {
@@ -92,51 +98,60 @@ impl Round {
         }
     }
 
-    /// The tasks still to insert, as the statements take them; `None` when none is left.
-    pub(super) fn columns(&self) -> Option<(InsertColumns, Vec<Vec<u8>>, Vec<i64>)> {
+    /// The tasks still to insert, as the insert takes them; `None` when none is left.
+    pub(super) fn columns(&self) -> Option<InsertColumns> {
         if self.pending.is_empty() {
             return None;
         }
-        let tasks: Vec<NewTask> = self.pending.iter().map(|(_, t)| t.clone()).collect();
-        let (keys, at) = tasks
-            .iter()
-            .filter_map(|t| t.unique_key.clone().map(|key| (key, t.created_at)))
-            .unzip();
-        Some((InsertColumns::new(tasks), keys, at))
+        Some(InsertColumns::new(
+            self.pending.iter().map(|(_, t)| t.clone()).collect(),
+        ))
     }
 
-    /// The keys of the tasks that the insert did not store.
-    pub(super) fn missing(&self, inserted: &HashSet<TaskId>) -> Vec<Vec<u8>> {
+    /// The keys of the tasks that the insert did not store, each with its task's
+    /// `created_at`, as the holders' lookup takes them.
+    pub(super) fn missing(&self, inserted: &HashSet<TaskId>) -> (Vec<Vec<u8>>, Vec<i64>) {
         self.pending
             .iter()
             .filter(|(_, t)| !inserted.contains(&t.id))
-            .filter_map(|(_, t)| t.unique_key.clone())
-            .collect()
+            .filter_map(|(_, t)| t.unique_key.clone().map(|key| (key, t.created_at)))
+            .unzip()
     }
 
-    /// Records the inserted tasks and the holders found; keeps the rest for another round.
+    /// Records the inserted tasks and the live holders found; keeps the rest for another
+    /// round. Returns the holders that let go, for the release.
     pub(super) fn settle(
         &mut self,
         inserted: &HashSet<TaskId>,
-        holders: &HashMap<Vec<u8>, TaskId>,
-    ) -> Result<()> {
+        holders: &Holders,
+    ) -> Result<Vec<uuid::Uuid>> {
         let mut left = Vec::new();
+        let mut release = Vec::new();
         for (i, task) in std::mem::take(&mut self.pending) {
             if inserted.contains(&task.id) {
                 self.ids[i] = Some(task.id);
-            } else if let Some(holder) = task.unique_key.as_ref().and_then(|k| holders.get(k)) {
-                self.ids[i] = Some(*holder);
-            } else if task.unique_key.is_none() {
+                continue;
+            }
+            let Some(key) = &task.unique_key else {
                 // A task without a key conflicts with nothing this statement skips.
                 return Err(Error::Storage(
                     format!("task {} was neither inserted nor refused", task.id).into(),
                 ));
-            } else {
-                left.push((i, task));
+            };
+            match holders.get(key) {
+                Some((holder, false)) => self.ids[i] = Some(*holder),
+                Some((holder, true)) => {
+                    let holder = uuid::Uuid::from_bytes(*holder.as_bytes());
+                    if !release.contains(&holder) {
+                        release.push(holder);
+                    }
+                    left.push((i, task));
+                }
+                None => left.push((i, task)),
             }
         }
         self.pending = left;
-        Ok(())
+        Ok(release)
     }
 
     pub(super) fn finish(self) -> Result<Vec<TaskId>> {
@@ -162,12 +177,9 @@ pub(super) async fn insert_in_tx(
     let sql = UniqueSql::new(schema);
     let mut round = Round::new(tasks);
     for _ in 0..ROUNDS {
-        let Some((columns, keys, at)) = round.columns() else {
+        let Some(columns) = round.columns() else {
             break;
         };
-        tx.execute(&sql.take_over, &[&keys, &at])
-            .await
-            .map_err(map_error)?;
         let inserted: HashSet<TaskId> = tx
             .query(&sql.insert, &columns.params())
             .await
@@ -176,20 +188,26 @@ pub(super) async fn insert_in_tx(
             .map(|row| row.try_get(0).map(task_id))
             .collect::<std::result::Result<_, _>>()
             .map_err(map_error)?;
-        let missing = round.missing(&inserted);
-        let mut holders = HashMap::new();
-        if !missing.is_empty() {
+        let (keys, at) = round.missing(&inserted);
+        let mut holders = Holders::new();
+        if !keys.is_empty() {
             for row in tx
-                .query(&sql.holders, &[&missing])
+                .query(&sql.holders, &[&keys, &at])
                 .await
                 .map_err(map_error)?
             {
                 let key: Vec<u8> = row.try_get(0).map_err(map_error)?;
                 let id: uuid::Uuid = row.try_get(1).map_err(map_error)?;
-                holders.insert(key, task_id(id));
+                let lets_go: bool = row.try_get(2).map_err(map_error)?;
+                holders.insert(key, (task_id(id), lets_go));
             }
         }
-        round.settle(&inserted, &holders)?;
+        let release = round.settle(&inserted, &holders)?;
+        if !release.is_empty() {
+            tx.execute(&sql.release, &[&release])
+                .await
+                .map_err(map_error)?;
+        }
     }
     round.finish()
 }
@@ -230,9 +248,9 @@ mod plans {
     use crate::storage::unique_conformance::keyed;
     use crate::storage::{Driver, Retain};
 
-    /// The unique statements reach their rows through the unique index (or the primary key),
-    /// never by a pass over the table: a held key costs a lookup, however many tasks wait or
-    /// are retained.
+    /// The holders' lookup reads the unique index, the release the primary key, never a
+    /// pass over the table: a held key costs a lookup, however many tasks wait or are
+    /// retained.
     #[tokio::test]
     async fn unique_statements_read_the_unique_index() {
         let Some(d) = super::super::open_for_test(vec!["a"]).await else {
@@ -273,14 +291,17 @@ mod plans {
         let sql = super::UniqueSql::new(&d.statements.schema);
         let keys: Vec<Vec<u8>> = vec![b"k0-1".to_vec(), b"k3-7".to_vec()];
         let at: Vec<i64> = vec![2_000, 2_000];
-        for (text, params) in [
-            (
-                &sql.take_over,
-                vec![&keys as &(dyn tokio_postgres::types::ToSql + Sync), &at],
-            ),
+        let ids: Vec<uuid::Uuid> = vec![uuid::Uuid::now_v7(), uuid::Uuid::now_v7()];
+        for (text, params, index) in [
             (
                 &sql.holders,
-                vec![&keys as &(dyn tokio_postgres::types::ToSql + Sync)],
+                vec![&keys as &(dyn tokio_postgres::types::ToSql + Sync), &at],
+                "backlite_tasks_unique",
+            ),
+            (
+                &sql.release,
+                vec![&ids as &(dyn tokio_postgres::types::ToSql + Sync)],
+                "backlite_tasks_pkey",
             ),
         ] {
             let statement = conn.prepare(&format!("EXPLAIN {text}")).await.unwrap();
@@ -292,7 +313,7 @@ mod plans {
                 .map(|r| r.get(0))
                 .collect();
             let plan = plan.join("\n");
-            assert!(plan.contains("backlite_tasks_unique"), "{text}\n{plan}");
+            assert!(plan.contains(index), "{text}\n{plan}");
             assert!(
                 !plan.contains("Seq Scan on backlite_tasks"),
                 "{text}\n{plan}"

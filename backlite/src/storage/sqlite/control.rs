@@ -210,7 +210,7 @@ const KEY_FREE: &str = "(unique_key IS NULL OR NOT EXISTS (SELECT 1 FROM backlit
        AND h.state <= 2))";
 
 /// Frees the key of the retryable task `?1` from a succeeded holder whose window ended by
-/// `?2`, as an insert does ([`sql::UNIQUE_TAKE_OVER`]).
+/// `?2`, as an insert does ([`sql::UNIQUE_RELEASE`]).
 const UNIQUE_RETRY_TAKE_OVER: &str = "UPDATE backlite_tasks SET unique_key = NULL \
      WHERE unique_key = (SELECT unique_key FROM backlite_tasks WHERE id = ?1 AND state IN (3, 4) \
          AND task IS NOT NULL) \

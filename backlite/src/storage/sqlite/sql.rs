@@ -26,27 +26,29 @@ pub(crate) const TASK_INSERT_UNIQUE: &str = "INSERT INTO backlite_tasks \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
      ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state <= 2 DO NOTHING";
 
-/// Frees the key `?1` from a succeeded task whose window ended by `?2` (its `finished_at`
-/// plus its `unique_for`), so that an equal task can take it: one lookup of the unique index.
-/// A tombstone (a task kept only for its key) goes with its expiry, by the retention sweep.
-pub(crate) const UNIQUE_TAKE_OVER: &str = "UPDATE backlite_tasks SET unique_key = NULL \
-     WHERE unique_key = ?1 AND unique_key IS NOT NULL AND state <= 2 AND state = 2 \
-       AND finished_at + COALESCE(unique_for, 0) <= ?2";
+/// The task that holds the key `?1`, and whether it lets go of it for a task added at `?2`:
+/// it succeeded, and its window (`finished_at + unique_for`) has ended by then. One lookup of
+/// the unique index.
+pub(crate) const UNIQUE_HOLDER: &str = "SELECT id, \
+     state = 2 AND finished_at + COALESCE(unique_for, 0) <= ?2 \
+     FROM backlite_tasks WHERE unique_key = ?1 AND unique_key IS NOT NULL AND state <= 2";
 
-/// The task that holds the key `?1`: one lookup of the unique index.
-pub(crate) const UNIQUE_HOLDER: &str = "SELECT id FROM backlite_tasks \
-     WHERE unique_key = ?1 AND unique_key IS NOT NULL AND state <= 2";
+/// A succeeded holder past its window lets go of its key, so that an equal task can take it.
+/// The row stays (retained, or a tombstone that the retention sweep deletes at its expiry).
+pub(crate) const UNIQUE_RELEASE: &str = "UPDATE backlite_tasks SET unique_key = NULL WHERE id = ?1";
 
 /// Inserts the tasks, in order, and returns for each the id stored: its own, or, for a task
 /// whose unique key is held (by a task already stored or one earlier in `tasks`), the
-/// holder's. Run in one transaction that holds SQLite's write lock (the writer's, or the
-/// application's for `save_in`), so nothing changes between a conflict and its lookup.
+/// holder's. A holder that succeeded and whose window ended by the new task's `created_at`
+/// lets go of the key, and the task is inserted. Run in one transaction that holds SQLite's
+/// write lock (the writer's, or the application's for `save_in`), so nothing changes between
+/// a conflict and its lookup. A new key costs the insert alone; only a conflict reads more.
 pub(crate) fn task_insert_many(
     conn: &Connection,
     tasks: &[NewTask],
 ) -> rusqlite::Result<Vec<TaskId>> {
     let mut ids = Vec::with_capacity(tasks.len());
-    let (mut insert, mut take_over, mut insert_unique, mut holder) = (None, None, None, None);
+    let (mut insert, mut insert_unique, mut holder, mut release) = (None, None, None, None);
     for task in tasks {
         let row = params![
             &task.id.as_bytes()[..],
@@ -64,14 +66,23 @@ pub(crate) fn task_insert_many(
             ids.push(task.id);
             continue;
         };
-        cached(conn, &mut take_over, UNIQUE_TAKE_OVER)?.execute(params![key, task.created_at])?;
         if cached(conn, &mut insert_unique, TASK_INSERT_UNIQUE)?.execute(row)? == 1 {
             ids.push(task.id);
-        } else {
-            let held: Vec<u8> =
-                cached(conn, &mut holder, UNIQUE_HOLDER)?.query_row([key], |r| r.get(0))?;
-            ids.push(task_id(&held)?);
+            continue;
         }
+        let (held, expired): (Vec<u8>, bool) = cached(conn, &mut holder, UNIQUE_HOLDER)?
+            .query_row(params![key, task.created_at], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        if !expired {
+            ids.push(task_id(&held)?);
+            continue;
+        }
+        cached(conn, &mut release, UNIQUE_RELEASE)?.execute([&held])?;
+        // The key is free now, and the write lock keeps it so: this insert stores the task
+        // (a failure here is a constraint the key does not explain, and is reported).
+        cached(conn, &mut insert, TASK_INSERT)?.execute(row)?;
+        ids.push(task.id);
     }
     Ok(ids)
 }
@@ -536,8 +547,8 @@ mod unique_plans {
             .unwrap()
             .unwrap();
         for sql in [
-            super::UNIQUE_TAKE_OVER,
             super::UNIQUE_HOLDER,
+            super::UNIQUE_RELEASE,
             super::TOMBSTONE,
             super::DELETE,
         ] {

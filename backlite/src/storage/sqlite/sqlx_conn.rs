@@ -25,50 +25,62 @@ impl SqliteTarget {
             .map_err(|e| map_sqlx_error(e, busy, &self.given))?;
         self.check_file(&file)?;
         let mut ids = Vec::with_capacity(tasks.len());
+        let error = |e| map_sqlx_error(e, busy, &file);
         for task in tasks {
-            let insert = if task.unique_key.is_some() {
-                sql::TASK_INSERT_UNIQUE
-            } else {
-                sql::TASK_INSERT
-            };
-            if let Some(key) = &task.unique_key {
-                sqlx::query(sql::UNIQUE_TAKE_OVER)
-                    .bind(&key[..])
+            let insert = |sql| {
+                sqlx::query(sql)
+                    .bind(&task.id.as_bytes()[..])
+                    .bind(task.queue)
+                    .bind(&task.payload[..])
+                    .bind(task.run_at)
                     .bind(task.created_at)
+                    .bind(task.priority)
+                    .bind(task.expires_at)
+                    .bind(task.unique_key.as_deref())
+                    .bind(task.unique_for)
+            };
+            let Some(key) = &task.unique_key else {
+                insert(sql::TASK_INSERT)
                     .execute(&mut *conn)
                     .await
-                    .map_err(|e| map_sqlx_error(e, busy, &file))?;
-            }
-            let inserted = sqlx::query(insert)
-                .bind(&task.id.as_bytes()[..])
-                .bind(task.queue)
-                .bind(&task.payload[..])
-                .bind(task.run_at)
-                .bind(task.created_at)
-                .bind(task.priority)
-                .bind(task.expires_at)
-                .bind(task.unique_key.as_deref())
-                .bind(task.unique_for)
+                    .map_err(error)?;
+                ids.push(task.id);
+                continue;
+            };
+            let inserted = insert(sql::TASK_INSERT_UNIQUE)
                 .execute(&mut *conn)
                 .await
-                .map_err(|e| map_sqlx_error(e, busy, &file))?
+                .map_err(error)?
                 .rows_affected();
-            match &task.unique_key {
-                Some(key) if inserted == 0 => {
-                    // The write lock this transaction took at its first write keeps the
-                    // holder where it is until the lookup.
-                    let held: Vec<u8> = sqlx::query_scalar(sql::UNIQUE_HOLDER)
-                        .bind(&key[..])
-                        .fetch_one(&mut *conn)
-                        .await
-                        .map_err(|e| map_sqlx_error(e, busy, &file))?;
-                    let held = <[u8; 16]>::try_from(held.as_slice()).map_err(|_| {
-                        Error::Storage(format!("a stored task id of {} bytes", held.len()).into())
-                    })?;
-                    ids.push(TaskId::from_bytes(held));
-                }
-                _ => ids.push(task.id),
+            if inserted == 1 {
+                ids.push(task.id);
+                continue;
             }
+            // The write lock this transaction took at its first write keeps the holder where
+            // it is until the lookup, as in `sql::task_insert_many`.
+            let (held, expired): (Vec<u8>, bool) = sqlx::query_as(sql::UNIQUE_HOLDER)
+                .bind(&key[..])
+                .bind(task.created_at)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(error)?;
+            if expired {
+                sqlx::query(sql::UNIQUE_RELEASE)
+                    .bind(&held[..])
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(error)?;
+                insert(sql::TASK_INSERT)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(error)?;
+                ids.push(task.id);
+                continue;
+            }
+            let held = <[u8; 16]>::try_from(held.as_slice()).map_err(|_| {
+                Error::Storage(format!("a stored task id of {} bytes", held.len()).into())
+            })?;
+            ids.push(TaskId::from_bytes(held));
         }
         Ok(ids)
     }
