@@ -189,7 +189,8 @@ impl Client {
         .add(task)
     }
 
-    /// Where the task `id` is. Completed tasks are found only while retained.
+    /// Where the task `id` is. Completed tasks are found only while retained (or, for a
+    /// succeeded unique task, until its window ends).
     pub async fn status(&self, id: &TaskId) -> Result<TaskStatus> {
         self.inner.driver.task_status(*id).await
     }

@@ -441,7 +441,8 @@ pub enum TaskStatus {
     Pending,
     /// Claimed by a worker and running now (or its worker died and it awaits release).
     Running,
-    /// Completed successfully and retained.
+    /// Completed successfully and retained, or kept (without its payload) until its unique
+    /// window ends (see [`QueueConfigBuilder::unique`]).
     Succeeded,
     /// Failed its last attempt (or expired) and retained.
     Failed,
