@@ -415,7 +415,7 @@ pub(crate) fn task_release_stuck(conn: &Connection, now: Millis) -> rusqlite::Re
 
 /// Ended tasks whose retention has expired, found by the retention index.
 pub(crate) const DELETE_EXPIRED: &str =
-    "DELETE FROM backlite_tasks WHERE state >= 2 AND expires_at <= ?1";
+    "DELETE FROM backlite_tasks WHERE state >= 2 AND finished_at IS NOT NULL AND expires_at <= ?1";
 
 pub(crate) fn completed_delete_expired(conn: &Connection, now: Millis) -> rusqlite::Result<u64> {
     let deleted = conn.prepare_cached(DELETE_EXPIRED)?.execute([now])?;
