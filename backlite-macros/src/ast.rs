@@ -1,7 +1,7 @@
 //! A typed view of the type `#[derive(Task)]` is applied to. It borrows the original syntax,
 //! so every error can point at the user's own tokens.
 
-use syn::{Attribute, Data, DeriveInput, Generics, Ident, Token};
+use syn::{Attribute, Data, DeriveInput, Fields, Generics, Ident, Token};
 
 pub struct Input<'a> {
     pub ident: &'a Ident,
@@ -12,9 +12,11 @@ pub struct Input<'a> {
 }
 
 /// What kind of type it is. A task only needs serde to handle it, so the kind matters only to
-/// refuse unions, which serde cannot derive for.
+/// refuse unions, which serde cannot derive for, and to know the fields `unique(by = [..])`
+/// may name.
 pub enum Shape<'a> {
-    Struct,
+    /// A struct; its field names when they have names (for `unique(by = [..])`).
+    Struct(Option<Vec<&'a Ident>>),
     Enum,
     Union(&'a Token![union]),
 }
@@ -25,7 +27,16 @@ impl<'a> Input<'a> {
             ident: &input.ident,
             generics: &input.generics,
             shape: match &input.data {
-                Data::Struct(_) => Shape::Struct,
+                Data::Struct(data) => Shape::Struct(match &data.fields {
+                    Fields::Named(fields) => Some(
+                        fields
+                            .named
+                            .iter()
+                            .filter_map(|f| f.ident.as_ref())
+                            .collect(),
+                    ),
+                    Fields::Unnamed(_) | Fields::Unit => None,
+                }),
                 Data::Enum(_) => Shape::Enum,
                 Data::Union(data) => Shape::Union(&data.union_token),
             },

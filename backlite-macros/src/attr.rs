@@ -14,7 +14,7 @@ use quote::ToTokens;
 use syn::meta::ParseNestedMeta;
 use syn::parse::Parser;
 use syn::punctuated::Punctuated;
-use syn::{Attribute, Expr, ExprLit, ExprUnary, Lit, Path, Token, UnOp, token};
+use syn::{Attribute, Expr, ExprLit, ExprUnary, Ident, Lit, Path, Token, UnOp, token};
 
 use crate::ctxt::Ctxt;
 use crate::rules;
@@ -48,6 +48,25 @@ pub struct Queue {
     pub periodic: Option<Periodic>,
     pub concurrency: Option<Spanned<u32>>,
     pub priority: Option<Spanned<i16>>,
+    pub unique: Option<Unique>,
+}
+
+/// `unique`, `unique(for = "1h")`, `unique(by = [customer_id, day], for = "1h")`: two tasks
+/// of the queue are equal when their payloads (or the named fields) are.
+pub struct Unique {
+    /// How long a succeeded task keeps blocking equal ones; `None`: not after it ends.
+    pub window: Option<Spanned<Duration>>,
+    /// `by = [..]`: the fields compared, as written (each is checked against the type in
+    /// `valid.rs`, at its own token); `None`: the whole payload.
+    pub by: Option<By>,
+}
+
+/// `by = [field, ..]`.
+pub struct By {
+    /// The word `by`, where a type without named fields is reported.
+    pub keyword: Span,
+    /// Distinct names, in the order written.
+    pub fields: Vec<Ident>,
 }
 
 /// `periodic(every = "5m")` or `periodic(cron = "0 */5 * * * *")`: the task's own schedule.
@@ -106,7 +125,12 @@ const QUEUE: List = List {
         "periodic",
         "concurrency",
         "priority",
+        "unique",
     ],
+};
+const UNIQUE: List = List {
+    name: "unique(..)",
+    keys: &["by", "for"],
 };
 const PERIODIC: List = List {
     name: "periodic(..)",
@@ -142,6 +166,9 @@ fn example(key: &str) -> &'static str {
         "every" => "every = \"5m\"",
         "cron" => "cron = \"0 */5 * * * *\"",
         "concurrency" => "concurrency = 4",
+        "unique" => "unique(for = \"1h\")` or `unique(by = [customer_id], for = \"1h\")",
+        "for" => "for = \"1h\"",
+        "by" => "by = [customer_id, day]",
         _ => "",
     }
 }
@@ -156,6 +183,7 @@ pub fn parse(cx: &Ctxt, attrs: &[&Attribute]) -> Queue {
     let mut periodic = Slot::new("periodic");
     let mut concurrency = Slot::new("concurrency");
     let mut priority = Slot::new("priority");
+    let mut unique = Slot::new("unique");
 
     for attr in attrs {
         let parsed = attr.parse_nested_meta(|meta| {
@@ -172,6 +200,7 @@ pub fn parse(cx: &Ctxt, attrs: &[&Attribute]) -> Queue {
                     concurrency.set(cx, &meta, value(cx, &meta, concurrency_value)?);
                 }
                 Some("priority") => priority.set(cx, &meta, value(cx, &meta, priority_value)?),
+                Some("unique") => unique.set(cx, &meta, unique_list(cx, &meta)?),
                 _ => unknown_key(cx, &meta, &QUEUE)?,
             }
             Ok(())
@@ -190,6 +219,7 @@ pub fn parse(cx: &Ctxt, attrs: &[&Attribute]) -> Queue {
         periodic: periodic.value,
         concurrency: concurrency.value,
         priority: priority.value,
+        unique: unique.value,
     }
 }
 
@@ -493,6 +523,9 @@ fn zero_duration(key: &str) -> String {
         }
         "backoff" => "a zero backoff is the default: omit `backoff` to retry at once".to_owned(),
         "every" => "`every` must be greater than zero".to_owned(),
+        "for" => "`for` must be greater than zero: omit it to let equal tasks in as soon as \
+                  the last one has succeeded"
+            .to_owned(),
         "duration" => "a retention `duration` must be greater than zero: omit it to keep \
                        completed tasks until they are deleted, or omit `retention` to keep none"
             .to_owned(),
@@ -629,6 +662,93 @@ fn retention_list(cx: &Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<Reten
     }))
 }
 
+/// `unique`, `unique()` or `unique(by = [field, ..], for = "1h")`.
+fn unique_list(cx: &Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<Unique>> {
+    if meta.input.peek(Token![=]) {
+        skip_value(meta)?;
+        cx.error_spanned_by(
+            &meta.path,
+            format!(
+                "`unique` takes a list, not a value: `unique` alone, or `{}`",
+                example("unique")
+            ),
+        );
+        return Ok(None);
+    }
+    let mut window = Slot::new("for");
+    let mut by = Slot::new("by");
+    if meta.input.peek(token::Paren) {
+        nested_list(meta, |meta| {
+            match key(&meta.path).as_deref() {
+                Some("for") => window.set(cx, &meta, value(cx, &meta, duration)?),
+                Some("by") => by.set(cx, &meta, by_list(cx, &meta)?),
+                _ => unknown_key(cx, &meta, &UNIQUE)?,
+            }
+            Ok(())
+        })?;
+    }
+    Ok(Some(Unique {
+        window: window.value.filter(|window| !window.value.is_zero()),
+        by: by.value,
+    }))
+}
+
+/// `by = [field, ..]`: at least one field, each named once.
+fn by_list(cx: &Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<By>> {
+    let keyword = meta.path.segments[0].ident.span();
+    if !meta.input.peek(Token![=]) {
+        skip_value(meta)?;
+        cx.error_spanned_by(
+            &meta.path,
+            format!("`by` needs the fields compared: `{}`", example("by")),
+        );
+        return Ok(None);
+    }
+    let expr: Expr = meta.value()?.parse()?;
+    let Expr::Array(array) = &expr else {
+        cx.error_spanned_by(
+            &expr,
+            format!(
+                "expected a list of field names in brackets: `{}`",
+                example("by")
+            ),
+        );
+        return Ok(None);
+    };
+    if array.elems.is_empty() {
+        cx.error_spanned_by(
+            &expr,
+            "`by` needs at least one field: omit `by` to compare whole payloads",
+        );
+        return Ok(None);
+    }
+    let mut fields: Vec<Ident> = Vec::new();
+    let mut refused = false;
+    for elem in &array.elems {
+        let ident = match elem {
+            Expr::Path(path) if path.qself.is_none() && path.attrs.is_empty() => {
+                path.path.get_ident()
+            }
+            _ => None,
+        };
+        match ident {
+            Some(ident) if fields.contains(ident) => cx.error_spanned_by(
+                ident,
+                format!("duplicate field `{ident}`: each field is named once"),
+            ),
+            Some(ident) => fields.push(ident.clone()),
+            None => {
+                refused = true;
+                cx.error_spanned_by(
+                    elem,
+                    format!("expected the name of a field, as in `{}`", example("by")),
+                );
+            }
+        }
+    }
+    Ok((!refused).then_some(By { keyword, fields }))
+}
+
 /// `periodic(every = "5m")` or `periodic(cron = "..")`; which of them is there (exactly one)
 /// is checked in `valid.rs`.
 fn periodic_list(cx: &Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<Periodic>> {
@@ -749,7 +869,7 @@ fn unknown_key(cx: &Ctxt, meta: &ParseNestedMeta, list: &List) -> syn::Result<()
             "unknown key `{key}` in `{}`; did you mean `{close}`?",
             list.name
         )
-    } else if let Some(home) = [&QUEUE, &RETENTION, &EXPONENTIAL, &PERIODIC]
+    } else if let Some(home) = [&QUEUE, &RETENTION, &EXPONENTIAL, &PERIODIC, &UNIQUE]
         .into_iter()
         .find(|other| other.keys.contains(&key.as_str()))
     {
@@ -763,6 +883,10 @@ fn unknown_key(cx: &Ctxt, meta: &ParseNestedMeta, list: &List) -> syn::Result<()
             }
             "periodic(..)" => format!(
                 "`{key}` belongs inside `periodic(..)`, as in `periodic({})`",
+                example(&key)
+            ),
+            "unique(..)" => format!(
+                "`{key}` belongs inside `unique(..)`, as in `unique({})`",
                 example(&key)
             ),
             "exponential(..)" => format!(
@@ -1007,13 +1131,65 @@ mod tests {
     }
 
     #[test]
+    fn unique_reads_a_window_and_fields() {
+        let (queue, errors) = parse_attrs(&[parse_quote!(#[queue(name = "q", unique)])]);
+        assert_eq!(errors, Vec::<String>::new());
+        let unique = queue.unique.unwrap();
+        assert!(unique.window.is_none() && unique.by.is_none());
+
+        let (queue, errors) = parse_attrs(&[parse_quote! {
+            #[queue(name = "q", unique(by = [customer, day], for = "1h30m"))]
+        }]);
+        assert_eq!(errors, Vec::<String>::new());
+        let unique = queue.unique.unwrap();
+        assert_eq!(unique.window.unwrap().value, ms(5_400_000));
+        let fields: Vec<String> = unique
+            .by
+            .unwrap()
+            .fields
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(fields, ["customer", "day"]);
+    }
+
+    #[test]
+    fn unique_errors_are_each_reported() {
+        let (queue, errors) = parse_attrs(&[parse_quote! {
+            #[queue(name = "q", unique(by = [a, a, b.c], for = "0s", fo = "1h"), for = "1m")]
+        }]);
+        assert_eq!(
+            errors,
+            [
+                "duplicate field `a`: each field is named once",
+                "expected the name of a field, as in `by = [customer_id, day]`",
+                "`for` must be greater than zero: omit it to let equal tasks in as soon as the \
+                 last one has succeeded",
+                "unknown key `fo` in `unique(..)`; did you mean `for`?",
+                "`for` belongs inside `unique(..)`, as in `unique(for = \"1h\")`",
+            ]
+        );
+        let unique = queue.unique.unwrap();
+        assert!(unique.by.is_none() && unique.window.is_none());
+        let (_, errors) = parse_attrs(&[parse_quote!(#[queue(name = "q", unique(by = []))])]);
+        assert_eq!(
+            errors,
+            ["`by` needs at least one field: omit `by` to compare whole payloads"]
+        );
+        let (_, errors) = parse_attrs(&[parse_quote!(#[queue(name = "q", unique = "1h")])]);
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].starts_with("`unique` takes a list, not a value"));
+    }
+
+    #[test]
     fn unknown_keys_list_the_expected_ones() {
         let (_, errors) = parse_attrs(&[parse_quote!(#[queue(name = "q", retries = 3)])]);
         assert_eq!(
             errors,
             [
                 "unknown key `retries` in `#[queue(..)]`; expected `name`, `max_attempts`, \
-              `backoff`, `timeout`, `retention`, `periodic`, `concurrency`, `priority`"
+              `backoff`, `timeout`, `retention`, `periodic`, `concurrency`, `priority`, \
+              `unique`"
             ]
         );
     }

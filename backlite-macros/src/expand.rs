@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
+use syn::ext::IdentExt;
 use syn::{DeriveInput, LitStr};
 
 use crate::ast::Input;
@@ -86,6 +87,37 @@ fn impl_task(input: &Input, name: &Spanned<String>, queue: &Queue) -> TokenStrea
         }
     });
 
+    let unique = queue.unique.as_ref().map(|unique| {
+        let window = duration(unique.window.map_or(Duration::ZERO, |window| window.value));
+        quote!(.unique(#window))
+    });
+    let unique_by = queue
+        .unique
+        .as_ref()
+        .and_then(|unique| unique.by.as_ref())
+        .map(|by| {
+            // Each value is serialized where its field is named, so a field whose type is not
+            // `Serialize` is reported at its name in `by = [..]`.
+            let fields = by.fields.iter().map(|field| {
+                let name = LitStr::new(&field.unraw().to_string(), field.span());
+                let value = quote_spanned! {field.span()=>
+                    ::backlite::__private::unique_value(&task.#field)
+                };
+                quote!((#name, #value))
+            });
+            quote! {
+                const UNIQUE_BY: ::core::option::Option<::backlite::__private::UniqueBy<Self>> =
+                    ::core::option::Option::Some({
+                        fn unique_by(
+                            task: &#ident,
+                        ) -> ::backlite::__private::UniqueValue {
+                            ::backlite::__private::unique_fields([#(#fields),*])
+                        }
+                        unique_by
+                    });
+            }
+        });
+
     let periodic = queue.periodic.as_ref().map(|periodic| {
         let timing = match (&periodic.every, &periodic.cron) {
             (Key::Value(every), _) => {
@@ -121,8 +153,10 @@ fn impl_task(input: &Input, name: &Spanned<String>, queue: &Queue) -> TokenStrea
                 #retention
                 #concurrency
                 #priority
+                #unique
                 .build();
             #periodic
+            #unique_by
         }
     }
 }

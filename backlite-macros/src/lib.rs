@@ -37,6 +37,7 @@ use syn::{DeriveInput, parse_macro_input};
 ///     periodic(every = "5m"),        // enqueue `Self::default()` every 5 minutes; default none
 ///  // periodic(cron = "0 */5 * * * *"),
 ///     priority = 5,                  // -32768 to 32767, higher runs first; default 0
+///     unique(by = [order_id], for = "1h"),  // one task per order at a time, and 1h after
 /// )]
 /// struct NewOrderEmail { order_id: String }
 /// ```
@@ -52,6 +53,11 @@ use syn::{DeriveInput, parse_macro_input};
 ///   since the Unix epoch) or `cron` an expression (five fields, or six with the second first,
 ///   in UTC), checked here with the runtime's parser. The type must implement `Default`: a
 ///   client serving the queue enqueues `Self::default()` at every tick, once across processes.
+/// - **`unique`** makes equal tasks one: an add of a task equal to one waiting, scheduled or
+///   running (or succeeded less than `for` ago) stores nothing and returns the existing id.
+///   Equal means the same payload, or with `by = [..]` the same values of the named fields
+///   (of a struct with named fields; each must exist). `unique` alone holds only while a task
+///   waits or runs.
 ///
 /// Works on structs and enums without generic parameters. Every mistake is reported at once,
 /// at its own token; the type then still implements `Task` (with a placeholder queue), so

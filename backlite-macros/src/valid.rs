@@ -6,8 +6,9 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use crate::ast::{Input, Shape};
-use crate::attr::{Backoff, Key, Queue, Spanned};
+use crate::attr::{Backoff, By, Key, Queue, Spanned};
 use crate::ctxt::Ctxt;
+use crate::similar::did_you_mean;
 
 /// Reports every broken rule. Returns the queue name when the attribute has one.
 pub fn check<'q>(cx: &Ctxt, input: &Input, queue: &'q Queue) -> Option<&'q Spanned<String>> {
@@ -55,7 +56,53 @@ pub fn check<'q>(cx: &Ctxt, input: &Input, queue: &'q Queue) -> Option<&'q Spann
             _ => {}
         }
     }
+    if let Some(by) = queue.unique.as_ref().and_then(|unique| unique.by.as_ref()) {
+        check_unique_fields(cx, input, by);
+    }
     check_name(cx, input, queue)
+}
+
+/// Each field `unique(by = [..])` names is a field of the struct, reported at its own name.
+fn check_unique_fields(cx: &Ctxt, input: &Input, by: &By) {
+    let fields = match &input.shape {
+        Shape::Struct(Some(fields)) => fields,
+        Shape::Struct(None) | Shape::Enum => {
+            let kind = match input.shape {
+                Shape::Enum => "an enum",
+                _ => "a struct without named fields",
+            };
+            cx.error_at(
+                by.keyword,
+                format!(
+                    "`by` names fields of a struct with named fields, and `{}` is {kind}: omit \
+                     `by` to compare whole payloads",
+                    input.ident
+                ),
+            );
+            return;
+        }
+        Shape::Union(_) => return,
+    };
+    let names: Vec<String> = fields.iter().map(ToString::to_string).collect();
+    let candidates: Vec<&str> = names.iter().map(String::as_str).collect();
+    for field in &by.fields {
+        let name = field.to_string();
+        if candidates.contains(&name.as_str()) {
+            continue;
+        }
+        let hint = match did_you_mean(&name, &candidates) {
+            Some(close) => format!("; did you mean `{close}`?"),
+            None if candidates.is_empty() => "; it has no fields".to_owned(),
+            None => {
+                let listed: Vec<String> = candidates.iter().map(|c| format!("`{c}`")).collect();
+                format!("; its fields are {}", listed.join(", "))
+            }
+        };
+        cx.error_spanned_by(
+            field,
+            format!("`{}` has no field `{name}`{hint}", input.ident),
+        );
+    }
 }
 
 /// A task is stored as one concrete type under one queue name.

@@ -19,6 +19,7 @@ use crate::state::StateMap;
 use crate::storage::sqlite::{self, SqliteDriver, SqliteTarget, Synchronous};
 use crate::storage::{Driver, Millis, NewTask, QueueStats, duration_millis, to_millis};
 use crate::task::{Task, TaskId, TaskStatus};
+use crate::unique::{self, Saved};
 
 /// A handle on a backlite database and its worker pool. Cheap to clone; every clone is the
 /// same client.
@@ -188,7 +189,8 @@ impl Client {
         .add(task)
     }
 
-    /// Where the task `id` is. Completed tasks are found only while retained.
+    /// Where the task `id` is. Completed tasks are found only while retained (or, for a
+    /// succeeded unique task, until its window ends).
     pub async fn status(&self, id: &TaskId) -> Result<TaskStatus> {
         self.inner.driver.task_status(*id).await
     }
@@ -770,8 +772,15 @@ impl AddTasks<'_> {
     )]
     pub fn add<T: Task>(mut self, task: T) -> Self {
         let queue = T::CONFIG.name();
-        match serde_json::to_vec(&task) {
-            Ok(payload) => self.tasks.push(NewTask {
+        let key = T::CONFIG.unique().map(|_| {
+            let compared = match T::UNIQUE_BY {
+                Some(fields) => fields(&task),
+                None => serde_json::to_value(&task),
+            };
+            compared.map(|value| unique::value_key(queue, &value))
+        });
+        match (serde_json::to_vec(&task), key.transpose()) {
+            (Ok(payload), Ok(unique_key)) => self.tasks.push(NewTask {
                 id: TaskId::new(),
                 queue,
                 payload,
@@ -779,12 +788,51 @@ impl AddTasks<'_> {
                 run_at: 0,
                 priority: T::CONFIG.priority(),
                 expires_at: None,
-                unique_key: None,
-                unique_for: None,
+                unique_key,
+                unique_for: T::CONFIG.unique().map(duration_millis),
             }),
-            Err(source) => {
+            (Err(source), _) | (_, Err(source)) => {
                 self.error.get_or_insert(Error::Serialize { queue, source });
             }
+        }
+        self
+    }
+
+    /// Makes the task added last unique by `key`: while a task of its queue with the same key
+    /// waits, is scheduled or runs (or succeeded within the queue's
+    /// [`unique`](crate::QueueConfig::unique) window, when the queue has one), it is not
+    /// stored, and the save returns the id of the one already there.
+    ///
+    /// The key replaces what the queue compares otherwise (the payload, or the fields of
+    /// `#[queue(unique(by = [..]))]`); it works on any queue. Keys of two queues never meet.
+    /// It applies to one task, the one just added: call it after each `add` that needs one.
+    ///
+    /// ```no_run
+    /// # use backlite::{Client, Task};
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Serialize, Deserialize, Task)]
+    /// # #[queue(name = "invoices", unique(for = "1h"))]
+    /// # struct SendInvoice { order: u64, attempt_note: String }
+    /// # async fn run(client: Client) -> backlite::Result<()> {
+    /// let first = client
+    ///     .add(SendInvoice { order: 42, attempt_note: "web".into() })
+    ///     .unique_key("invoice-42")
+    ///     .save()
+    ///     .await?;
+    /// let again = client
+    ///     .add(SendInvoice { order: 42, attempt_note: "retry button".into() })
+    ///     .unique_key("invoice-42")
+    ///     .save()
+    ///     .await?;
+    /// assert_eq!(first, again);
+    /// # Ok(()) }
+    /// ```
+    pub fn unique_key(mut self, key: impl AsRef<[u8]>) -> Self {
+        if let Some(task) = self.tasks.last_mut() {
+            task.unique_key = Some(unique::given_key(task.queue, key.as_ref()));
+            // A queue that is not unique has no window: the key holds while the task waits
+            // or runs.
+            task.unique_for.get_or_insert(0);
         }
         self
     }
@@ -854,15 +902,35 @@ impl AddTasks<'_> {
         Ok(self.tasks)
     }
 
-    /// Stores the batch in one transaction and returns the new ids, in the order added.
+    /// Stores the batch in one transaction and returns the tasks' ids, in the order added.
+    ///
+    /// A unique task (see [`unique_key`](AddTasks::unique_key) and `#[queue(unique(..))]`)
+    /// equal to one already stored is not stored again: its id is the stored task's.
+    /// [`save_detailed`](AddTasks::save_detailed) tells which were.
     pub async fn save(self) -> Result<Vec<TaskId>> {
+        Ok(self.save_detailed().await?.iter().map(Saved::id).collect())
+    }
+
+    /// As [`save`](AddTasks::save), telling for each task, in the order added, whether it was
+    /// stored or was a duplicate of a unique task already there.
+    ///
+    /// ```no_run
+    /// # use backlite::{Client, Saved, Task};
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Serialize, Deserialize, Task)]
+    /// # #[queue(name = "digests", unique(for = "1h"))]
+    /// # struct Digest { user: u64 }
+    /// # async fn run(client: Client) -> backlite::Result<()> {
+    /// let saved = client.add(Digest { user: 7 }).add(Digest { user: 7 }).save_detailed().await?;
+    /// let Saved::Added(id) = saved[0] else { unreachable!() };
+    /// assert_eq!(saved[1], Saved::Duplicate(id));
+    /// # Ok(()) }
+    /// ```
+    pub async fn save_detailed(self) -> Result<Vec<Saved>> {
         let driver = self.client.inner.driver.clone();
         let tasks = self.prepare()?;
-        let ids = tasks.iter().map(|t| t.id).collect();
-        let added = crate::metrics::Added::count(&tasks);
-        driver.task_insert_many(tasks).await?;
-        added.record();
-        Ok(ids)
+        let batch = unique::Batch::of(&tasks);
+        batch.saved(driver.task_insert_many(tasks).await?)
     }
 
     /// Stores the batch as part of the application's own transaction on the client's
@@ -893,6 +961,15 @@ impl AddTasks<'_> {
     /// # Ok(()) }
     /// ```
     pub fn save_in<T: SaveIn>(self, tx: T) -> T::Output {
+        T::ids(self.save_in_detailed(tx))
+    }
+
+    /// As [`save_in`](AddTasks::save_in), telling for each task whether it was stored or was
+    /// a duplicate, as [`save_detailed`](AddTasks::save_detailed) does. A duplicate is
+    /// judged in the application's transaction: against the tasks committed before the
+    /// conflicting insert (another transaction adding an equal task waits on PostgreSQL, or is
+    /// serialized by SQLite's write lock, until this one ends).
+    pub fn save_in_detailed<T: SaveIn>(self, tx: T) -> T::Detailed {
         let client = self.client;
         tx.save_into(client, self.prepare())
     }

@@ -188,8 +188,9 @@ impl Client {
     /// Runs a retained task that failed or was cancelled again, now, with the same id and
     /// its attempts counted from zero. Returns `false` when the task is not retained, did not
     /// fail or get cancelled, was retained without its payload (see
-    /// [`Retention::data`](crate::Retention)), or when a task with that id is waiting or
-    /// running already.
+    /// [`Retention::data`](crate::Retention)), when a task with that id is waiting or
+    /// running already, or when another task holds its unique key (see
+    /// [`AddTasks::unique_key`](crate::AddTasks::unique_key)).
     pub async fn retry(&self, id: &TaskId) -> Result<bool> {
         let retried = self.driver().completed_retry(*id, self.test_now()).await?;
         if retried {

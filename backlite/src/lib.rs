@@ -38,6 +38,7 @@ pub mod testing;
 #[cfg(feature = "ui")]
 #[cfg_attr(docsrs, doc(cfg(feature = "ui")))]
 pub mod ui;
+mod unique;
 mod utc;
 
 pub use backlite_macros::{Task, processor, processors};
@@ -64,6 +65,7 @@ pub use task::{
     Backoff, ParseTaskIdError, QueueConfig, QueueConfigBuilder, RetainData, Retention, Task,
     TaskId, TaskStatus,
 };
+pub use unique::Saved;
 
 /// The SQLite bindings backlite uses, for [`AddTasks::save_in`] with the same version.
 ///

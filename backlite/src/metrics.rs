@@ -22,7 +22,8 @@
 
 use std::time::Duration;
 
-use crate::storage::{NewTask, QueueStats};
+use crate::storage::QueueStats;
+use crate::unique::Saved;
 
 /// Whether metrics are recorded at all.
 pub(crate) const ENABLED: bool = cfg!(feature = "metrics");
@@ -128,8 +129,8 @@ pub(crate) fn describe() {
     }
 }
 
-/// Tasks added by one `save` or `save_in`, counted per queue before the batch is handed to
-/// storage and recorded once it is stored.
+/// Tasks added by one `save` or `save_in`, counted per queue once the batch is stored; a
+/// duplicate of a unique task, which stored nothing, is not counted.
 #[must_use]
 pub(crate) struct Added {
     #[cfg(feature = "metrics")]
@@ -137,22 +138,27 @@ pub(crate) struct Added {
 }
 
 impl Added {
-    pub(crate) fn count(tasks: &[NewTask]) -> Added {
+    /// `queues` are the queues of the batch's tasks and `saved` what storing them did, in
+    /// the same order.
+    pub(crate) fn count(queues: &[&'static str], saved: &[Saved]) -> Added {
         #[cfg(feature = "metrics")]
         {
             // A batch is usually of one queue or a few: a short list, no map.
             let mut per_queue: Vec<(&'static str, u64)> = Vec::new();
-            for task in tasks {
-                match per_queue.iter_mut().find(|(queue, _)| *queue == task.queue) {
+            for (&queue, saved) in queues.iter().zip(saved) {
+                if saved.is_duplicate() {
+                    continue;
+                }
+                match per_queue.iter_mut().find(|(q, _)| *q == queue) {
                     Some((_, n)) => *n += 1,
-                    None => per_queue.push((task.queue, 1)),
+                    None => per_queue.push((queue, 1)),
                 }
             }
             Added { per_queue }
         }
         #[cfg(not(feature = "metrics"))]
         {
-            let _ = tasks;
+            let _ = (queues, saved);
             Added {}
         }
     }

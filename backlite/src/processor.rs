@@ -304,6 +304,8 @@ pub mod __private {
     pub use core::time::Duration;
     pub use serde;
 
+    pub use crate::unique::{UniqueBy, UniqueValue, unique_fields, unique_value};
+
     use std::future::Future;
 
     use super::{BoxError, Context, Entry, Processor, Registry};

@@ -44,6 +44,11 @@ pub trait Task: Serialize + DeserializeOwned + Send + 'static {
     /// queue's enqueues the task's `Default` value at every tick.
     #[doc(hidden)]
     const PERIODIC: Option<crate::__private::PeriodicSpec> = None;
+
+    /// The fields of `#[queue(.., unique(by = [..]))]`: what a task's unique key is computed
+    /// from, in place of the whole payload.
+    #[doc(hidden)]
+    const UNIQUE_BY: Option<crate::__private::UniqueBy<Self>> = None;
 }
 
 /// How the tasks of one queue are run: attempts, backoff, timeout and retention.
@@ -58,6 +63,7 @@ pub struct QueueConfig {
     retention: Option<Retention>,
     concurrency: Option<u32>,
     priority: i16,
+    unique: Option<Duration>,
 }
 
 impl QueueConfig {
@@ -84,6 +90,7 @@ impl QueueConfig {
                 retention: None,
                 concurrency: None,
                 priority: 0,
+                unique: None,
             },
         }
     }
@@ -125,6 +132,12 @@ impl QueueConfig {
     /// one queue, higher runs first. 0 unless set.
     pub const fn priority(&self) -> i16 {
         self.priority
+    }
+
+    /// Whether the queue's tasks are unique, and for how long a succeeded task keeps blocking
+    /// equal ones (see [`QueueConfigBuilder::unique`]); `None` when they are not.
+    pub const fn unique(&self) -> Option<Duration> {
+        self.unique
     }
 
     /// Checks the rules `build()` enforces, for configurations that did not go through it.
@@ -204,6 +217,27 @@ impl QueueConfigBuilder {
     /// Sets the default priority of the queue's tasks: higher runs first (default 0).
     pub const fn priority(mut self, priority: i16) -> Self {
         self.config.priority = priority;
+        self
+    }
+
+    /// Makes the queue's tasks unique: a task equal to one that is waiting, scheduled or
+    /// running, or that succeeded less than `window` ago, is not stored, and its add returns
+    /// the id of the task already there. Two tasks are equal when their payloads serialize to
+    /// the same JSON (`#[queue(unique(by = [..]))]` compares only the named fields), or when
+    /// they were added with the same [`unique_key`](crate::AddTasks::unique_key). A database
+    /// index enforces it, across every process. `Duration::ZERO`: only while one waits or
+    /// runs. Failed and cancelled tasks never block.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use backlite::QueueConfig;
+    ///
+    /// const CONFIG: QueueConfig =
+    ///     QueueConfig::builder("digests").unique(Duration::from_secs(3600)).build();
+    /// assert_eq!(CONFIG.unique(), Some(Duration::from_secs(3600)));
+    /// ```
+    pub const fn unique(mut self, window: Duration) -> Self {
+        self.config.unique = Some(window);
         self
     }
 
@@ -407,7 +441,8 @@ pub enum TaskStatus {
     Pending,
     /// Claimed by a worker and running now (or its worker died and it awaits release).
     Running,
-    /// Completed successfully and retained.
+    /// Completed successfully and retained, or kept (without its payload) until its unique
+    /// window ends (see [`QueueConfigBuilder::unique`]).
     Succeeded,
     /// Failed its last attempt (or expired) and retained.
     Failed,

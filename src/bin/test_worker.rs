@@ -15,6 +15,10 @@
 //!   (see `backlite_suite::crash`) the same way.
 //! - `test_worker <db> lease <log> <workers> <release_ms>` serves the lease tests' queue (see
 //!   `backlite_suite::leased`) the same way.
+//! - `test_worker <db> unique <keys> <batch> <offset>` prints `ready`, waits for a line on
+//!   stdin, then adds one task of the unique queue `unique_work` per key `0..keys`, starting
+//!   at key `offset` and wrapping around, in batches of `batch`, and prints
+//!   `key <k> <id> added|duplicate` for each; it adds nothing else and exits.
 //! - `test_worker <db> periodic <log> <interval_ms> <release_ms>` enqueues a task of queue
 //!   `beat` every `interval_ms` (missed ticks all caught up) and serves that queue until its
 //!   stdin closes (or it is killed), appending `tick <tick_ms> <pid>` to `<log>` for every run.
@@ -35,6 +39,15 @@ struct Work {
     /// Set: the processor adds task `child` through its context, as application code would.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     child: Option<u64>,
+}
+
+/// One task per key while it waits, runs, or succeeded within the hour.
+#[derive(Serialize, Deserialize, Task)]
+#[queue(name = "unique_work", unique(by = [key], for = "1h"))]
+struct UniqueWork {
+    key: u64,
+    /// Differs between processes: not compared.
+    pid: u32,
 }
 
 static LOG: std::sync::OnceLock<std::sync::Mutex<std::fs::File>> = std::sync::OnceLock::new();
@@ -147,6 +160,7 @@ async fn main() -> Fallible {
     let mut args: Vec<String> = std::env::args().collect();
     let usage = "usage: test_worker [--schema <schema>] <db> add <n> <millis> \
                  | produce <first> <n> <millis> <batch> \
+                 | unique <keys> <batch> <offset> \
                  | work|crash|lease <log> <workers> <release_ms> \
                  | periodic <log> <interval_ms> <release_ms>";
     let schema = if args.get(1).map(String::as_str) == Some("--schema") {
@@ -180,6 +194,29 @@ async fn main() -> Fallible {
                     });
                 }
                 batch.save().await?;
+            }
+        }
+        "unique" => {
+            let client = open(db, schema).build().await?;
+            let (keys, batch, offset) = (arg(3)?, arg(4)?.max(1) as usize, arg(5)?);
+            println!("ready");
+            let mut go = String::new();
+            std::io::stdin().read_line(&mut go)?;
+            let order: Vec<u64> = (0..keys).map(|i| (i + offset) % keys).collect();
+            let pid = std::process::id();
+            for chunk in order.chunks(batch) {
+                let mut add = client.add(UniqueWork { key: chunk[0], pid });
+                for &key in &chunk[1..] {
+                    add = add.add(UniqueWork { key, pid });
+                }
+                for (key, saved) in chunk.iter().zip(add.save_detailed().await?) {
+                    let what = if saved.is_duplicate() {
+                        "duplicate"
+                    } else {
+                        "added"
+                    };
+                    println!("key {key} {} {what}", saved.id());
+                }
             }
         }
         "produce" => {

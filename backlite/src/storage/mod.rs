@@ -38,6 +38,8 @@ pub(crate) mod postgres;
 #[cfg(test)]
 pub(crate) mod priority_conformance;
 pub(crate) mod sqlite;
+#[cfg(test)]
+pub(crate) mod unique_conformance;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -195,8 +197,13 @@ pub(crate) trait Driver: Send + Sync + 'static {
     /// queue that costs more than the claims it saves.
     fn prefetch_max(&self) -> usize;
 
-    /// Inserts all tasks or none.
-    fn task_insert_many(&self, tasks: Vec<NewTask>) -> BoxFuture<Result<()>>;
+    /// Inserts all tasks or none, and returns, per task in order, the id of the task stored
+    /// for it: its own, or, when its `unique_key` is held by a waiting, running or succeeded
+    /// task (one stored before, or earlier in `tasks`), that task's, and it is not inserted.
+    /// A succeeded holder whose `finished_at + unique_for` is at or before the new task's
+    /// `created_at` lets go of its key first, in the same transaction. A database index
+    /// enforces the rule, so it holds across concurrent inserts by any number of processes.
+    fn task_insert_many(&self, tasks: Vec<NewTask>) -> BoxFuture<Result<Vec<TaskId>>>;
 
     /// Claims up to `limit` due, unclaimed, unexpired tasks of the served queues, in claim
     /// order (priority descending, then due time, then insertion), each under a lease of

@@ -24,7 +24,9 @@ pub(crate) struct ControlStatements {
     request_cancel: String,
     pub(super) cancel_waiting: String,
     pub(super) retry: String,
+    pub(super) retry_take_over: String,
     pub(super) retry_queue: String,
+    pub(super) retry_keyed: String,
     pub(super) run_now: String,
     pub(super) delete: String,
     pub(super) purge: String,
@@ -74,18 +76,39 @@ impl ControlStatements {
                  SELECT (SELECT count(*) FROM kept) + (SELECT count(*) FROM gone)",
                 now = now_or("$4")
             ),
+            // A task with a unique key waits again only while no other waiting, running or
+            // succeeded task holds the key (a lookup of the unique index), after a succeeded
+            // holder past its window let go of it (`retry_take_over`). A holder inserted by
+            // a transaction that commits meanwhile makes the update fail on the unique
+            // index: `control_retry` takes that as "not retried".
             retry: format!(
                 "WITH clock AS (SELECT {now} AS now) \
-                 UPDATE {tasks} AS t SET {retried} FROM clock WHERE t.id = $1 AND {retryable}",
+                 UPDATE {tasks} AS t SET {retried} FROM clock WHERE t.id = $1 AND {retryable} \
+                   AND (t.unique_key IS NULL OR NOT EXISTS (SELECT 1 FROM {tasks} AS h \
+                       WHERE h.unique_key = t.unique_key AND h.unique_key IS NOT NULL \
+                         AND h.state <= 2))",
                 now = now_or("$2")
             ),
-            // Every retryable task of the queue, found by the (queue, state) index of ended
-            // rows.
+            retry_take_over: format!(
+                "WITH clock AS (SELECT {now} AS now) \
+                 UPDATE {tasks} AS h SET unique_key = NULL FROM clock, {tasks} AS t \
+                 WHERE t.id = $1 AND {retryable} AND h.unique_key = t.unique_key \
+                   AND h.unique_key IS NOT NULL AND h.state <= 2 AND h.state = 2 \
+                   AND h.finished_at + COALESCE(h.unique_for, 0) <= clock.now",
+                now = now_or("$2")
+            ),
+            // Every retryable task of the queue without a unique key, found by the (queue,
+            // state) index of ended rows; those with one are retried one by one
+            // (`retry_keyed`), since two of them may have the same key.
             retry_queue: format!(
                 "WITH clock AS (SELECT {now} AS now) \
                  UPDATE {tasks} AS t SET {retried} FROM clock \
-                 WHERE t.queue = $1 AND t.state >= 2 AND {retryable}",
+                 WHERE t.queue = $1 AND t.state >= 2 AND {retryable} AND t.unique_key IS NULL",
                 now = now_or("$2")
+            ),
+            retry_keyed: format!(
+                "SELECT t.id FROM {tasks} AS t WHERE t.queue = $1 AND t.state >= 2 \
+                   AND {retryable} AND t.unique_key IS NOT NULL ORDER BY t.seq"
             ),
             run_now: format!(
                 "WITH clock AS (SELECT {now} AS now) \
@@ -139,6 +162,31 @@ where
         }
         Ok(value)
     })
+}
+
+/// Retries one task, guarded by its unique key (see `retry`): whether it did. Under a
+/// savepoint, so that a key taken by a transaction that committed meanwhile (the unique
+/// index refuses the update) leaves the caller's transaction usable.
+async fn retry_one(
+    tx: &tokio_postgres::Transaction<'_>,
+    sql: &ControlStatements,
+    id: uuid::Uuid,
+    now: Option<Millis>,
+) -> Result<bool, tokio_postgres::Error> {
+    tx.execute(&sql.retry_take_over, &[&id, &now]).await?;
+    tx.batch_execute("SAVEPOINT backlite_retry").await?;
+    match tx.execute(&sql.retry, &[&id, &now]).await {
+        Ok(changed) => {
+            tx.batch_execute("RELEASE SAVEPOINT backlite_retry").await?;
+            Ok(changed == 1)
+        }
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+            tx.batch_execute("ROLLBACK TO SAVEPOINT backlite_retry")
+                .await?;
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 async fn notify(
@@ -265,7 +313,7 @@ impl PgDriver {
     pub(super) fn control_retry(&self, id: TaskId, now: Option<Millis>) -> BoxFuture<Result<bool>> {
         in_transaction(self, move |tx, sql| {
             Box::pin(async move {
-                let retried = tx.execute(&sql.retry, &[&uuid(&id), &now]).await? == 1;
+                let retried = retry_one(tx, sql, uuid(&id), now).await?;
                 Ok((retried, retried))
             })
         })
@@ -278,7 +326,10 @@ impl PgDriver {
     ) -> BoxFuture<Result<u64>> {
         in_transaction(self, move |tx, sql| {
             Box::pin(async move {
-                let moved = tx.execute(&sql.retry_queue, &[&queue, &now]).await?;
+                let mut moved = tx.execute(&sql.retry_queue, &[&queue, &now]).await?;
+                for row in tx.query(&sql.retry_keyed, &[&queue]).await? {
+                    moved += u64::from(retry_one(tx, sql, row.try_get(0)?, now).await?);
+                }
                 Ok((moved, moved > 0))
             })
         })

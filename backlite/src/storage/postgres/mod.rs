@@ -26,6 +26,7 @@ pub(crate) mod schema;
 mod sql;
 #[cfg(feature = "sqlx-postgres")]
 mod sqlx_tx;
+pub(crate) mod unique;
 mod writer;
 
 use std::sync::Arc;
@@ -104,46 +105,64 @@ impl PgTarget {
         &self,
         tx: &tokio_postgres::Transaction<'_>,
         tasks: Vec<NewTask>,
-    ) -> Result<()> {
+    ) -> Result<Vec<TaskId>> {
         let statements = &self.statements;
-        let columns = InsertColumns::new(tasks);
         let wrong = |found: String| Error::WrongDatabase {
             expected: self.shown.to_string(),
             found,
         };
+        let missing_tables = || wrong("a database without backlite's tables in that schema".into());
         let instance = self.instance;
-        let [
-            ids,
-            queues,
-            payloads,
-            run_at,
-            created_at,
-            priority,
-            expires_at,
-            unique_key,
-            unique_for,
-        ] = columns.params();
-        let inserted = match tx
-            .execute(
-                &statements.insert_checked,
-                &[
-                    ids, queues, payloads, run_at, created_at, priority, expires_at, unique_key,
-                    unique_for, &instance,
-                ],
-            )
-            .await
-        {
-            Ok(inserted) => inserted,
-            Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => {
-                return Err(wrong(
-                    "a database without backlite's tables in that schema".into(),
-                ));
+        let ids = if tasks.iter().any(|t| t.unique_key.is_some()) {
+            // Some tasks may not be stored (duplicates), so the checked insert's count
+            // cannot tell another database: the identity is read first.
+            let check = unique::instance_check(&statements.schema);
+            let here = match tx.query_opt(&check, &[&instance]).await {
+                Ok(row) => row.is_some(),
+                Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => {
+                    return Err(missing_tables());
+                }
+                Err(e) => return Err(map_error(e)),
+            };
+            if !here {
+                return Err(wrong("another backlite database".into()));
             }
-            Err(e) => return Err(map_error(e)),
+            unique::insert_in_tx(tx, &statements.schema, tasks).await?
+        } else {
+            let ids: Vec<TaskId> = tasks.iter().map(|t| t.id).collect();
+            let columns = InsertColumns::new(tasks);
+            let [
+                ids_column,
+                queues,
+                payloads,
+                run_at,
+                created_at,
+                priority,
+                expires_at,
+                unique_key,
+                unique_for,
+            ] = columns.params();
+            let inserted = match tx
+                .execute(
+                    &statements.insert_checked,
+                    &[
+                        ids_column, queues, payloads, run_at, created_at, priority, expires_at,
+                        unique_key, unique_for, &instance,
+                    ],
+                )
+                .await
+            {
+                Ok(inserted) => inserted,
+                Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => {
+                    return Err(missing_tables());
+                }
+                Err(e) => return Err(map_error(e)),
+            };
+            if inserted as usize != columns.len() {
+                return Err(wrong("another backlite database".into()));
+            }
+            ids
         };
-        if inserted as usize != columns.len() {
-            return Err(wrong("another backlite database".into()));
-        }
         match &self.commit_watch {
             None => {
                 tx.execute(&statements.notify, &[&statements.channel])
@@ -162,7 +181,7 @@ impl PgTarget {
                 let _ = watch.send(xid);
             }
         }
-        Ok(())
+        Ok(ids)
     }
 }
 
@@ -384,7 +403,7 @@ impl Driver for PgDriver {
         250
     }
 
-    fn task_insert_many(&self, tasks: Vec<NewTask>) -> BoxFuture<Result<()>> {
+    fn task_insert_many(&self, tasks: Vec<NewTask>) -> BoxFuture<Result<Vec<TaskId>>> {
         self.writer.insert(tasks)
     }
 

@@ -108,6 +108,13 @@ fn errors_appended(t: &str) -> String {
     )
 }
 
+/// A finishing task (`t`, its outcome `u`) that keeps its unique key blocking after it ends:
+/// it succeeded, and has a key with a window. Kept in its row even when its queue retains
+/// nothing (as a tombstone: state succeeded, no payload), until `finished_at + unique_for`,
+/// and no earlier when its queue retains it for less.
+const UNIQUE_WINDOW: &str = "(u.succeeded AND NOT u.cancelled AND t.unique_key IS NOT NULL \
+     AND COALESCE(t.unique_for, 0) > 0)";
+
 /// Lists read a payload's first `$3` bytes only.
 const PREVIEW: &str = "substring(t.task from 1 for $3::int4)";
 
@@ -208,17 +215,23 @@ impl Statements {
                          claimed_by = NULL, lease_renewed_at = NULL, cancel_requested_at = NULL, \
                          last_executed_at = u.executed_at, last_duration_us = u.duration_us, \
                          last_error = u.error, finished_at = u.executed_at, \
-                         expires_at = u.expires_at, errors = {errors} \
-                     FROM u WHERE t.id = u.id AND u.retain \
+                         expires_at = CASE WHEN {blocks} AND (NOT u.retain OR u.expires_at IS NOT NULL) \
+                             THEN GREATEST(u.expires_at, u.executed_at + t.unique_for) \
+                             ELSE u.expires_at END, \
+                         errors = {errors} \
+                     FROM u WHERE t.id = u.id \
+                       AND (u.retain OR {blocks}) \
                        AND t.fence = u.fence AND t.state = 1 \
                      RETURNING 1), \
                  gone AS ( \
                      DELETE FROM {tasks} AS t USING u \
                      WHERE t.id = u.id AND NOT u.retain \
+                       AND NOT ({blocks}) \
                        AND t.fence = u.fence AND t.state = 1 \
                      RETURNING 1) \
                  SELECT (SELECT count(*) FROM kept) + (SELECT count(*) FROM gone)",
-                errors = errors_appended("t")
+                errors = errors_appended("t"),
+                blocks = UNIQUE_WINDOW,
             ),
             unclaim: format!(
                 "UPDATE {tasks} AS t SET state = 0, claimed_at = NULL, lease_until = NULL, \

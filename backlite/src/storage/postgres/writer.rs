@@ -12,15 +12,16 @@ use std::sync::Arc;
 use deadpool_postgres::Pool;
 use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 
-use super::{InsertColumns, Statements, map_error, pool_error};
+use super::{InsertColumns, Statements, map_error, pool_error, unique};
 use crate::BoxFuture;
 use crate::error::{Error, Result};
 use crate::storage::NewTask;
+use crate::task::TaskId;
 
 /// Saves committed together at most, so that one commit's latency stays bounded.
 const MAX_GROUP_TASKS: usize = 10_000;
 
-type Request = (Vec<NewTask>, oneshot::Sender<Result<()>>);
+type Request = (Vec<NewTask>, oneshot::Sender<Result<Vec<TaskId>>>);
 
 pub(super) struct Writer {
     sender: mpsc::UnboundedSender<Request>,
@@ -43,7 +44,7 @@ impl Writer {
         Writer { sender }
     }
 
-    pub(super) fn insert(&self, tasks: Vec<NewTask>) -> BoxFuture<Result<()>> {
+    pub(super) fn insert(&self, tasks: Vec<NewTask>) -> BoxFuture<Result<Vec<TaskId>>> {
         let (reply, answer) = oneshot::channel();
         let sent = self.sender.send((tasks, reply));
         Box::pin(async move {
@@ -98,10 +99,12 @@ async fn commit(pool: &Pool, statements: &Statements, group: Vec<Request>, wake:
     let (batches, replies): (Vec<Vec<NewTask>>, Vec<_>) = group.into_iter().unzip();
     let all: Vec<NewTask> = batches.iter().flatten().cloned().collect();
     match insert(pool, statements, all).await {
-        Ok(()) => {
+        Ok(ids) => {
             wake.notify_one();
-            for reply in replies {
-                let _ = reply.send(Ok(()));
+            // Each save's ids, in the order of the group.
+            let mut ids = ids.into_iter();
+            for (tasks, reply) in batches.iter().zip(replies) {
+                let _ = reply.send(Ok(ids.by_ref().take(tasks.len()).collect()));
             }
         }
         // A lost connection or a restarting server: the commit may even have happened with
@@ -131,20 +134,51 @@ async fn commit(pool: &Pool, statements: &Statements, group: Vec<Request>, wake:
     }
 }
 
-/// Inserts `tasks` and notifies every listener, in one transaction.
-async fn insert(pool: &Pool, statements: &Statements, tasks: Vec<NewTask>) -> Result<()> {
-    let columns = InsertColumns::new(tasks);
+/// Inserts `tasks` and notifies every listener, in one transaction; the id stored for each
+/// task (another's, for a unique task that was already there).
+async fn insert(pool: &Pool, statements: &Statements, tasks: Vec<NewTask>) -> Result<Vec<TaskId>> {
+    if !tasks.iter().any(|t| t.unique_key.is_some()) {
+        return insert_once(pool, statements, tasks).await;
+    }
+    // Batches with keys wait for each other's keys (in key order, so no cycle among them);
+    // should the server still break a deadlock with one of them, that one is tried again
+    // rather than failing a save that did nothing wrong.
+    let mut tries = 0;
+    loop {
+        match insert_once(pool, statements, tasks.clone()).await {
+            Err(Error::Conflict(error)) if tries < 3 => {
+                tries += 1;
+                tracing::debug!(%error, tries, "unique insert conflicted; trying again");
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+async fn insert_once(
+    pool: &Pool,
+    statements: &Statements,
+    tasks: Vec<NewTask>,
+) -> Result<Vec<TaskId>> {
     let mut conn = pool.get().await.map_err(pool_error)?;
     let tx = conn.transaction().await.map_err(map_error)?;
-    let statement = tx
-        .prepare_cached(&statements.insert)
-        .await
-        .map_err(map_error)?;
-    tx.execute(&statement, &columns.params())
-        .await
-        .map_err(map_error)?;
+    let ids = if tasks.iter().any(|t| t.unique_key.is_some()) {
+        unique::insert_in_tx(&tx, &statements.schema, tasks).await?
+    } else {
+        let ids = tasks.iter().map(|t| t.id).collect();
+        let columns = InsertColumns::new(tasks);
+        let statement = tx
+            .prepare_cached(&statements.insert)
+            .await
+            .map_err(map_error)?;
+        tx.execute(&statement, &columns.params())
+            .await
+            .map_err(map_error)?;
+        ids
+    };
     tx.execute(&statements.notify, &[&statements.channel])
         .await
         .map_err(map_error)?;
-    tx.commit().await.map_err(map_error)
+    tx.commit().await.map_err(map_error)?;
+    Ok(ids)
 }

@@ -201,6 +201,22 @@ fn task_cancel(
 /// Ended tasks that may run again: they failed or were cancelled, and kept their payload.
 const RETRYABLE: &str = "state >= 2 AND state IN (3, 4) AND task IS NOT NULL";
 
+/// A retried task with a unique key waits again only while no other waiting, running or
+/// succeeded task holds the key (a lookup of the unique index); otherwise the retry does
+/// nothing. A succeeded holder past its window lets go of the key first
+/// ([`UNIQUE_RETRY_TAKE_OVER`]).
+const KEY_FREE: &str = "(unique_key IS NULL OR NOT EXISTS (SELECT 1 FROM backlite_tasks AS h \
+     WHERE h.unique_key = backlite_tasks.unique_key AND h.unique_key IS NOT NULL \
+       AND h.state <= 2))";
+
+/// Frees the key of the retryable task `?1` from a succeeded holder whose window ended by
+/// `?2`, as an insert does ([`sql::UNIQUE_RELEASE`]).
+const UNIQUE_RETRY_TAKE_OVER: &str = "UPDATE backlite_tasks SET unique_key = NULL \
+     WHERE unique_key = (SELECT unique_key FROM backlite_tasks WHERE id = ?1 AND state IN (3, 4) \
+         AND task IS NOT NULL) \
+       AND unique_key IS NOT NULL AND state <= 2 AND state = 2 \
+       AND finished_at + COALESCE(unique_for, 0) <= ?2";
+
 /// Makes retryable ended tasks waiting again in their rows, due `?2`, from attempt zero, with
 /// no expiry (their `expires_at` was their retention's) and no history of the earlier run.
 /// They keep their priority and their insertion order.
@@ -214,18 +230,33 @@ pub(super) fn retry_sql(which: &str) -> String {
 }
 
 fn completed_retry(conn: &Connection, id: TaskId, now: Millis) -> rusqlite::Result<bool> {
+    let id = &id.as_bytes()[..];
+    conn.prepare_cached(UNIQUE_RETRY_TAKE_OVER)?
+        .execute(params![id, now])?;
     let changed = conn
-        .prepare_cached(&retry_sql("id = ?1"))?
-        .execute(params![&id.as_bytes()[..], now])?;
+        .prepare_cached(&retry_sql(&format!("id = ?1 AND {KEY_FREE}")))?
+        .execute(params![id, now])?;
     Ok(changed == 1)
 }
 
-/// Every retryable task of the queue, found by the (queue, state) index of ended rows.
+/// Every retryable task of the queue, found by the (queue, state) index of ended rows: those
+/// without a unique key in one statement, then those with one by one, each guarded as
+/// `completed_retry` is (two of them may have the same key: the first one retried holds it).
 fn completed_retry_queue(conn: &Connection, queue: &str, now: Millis) -> rusqlite::Result<u64> {
-    let changed = conn
-        .prepare_cached(&retry_sql("queue = ?1"))?
-        .execute(params![queue, now])?;
-    Ok(changed as u64)
+    let mut changed = conn
+        .prepare_cached(&retry_sql("queue = ?1 AND unique_key IS NULL"))?
+        .execute(params![queue, now])? as u64;
+    let keyed: Vec<Vec<u8>> = conn
+        .prepare_cached(&format!(
+            "SELECT id FROM backlite_tasks WHERE queue = ?1 AND state >= 2 AND {RETRYABLE} \
+             AND unique_key IS NOT NULL ORDER BY rowid"
+        ))?
+        .query_map([queue], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for id in keyed {
+        changed += u64::from(completed_retry(conn, sql::task_id(&id)?, now)?);
+    }
+    Ok(changed)
 }
 
 pub(super) const RUN_NOW: &str =

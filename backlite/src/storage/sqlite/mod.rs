@@ -244,7 +244,7 @@ impl std::fmt::Display for SqliteTarget {
 impl SqliteTarget {
     /// Inserts tasks inside the application's own transaction, once it is known to be on the
     /// client's file: on another file the tasks would wait where no client looks.
-    pub(crate) fn insert_in(&self, conn: &Connection, tasks: &[NewTask]) -> Result<()> {
+    pub(crate) fn insert_in(&self, conn: &Connection, tasks: &[NewTask]) -> Result<Vec<TaskId>> {
         self.check_file(conn.path().unwrap_or_default())?;
         sql::task_insert_many(conn, tasks)
             .map_err(|e| map_error(&e, self.busy_timeout, conn.path().unwrap_or_default()))
@@ -282,7 +282,7 @@ impl Driver for SqliteDriver {
         2000
     }
 
-    fn task_insert_many(&self, tasks: Vec<NewTask>) -> BoxFuture<Result<()>> {
+    fn task_insert_many(&self, tasks: Vec<NewTask>) -> BoxFuture<Result<Vec<TaskId>>> {
         self.send(|reply| Command::Insert(tasks, reply))
     }
 

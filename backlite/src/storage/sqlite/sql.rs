@@ -18,10 +18,39 @@ pub(crate) const TASK_INSERT: &str = "INSERT INTO backlite_tasks \
 #[cfg(feature = "sqlx-sqlite")]
 pub(crate) const MAIN_FILE: &str = "SELECT file FROM pragma_database_list WHERE name = 'main'";
 
-pub(crate) fn task_insert_many(conn: &Connection, tasks: &[NewTask]) -> rusqlite::Result<()> {
-    let mut insert = conn.prepare_cached(TASK_INSERT)?;
+/// Inserts a waiting task unless its unique key is held: [`TASK_INSERT`] with the conflict
+/// on the unique index (`unique_key` of a waiting, running or succeeded task) doing nothing.
+/// The target names the partial index by its predicate, so a conflict on the id still fails.
+pub(crate) const TASK_INSERT_UNIQUE: &str = "INSERT INTO backlite_tasks \
+     (id, queue, task, run_at, created_at, priority, expires_at, unique_key, unique_for) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state <= 2 DO NOTHING";
+
+/// The task that holds the key `?1`, and whether it lets go of it for a task added at `?2`:
+/// it succeeded, and its window (`finished_at + unique_for`) has ended by then. One lookup of
+/// the unique index.
+pub(crate) const UNIQUE_HOLDER: &str = "SELECT id, \
+     state = 2 AND finished_at + COALESCE(unique_for, 0) <= ?2 \
+     FROM backlite_tasks WHERE unique_key = ?1 AND unique_key IS NOT NULL AND state <= 2";
+
+/// A succeeded holder past its window lets go of its key, so that an equal task can take it.
+/// The row stays (retained, or a tombstone that the retention sweep deletes at its expiry).
+pub(crate) const UNIQUE_RELEASE: &str = "UPDATE backlite_tasks SET unique_key = NULL WHERE id = ?1";
+
+/// Inserts the tasks, in order, and returns for each the id stored: its own, or, for a task
+/// whose unique key is held (by a task already stored or one earlier in `tasks`), the
+/// holder's. A holder that succeeded and whose window ended by the new task's `created_at`
+/// lets go of the key, and the task is inserted. Run in one transaction that holds SQLite's
+/// write lock (the writer's, or the application's for `save_in`), so nothing changes between
+/// a conflict and its lookup. A new key costs the insert alone; only a conflict reads more.
+pub(crate) fn task_insert_many(
+    conn: &Connection,
+    tasks: &[NewTask],
+) -> rusqlite::Result<Vec<TaskId>> {
+    let mut ids = Vec::with_capacity(tasks.len());
+    let (mut insert, mut insert_unique, mut holder, mut release) = (None, None, None, None);
     for task in tasks {
-        insert.execute(params![
+        let row = params![
             &task.id.as_bytes()[..],
             task.queue,
             task.payload,
@@ -31,9 +60,31 @@ pub(crate) fn task_insert_many(conn: &Connection, tasks: &[NewTask]) -> rusqlite
             task.expires_at,
             task.unique_key,
             task.unique_for,
-        ])?;
+        ];
+        let Some(key) = &task.unique_key else {
+            cached(conn, &mut insert, TASK_INSERT)?.execute(row)?;
+            ids.push(task.id);
+            continue;
+        };
+        if cached(conn, &mut insert_unique, TASK_INSERT_UNIQUE)?.execute(row)? == 1 {
+            ids.push(task.id);
+            continue;
+        }
+        let (held, expired): (Vec<u8>, bool) = cached(conn, &mut holder, UNIQUE_HOLDER)?
+            .query_row(params![key, task.created_at], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        if !expired {
+            ids.push(task_id(&held)?);
+            continue;
+        }
+        cached(conn, &mut release, UNIQUE_RELEASE)?.execute([&held])?;
+        // The key is free now, and the write lock keeps it so: this insert stores the task
+        // (a failure here is a constraint the key does not explain, and is reported).
+        cached(conn, &mut insert, TASK_INSERT)?.execute(row)?;
+        ids.push(task.id);
     }
-    Ok(())
+    Ok(ids)
 }
 
 /// The distinct priorities of the waiting tasks of each queue, highest first: `?1..` are the
@@ -188,6 +239,7 @@ pub(crate) fn task_complete_many(
     // Each statement is taken from the cache once per batch, not once per completion: the
     // lookup hashes the whole SQL text.
     let (mut retry, mut retain, mut delete, mut snooze) = (None, None, None, None);
+    let mut tombstone = None;
     for c in completions {
         let id = &c.id.as_bytes()[..];
         let duration_us = i64::try_from(c.duration.as_micros()).unwrap_or(i64::MAX);
@@ -226,8 +278,21 @@ pub(crate) fn task_complete_many(
                     kept.expires_at,
                 ])?;
             }
-            Next::Done { retain: None, .. } => {
-                cached(conn, &mut delete, DELETE)?.execute(params![id, c.token.0])?;
+            Next::Done {
+                retain: None,
+                cancelled,
+            } => {
+                let succeeded = c.error.is_none() && !cancelled;
+                let deleted = cached(conn, &mut delete, DELETE)?
+                    .execute(params![id, c.token.0, succeeded])?;
+                if deleted == 0 && succeeded {
+                    cached(conn, &mut tombstone, TOMBSTONE)?.execute(params![
+                        id,
+                        c.token.0,
+                        c.executed_at,
+                        duration_us,
+                    ])?;
+                }
             }
         }
     }
@@ -277,20 +342,37 @@ pub(crate) const RETRY: &str = concat!(
 );
 
 /// A retained task ends in place: its row takes its ended state (`?4`), keeps its payload
-/// only when `?3` says so, and the retention expiry `?8`; its claim is cleared. `?7`, the
-/// attempt's time, is when it ended.
+/// only when `?3` says so, and the retention expiry `?8` (a succeeded unique task is kept at
+/// least until its window ends); its claim is cleared. `?7`, the attempt's time, is when it
+/// ended.
 pub(crate) const RETAIN: &str = concat!(
     "UPDATE backlite_tasks SET state = ?4, task = CASE WHEN ?3 THEN task END, \
      attempts = attempts + 1, claimed_at = NULL, lease_until = NULL, claimed_by = NULL, \
      lease_renewed_at = NULL, cancel_requested_at = NULL, last_executed_at = ?7, \
-     last_duration_us = ?5, last_error = ?6, finished_at = ?7, expires_at = ?8, errors = ",
+     last_duration_us = ?5, last_error = ?6, finished_at = ?7, \
+     expires_at = CASE WHEN ?4 = 2 AND ?8 IS NOT NULL AND unique_key IS NOT NULL \
+         AND COALESCE(unique_for, 0) > 0 THEN MAX(?8, ?7 + unique_for) ELSE ?8 END, \
+     errors = ",
     errors_appended!("?7", "?5", "?6"),
     " WHERE id = ?1 AND fence = ?2 AND state = 1"
 );
 
-/// A task that is not retained leaves the table when it ends.
-pub(crate) const DELETE: &str =
-    "DELETE FROM backlite_tasks WHERE id = ?1 AND fence = ?2 AND state = 1";
+/// A task that is not retained leaves the table when it ends, unless it succeeded (`?3`)
+/// with a unique key that blocks for a window after: that one becomes a [`TOMBSTONE`].
+pub(crate) const DELETE: &str = "DELETE FROM backlite_tasks WHERE id = ?1 AND fence = ?2 AND state = 1 \
+     AND NOT (?3 AND unique_key IS NOT NULL AND COALESCE(unique_for, 0) > 0)";
+
+/// A succeeded task whose queue retains nothing, kept for its unique key's window only: state
+/// succeeded, no payload, deleted by the retention sweep at `finished_at + unique_for`. So
+/// an equal task added within the window finds its key held, as it would a retained one's.
+/// `?3` is when the attempt ended, `?4` its duration.
+pub(crate) const TOMBSTONE: &str = "UPDATE backlite_tasks SET state = 2, task = NULL, \
+     attempts = attempts + 1, claimed_at = NULL, lease_until = NULL, claimed_by = NULL, \
+     lease_renewed_at = NULL, cancel_requested_at = NULL, last_executed_at = ?3, \
+     last_duration_us = ?4, last_error = NULL, finished_at = ?3, \
+     expires_at = ?3 + unique_for \
+     WHERE id = ?1 AND fence = ?2 AND state = 1 AND unique_key IS NOT NULL \
+       AND COALESCE(unique_for, 0) > 0";
 
 /// The statement in `slot`, taken from the connection's cache the first time.
 fn cached<'c, 's>(
@@ -448,4 +530,37 @@ pub(crate) fn queue_stats(conn: &Connection, now: Millis) -> rusqlite::Result<Ve
 
 fn count(row: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<u64> {
     Ok(u64::try_from(row.get::<_, i64>(column)?).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod unique_plans {
+    use rusqlite::Connection;
+
+    use super::super::plans::plan;
+
+    /// Every statement about unique keys finds its rows through the unique index or the
+    /// primary key: a held key costs a lookup, however many tasks are retained.
+    #[test]
+    fn unique_statements_read_the_unique_index() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::super::migrations::migrate(&mut conn, 0)
+            .unwrap()
+            .unwrap();
+        for sql in [
+            super::UNIQUE_HOLDER,
+            super::UNIQUE_RELEASE,
+            super::TOMBSTONE,
+            super::DELETE,
+        ] {
+            let plan = plan(&conn, sql);
+            assert!(
+                plan.contains("backlite_tasks_unique")
+                    || plan.contains("sqlite_autoindex_backlite_tasks_1 (id=?)"),
+                "{sql}\n{plan}"
+            );
+            assert!(!plan.contains("SCAN backlite_tasks"), "{sql}\n{plan}");
+        }
+        let plan = plan(&conn, super::UNIQUE_HOLDER);
+        assert!(plan.contains("backlite_tasks_unique"), "{plan}");
+    }
 }

@@ -9,6 +9,7 @@ use sqlx::SqliteConnection;
 use super::{SqliteTarget, sql};
 use crate::error::{Error, Result};
 use crate::storage::NewTask;
+use crate::task::TaskId;
 
 impl SqliteTarget {
     /// As [`SqliteTarget::insert_in`], on an sqlx connection.
@@ -16,29 +17,72 @@ impl SqliteTarget {
         &self,
         conn: &mut SqliteConnection,
         tasks: &[NewTask],
-    ) -> Result<()> {
+    ) -> Result<Vec<TaskId>> {
         let busy = self.busy_timeout;
         let file: String = sqlx::query_scalar(sql::MAIN_FILE)
             .fetch_one(&mut *conn)
             .await
             .map_err(|e| map_sqlx_error(e, busy, &self.given))?;
         self.check_file(&file)?;
+        let mut ids = Vec::with_capacity(tasks.len());
+        let error = |e| map_sqlx_error(e, busy, &file);
         for task in tasks {
-            sqlx::query(sql::TASK_INSERT)
-                .bind(&task.id.as_bytes()[..])
-                .bind(task.queue)
-                .bind(&task.payload[..])
-                .bind(task.run_at)
-                .bind(task.created_at)
-                .bind(task.priority)
-                .bind(task.expires_at)
-                .bind(task.unique_key.as_deref())
-                .bind(task.unique_for)
+            let insert = |sql| {
+                sqlx::query(sql)
+                    .bind(&task.id.as_bytes()[..])
+                    .bind(task.queue)
+                    .bind(&task.payload[..])
+                    .bind(task.run_at)
+                    .bind(task.created_at)
+                    .bind(task.priority)
+                    .bind(task.expires_at)
+                    .bind(task.unique_key.as_deref())
+                    .bind(task.unique_for)
+            };
+            let Some(key) = &task.unique_key else {
+                insert(sql::TASK_INSERT)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(error)?;
+                ids.push(task.id);
+                continue;
+            };
+            let inserted = insert(sql::TASK_INSERT_UNIQUE)
                 .execute(&mut *conn)
                 .await
-                .map_err(|e| map_sqlx_error(e, busy, &file))?;
+                .map_err(error)?
+                .rows_affected();
+            if inserted == 1 {
+                ids.push(task.id);
+                continue;
+            }
+            // The write lock this transaction took at its first write keeps the holder where
+            // it is until the lookup, as in `sql::task_insert_many`.
+            let (held, expired): (Vec<u8>, bool) = sqlx::query_as(sql::UNIQUE_HOLDER)
+                .bind(&key[..])
+                .bind(task.created_at)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(error)?;
+            if expired {
+                sqlx::query(sql::UNIQUE_RELEASE)
+                    .bind(&held[..])
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(error)?;
+                insert(sql::TASK_INSERT)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(error)?;
+                ids.push(task.id);
+                continue;
+            }
+            let held = <[u8; 16]>::try_from(held.as_slice()).map_err(|_| {
+                Error::Storage(format!("a stored task id of {} bytes", held.len()).into())
+            })?;
+            ids.push(TaskId::from_bytes(held));
         }
-        Ok(())
+        Ok(ids)
     }
 }
 
@@ -115,5 +159,52 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM backlite_tasks", [], |r| r.get(0))
             .expect("count");
         assert_eq!(tasks, 1);
+    }
+
+    /// Tasks with a unique key through sqlx: a held key (stored before, or earlier in the
+    /// batch) stores nothing and answers the holder's id, as the driver's own insert does.
+    #[tokio::test]
+    async fn a_held_unique_key_answers_the_holder() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("u.db");
+        let mut conn = rusqlite::Connection::open(&path).expect("open");
+        migrations::migrate(&mut conn, 0)
+            .expect("migrate")
+            .expect("schema");
+        let given = path.to_string_lossy().into_owned();
+        let target = SqliteTarget {
+            file: file_identity(&given),
+            given,
+            busy_timeout: Duration::from_secs(5),
+        };
+        let mut app = SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(&path))
+            .await
+            .expect("sqlx");
+        let keyed = |key: &str| NewTask {
+            id: TaskId::new(),
+            queue: "q",
+            payload: b"{}".to_vec(),
+            created_at: 0,
+            run_at: 0,
+            priority: 0,
+            expires_at: None,
+            unique_key: Some(key.as_bytes().to_vec()),
+            unique_for: Some(0),
+        };
+        let (a, b) = (keyed("a"), keyed("b"));
+        let ids = target
+            .insert_in_sqlx(&mut app, &[a.clone(), keyed("a"), b.clone()])
+            .await
+            .expect("insert");
+        assert_eq!(ids, [a.id, a.id, b.id]);
+        let ids = target
+            .insert_in_sqlx(&mut app, &[keyed("b")])
+            .await
+            .expect("insert");
+        assert_eq!(ids, [b.id]);
+        let tasks: i64 = conn
+            .query_row("SELECT COUNT(*) FROM backlite_tasks", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(tasks, 2);
     }
 }

@@ -38,7 +38,7 @@ pub(super) type Reply<T> = oneshot::Sender<Result<T>>;
 pub(crate) type Request = (Instant, Command);
 
 pub(crate) enum Command {
-    Insert(Vec<NewTask>, Reply<()>),
+    Insert(Vec<NewTask>, Reply<Vec<TaskId>>),
     Claim {
         process: Option<ProcessId>,
         limit: usize,
@@ -65,6 +65,7 @@ pub(crate) enum Command {
 
 enum Output {
     Done,
+    Ids(Vec<TaskId>),
     Claimed(Vec<ClaimedTask>),
     Count(u64),
     Lease(lease::Output),
@@ -97,10 +98,7 @@ impl Command {
 
     fn execute(&self, conn: &Connection, claim: &Claim) -> rusqlite::Result<Output> {
         Ok(match self {
-            Command::Insert(tasks, _) => {
-                sql::task_insert_many(conn, tasks)?;
-                Output::Done
-            }
+            Command::Insert(tasks, _) => Output::Ids(sql::task_insert_many(conn, tasks)?),
             Command::Claim {
                 process,
                 limit,
@@ -161,9 +159,11 @@ impl Command {
             let _ = reply.send(value);
         }
         match self {
-            Command::Insert(_, reply)
-            | Command::Complete(_, reply)
-            | Command::Unclaim(_, reply) => {
+            Command::Insert(_, reply) => send(reply, outcome, |o| match o {
+                Output::Ids(ids) => Some(ids),
+                _ => None,
+            }),
+            Command::Complete(_, reply) | Command::Unclaim(_, reply) => {
                 send(reply, outcome, |o| matches!(o, Output::Done).then_some(()))
             }
             Command::Claim { reply, .. } => send(reply, outcome, |o| match o {
@@ -545,7 +545,7 @@ mod tests {
         }
     }
 
-    fn insert(task: &NewTask) -> (Request, oneshot::Receiver<Result<()>>) {
+    fn insert(task: &NewTask) -> (Request, oneshot::Receiver<Result<Vec<TaskId>>>) {
         let (reply, answer) = oneshot::channel();
         let request = (Instant::now(), Command::Insert(vec![task.clone()], reply));
         (request, answer)
