@@ -354,17 +354,25 @@ mod tests {
         let (claimer, canceller) = (Arc::new(open()), open());
         let tasks: Vec<_> = (0..200).map(|i| new_task("a", i, "x")).collect();
         canceller.task_insert_many(tasks.clone()).await.unwrap();
+        // The cancels start once the first claim is in, so that the two meet even when a
+        // loaded machine would otherwise let the cancels run through before any claim.
+        let (started, first_claim) = tokio::sync::oneshot::channel();
         let claims = tokio::spawn(async move {
             let mut claimed = Vec::new();
+            let mut started = Some(started);
             for _ in 0..150 {
                 let batch = claimer
                     .task_claim(None, 2, LEASE, Some(1_000))
                     .await
                     .unwrap();
                 claimed.extend(batch.into_iter().map(|c| c.id));
+                if let Some(started) = started.take() {
+                    let _ = started.send(());
+                }
             }
             claimed
         });
+        first_claim.await.unwrap();
         let mut outcomes = Vec::new();
         for t in tasks.iter().rev() {
             let cancelled = canceller.task_cancel(t.id, CancelRetention::default(), Some(1_000));
