@@ -319,7 +319,7 @@ mod tests {
             assert_eq!(same_origin(&uri, &h), Ok(()), "{h:?}");
         }
         let refused = [
-            headers(&[host.clone()]),
+            headers(std::slice::from_ref(&host)),
             headers(&[host.clone(), (header::ORIGIN, "null")]),
             headers(&[host.clone(), (header::ORIGIN, "https://evil.example")]),
             headers(&[host.clone(), (header::ORIGIN, "https://ui.example:8081")]),
