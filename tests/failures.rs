@@ -123,9 +123,9 @@ async fn a_locked_database_gives_busy_within_the_timeout_and_the_dispatcher_reco
     assert_all_run_once(&during, "not recovered after the lock").await;
     assert!(client.stop(SHORT).await);
     let conn = db.conn();
-    assert_eq!(count(&conn, "backlite_tasks"), 0);
+    assert_eq!(count(&conn, "backlite_tasks WHERE state <= 1"), 0);
     assert_eq!(
-        count(&conn, "backlite_tasks_completed"),
+        count(&conn, "backlite_tasks WHERE state >= 2"),
         90,
         "lost or doubled"
     );
@@ -232,9 +232,9 @@ async fn a_full_disk_gives_full_keeps_what_is_stored_and_recovers_when_space_is_
     assert_all_run_once(&stored, "not recovered after space was freed").await;
     assert!(client.stop(SHORT).await);
     let conn = backlite::rusqlite::Connection::open(&path).unwrap();
-    assert_eq!(count(&conn, "backlite_tasks"), 0);
+    assert_eq!(count(&conn, "backlite_tasks WHERE state <= 1"), 0);
     assert_eq!(
-        count(&conn, "backlite_tasks_completed") as usize,
+        count(&conn, "backlite_tasks WHERE state >= 2") as usize,
         done_before.len() + stored.len(),
         "lost or doubled"
     );
@@ -372,9 +372,9 @@ async fn corrupt_and_unserved_rows_among_many_do_not_stop_the_dispatcher() {
     for id in &unserved {
         assert_eq!(client.status(id).await.unwrap(), TaskStatus::Pending);
     }
-    assert_eq!(count(&conn, "backlite_tasks") as usize, unserved.len());
+    assert_eq!(count(&conn, "backlite_tasks WHERE state <= 1") as usize, unserved.len());
     assert_eq!(
-        count(&conn, "backlite_tasks_completed") as usize,
+        count(&conn, "backlite_tasks WHERE state >= 2") as usize,
         good.len() + corrupt.len()
     );
 }
@@ -458,7 +458,7 @@ async fn a_graceful_stop_under_load_loses_nothing_and_leaves_nothing_claimed() {
         "everything ran before the stop: no load left to test"
     );
     assert_eq!(
-        count(&conn, "backlite_tasks") as usize,
+        count(&conn, "backlite_tasks WHERE state <= 1") as usize,
         ids.len() + late.len() - ran
     );
     for id in ids.iter().chain(&late) {
@@ -473,9 +473,9 @@ async fn a_graceful_stop_under_load_loses_nothing_and_leaves_nothing_claimed() {
         .await
     );
     assert!(next.stop(SHORT).await);
-    assert_eq!(count(&conn, "backlite_tasks"), 0);
+    assert_eq!(count(&conn, "backlite_tasks WHERE state <= 1"), 0);
     assert_eq!(
-        count(&conn, "backlite_tasks_completed") as usize,
+        count(&conn, "backlite_tasks WHERE state >= 2") as usize,
         ids.len() + late.len()
     );
 }
@@ -523,7 +523,7 @@ async fn a_stop_that_times_out_under_load_hands_everything_back() {
     for id in &stubborn {
         assert_eq!(starts(id), 2, "the dropped run is the only one repeated");
     }
-    assert_eq!(count(&conn, "backlite_tasks"), 0);
+    assert_eq!(count(&conn, "backlite_tasks WHERE state <= 1"), 0);
 }
 
 // ---------------------------------------------------------------- files backlite must not open
@@ -549,7 +549,7 @@ async fn a_newer_schema_is_refused_before_anything_runs_and_its_tasks_stay() {
         result.map(|_| ())
     );
     let conn = db.conn();
-    assert_eq!(count(&conn, "backlite_tasks"), 3, "stored tasks lost");
+    assert_eq!(count(&conn, "backlite_tasks WHERE state <= 1"), 3, "stored tasks lost");
     assert!(ids.iter().all(|id| starts(id) == 0), "a task ran");
     let newest: i64 = conn
         .query_row("SELECT MAX(version) FROM backlite_schema", [], |r| r.get(0))

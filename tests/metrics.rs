@@ -121,7 +121,7 @@ async fn released_tasks_are_counted_and_queue_depth_is_a_gauge() {
     let claimed = backlite::rusqlite::Connection::open(&path)
         .unwrap()
         .execute(
-            "UPDATE backlite_tasks SET claimed_at = ?1, lease_until = ?1 + 1000, \
+            "UPDATE backlite_tasks SET state = 1, claimed_at = ?1, lease_until = ?1 + 1000, \
              fence = fence + 1 WHERE queue = 'metrics_stuck'",
             [now],
         )

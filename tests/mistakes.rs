@@ -162,7 +162,7 @@ fn claim_as_dead(db: &common::TempDb, id: &TaskId, claimed_at: i64) {
     let changed = db
         .conn()
         .execute(
-            "UPDATE backlite_tasks SET claimed_at = ?2 WHERE id = ?1",
+            "UPDATE backlite_tasks SET state = 1, claimed_at = ?2 WHERE id = ?1",
             (&bytes[..], claimed_at),
         )
         .unwrap();

@@ -220,7 +220,7 @@ fn long_read(path: &std::path::Path, in_long_read: &AtomicBool) {
     let mut conn = backlite::rusqlite::Connection::open(path).unwrap();
     let tx = conn.transaction().unwrap();
     let _: i64 = tx
-        .query_row("SELECT COUNT(*) FROM backlite_tasks_completed", [], |r| {
+        .query_row("SELECT COUNT(*) FROM backlite_tasks WHERE state >= 2", [], |r| {
             r.get(0)
         })
         .unwrap();

@@ -500,7 +500,7 @@ async fn a_database_that_cannot_be_read_gives_a_500_page() {
     let app = backlite::ui::router(&client);
     backlite::rusqlite::Connection::open(&path)
         .unwrap()
-        .execute_batch("DROP TABLE backlite_tasks_completed")
+        .execute_batch("DROP TABLE backlite_tasks")
         .unwrap();
     let page = get(&app, "/failed").await;
     assert_eq!(page.status, StatusCode::INTERNAL_SERVER_ERROR);

@@ -765,6 +765,8 @@ impl AddTasks<'_> {
                 run_at: 0,
                 priority: T::CONFIG.priority(),
                 expires_at: None,
+                unique_key: None,
+                unique_for: None,
             }),
             Err(source) => {
                 self.error.get_or_insert(Error::Serialize { queue, source });

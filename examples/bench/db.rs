@@ -50,7 +50,12 @@ impl Db {
                     backlite::rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
                         | backlite::rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
                 )?;
-                let mut any = conn.prepare("SELECT EXISTS (SELECT 1 FROM backlite_tasks)")?;
+                // Waiting and running tasks, each from its partial index: retained rows are
+                // never read.
+                let mut any = conn.prepare(
+                    "SELECT EXISTS (SELECT 1 FROM backlite_tasks WHERE state = 0) \
+                     OR EXISTS (SELECT 1 FROM backlite_tasks WHERE state = 1)",
+                )?;
                 while any.query_row([], |r| r.get::<_, bool>(0))? {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
@@ -59,7 +64,9 @@ impl Db {
                 let client = connect(url).await?;
                 let any = client
                     .prepare(&format!(
-                        "SELECT EXISTS (SELECT 1 FROM \"{schema}\".backlite_tasks)"
+                        "SELECT EXISTS (SELECT 1 FROM \"{schema}\".backlite_tasks \
+                         WHERE state = 0) OR EXISTS (SELECT 1 FROM \"{schema}\".backlite_tasks \
+                         WHERE state = 1)"
                     ))
                     .await?;
                 while client.query_one(&any, &[]).await?.get::<_, bool>(0) {

@@ -111,7 +111,7 @@ impl TestDb {
         }
     }
 
-    /// Rows in `table` (`backlite_tasks` or `backlite_tasks_completed`).
+    /// Rows in `table`, which may carry a condition (`backlite_tasks WHERE state <= 1`).
     pub async fn count(&self, table: &str) -> i64 {
         match self {
             TestDb::Sqlite(db) => count(&db.conn(), table),
@@ -119,7 +119,7 @@ impl TestDb {
         }
     }
 
-    /// The retained row of task `id`, read from the completed table.
+    /// The retained row of task `id`: its row once it ended.
     pub async fn completed_row(&self, id: &TaskId) -> Option<CompletedRow> {
         match self {
             TestDb::Sqlite(db) => super::completed_row(&db.conn(), id),
@@ -128,9 +128,10 @@ impl TestDb {
                     .conn
                     .query_opt(
                         format!(
-                            "SELECT queue, task, attempts, succeeded, last_duration_us, error, \
-                             created_at, last_executed_at, expires_at \
-                             FROM \"{}\".backlite_tasks_completed WHERE id = $1::text::uuid",
+                            "SELECT queue, task, attempts, state = 2, \
+                             COALESCE(last_duration_us, 0), last_error, created_at, finished_at, \
+                             expires_at FROM \"{}\".backlite_tasks \
+                             WHERE id = $1::text::uuid AND state >= 2",
                             pg.schema
                         )
                         .as_str(),
@@ -192,8 +193,8 @@ impl TestDb {
                     .as_millis() as i64;
                 db.conn()
                     .execute(
-                        "UPDATE backlite_tasks SET claimed_at = ?2, lease_until = ?2 + ?3, \
-                         fence = fence + 1 WHERE id = ?1 AND claimed_at IS NULL",
+                        "UPDATE backlite_tasks SET state = 1, claimed_at = ?2, \
+                         lease_until = ?2 + ?3, fence = fence + 1 WHERE id = ?1 AND state = 0",
                         (&uuid_bytes(id)[..], now, lease),
                     )
                     .expect("claim") as u64
@@ -203,10 +204,10 @@ impl TestDb {
                 .conn
                 .execute(
                     format!(
-                        "UPDATE \"{}\".backlite_tasks SET \
+                        "UPDATE \"{}\".backlite_tasks SET state = 1, \
                          claimed_at = (extract(epoch from now()) * 1000)::int8, \
                          lease_until = (extract(epoch from now()) * 1000)::int8 + $2, \
-                         fence = fence + 1 WHERE id = $1::text::uuid AND claimed_at IS NULL",
+                         fence = fence + 1 WHERE id = $1::text::uuid AND state = 0",
                         pg.schema
                     )
                     .as_str(),

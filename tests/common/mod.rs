@@ -113,8 +113,8 @@ pub struct CompletedRow {
 pub fn completed_row(conn: &Connection, id: &TaskId) -> Option<CompletedRow> {
     let uuid: [u8; 16] = uuid_bytes(id);
     conn.query_row(
-        "SELECT queue, task, attempts, succeeded, last_duration_us, error, created_at, \
-         last_executed_at, expires_at FROM backlite_tasks_completed WHERE id = ?1",
+        "SELECT queue, task, attempts, state = 2, COALESCE(last_duration_us, 0), last_error, \
+         created_at, finished_at, expires_at FROM backlite_tasks WHERE id = ?1 AND state >= 2",
         [&uuid[..]],
         |r| {
             Ok(CompletedRow {

@@ -114,9 +114,12 @@ impl SharedDb {
     /// Tasks not done: pending, scheduled or claimed.
     pub fn unfinished(&self) -> i64 {
         match self {
-            SharedDb::Sqlite(db) => count(&db.conn(), "backlite_tasks"),
+            SharedDb::Sqlite(db) => count(&db.conn(), "backlite_tasks WHERE state <= 1"),
             SharedDb::Postgres(pg) => {
-                let sql = format!("SELECT COUNT(*) FROM {}", pg.table("backlite_tasks"));
+                let sql = format!(
+                    "SELECT COUNT(*) FROM {} WHERE state <= 1",
+                    pg.table("backlite_tasks")
+                );
                 let row = pg.block_on(pg.client.query_one(&sql, &[])).expect("count");
                 row.get(0)
             }
@@ -130,7 +133,7 @@ impl SharedDb {
             SharedDb::Sqlite(db) => {
                 let conn = db.conn();
                 let mut rows = conn
-                    .prepare("SELECT succeeded, last_executed_at FROM backlite_tasks_completed")
+                    .prepare("SELECT state = 2, finished_at FROM backlite_tasks WHERE state >= 2")
                     .unwrap();
                 rows.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
                     .unwrap()
@@ -139,8 +142,8 @@ impl SharedDb {
             }
             SharedDb::Postgres(pg) => {
                 let sql = format!(
-                    "SELECT succeeded, last_executed_at FROM {}",
-                    pg.table("backlite_tasks_completed")
+                    "SELECT state = 2, finished_at FROM {} WHERE state >= 2",
+                    pg.table("backlite_tasks")
                 );
                 let rows = pg.block_on(pg.client.query(&sql, &[])).expect("completed");
                 rows.iter().map(|r| (r.get(0), r.get(1))).collect()
@@ -154,7 +157,7 @@ impl SharedDb {
             SharedDb::Sqlite(db) => {
                 let conn = db.conn();
                 let mut rows = conn
-                    .prepare("SELECT task, succeeded, attempts FROM backlite_tasks_completed")
+                    .prepare("SELECT task, state = 2, attempts FROM backlite_tasks WHERE state >= 2")
                     .unwrap();
                 rows.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                     .unwrap()
@@ -163,8 +166,8 @@ impl SharedDb {
             }
             SharedDb::Postgres(pg) => {
                 let sql = format!(
-                    "SELECT task, succeeded, attempts FROM {}",
-                    pg.table("backlite_tasks_completed")
+                    "SELECT task, state = 2, attempts FROM {} WHERE state >= 2",
+                    pg.table("backlite_tasks")
                 );
                 let rows = pg.block_on(pg.client.query(&sql, &[])).expect("completed");
                 rows.iter()
@@ -180,7 +183,7 @@ impl SharedDb {
             SharedDb::Sqlite(db) => {
                 let conn = db.conn();
                 let mut rows = conn
-                    .prepare("SELECT run_at FROM backlite_tasks WHERE queue = ?1")
+                    .prepare("SELECT run_at FROM backlite_tasks WHERE queue = ?1 AND state <= 1")
                     .unwrap();
                 rows.query_map([queue], |r| r.get(0))
                     .unwrap()
@@ -189,7 +192,7 @@ impl SharedDb {
             }
             SharedDb::Postgres(pg) => {
                 let sql = format!(
-                    "SELECT run_at FROM {} WHERE queue = $1",
+                    "SELECT run_at FROM {} WHERE queue = $1 AND state <= 1",
                     pg.table("backlite_tasks")
                 );
                 let rows = pg

@@ -242,6 +242,8 @@ async fn round(client: &Client, tasks: &[PeriodicTask], seen: &mut Seen) -> Resu
                         run_at: tick,
                         priority: task.priority,
                         expires_at: None,
+                        unique_key: None,
+                        unique_for: None,
                     })
                     .collect();
                 let claim = TickClaim {

@@ -19,6 +19,8 @@ pub(crate) fn new_task(queue: &'static str, run_at: Millis, payload: &str) -> Ne
         run_at,
         priority: 0,
         expires_at: None,
+        unique_key: None,
+        unique_for: None,
     }
 }
 

@@ -270,28 +270,35 @@ macro_rules! control_conformance {
                 );
             }
 
+            /// Waiting, running and retained tasks are rows of one table: an insert of an id
+            /// that is retained is refused whole and changes nothing, and a retry brings the
+            /// retained task back under its own id.
             #[tokio::test]
-            async fn retry_leaves_a_retained_task_alone_while_its_id_runs() {
+            async fn a_retained_id_is_not_inserted_again_and_retries_in_place() {
                 let Some(d) = open(&["a"]).await else { return };
                 let id = failed(&d, "a", true, false).await;
-                // The same id waiting and then claimed again: a running duplicate.
                 let mut twin = new_task("a", 10, "twin");
                 twin.id = id;
-                d.task_insert_many(vec![twin]).await.unwrap();
-                for running in [false, true] {
-                    if running {
-                        assert_eq!(claim(&d, 1, 100).await.len(), 1);
-                    }
-                    assert!(!d.completed_retry(id, Some(500)).await.unwrap());
-                    assert_eq!(
-                        d.completed_retry_queue("a".into(), Some(500))
-                            .await
-                            .unwrap(),
-                        0
-                    );
-                    let kept = d.completed_get(id).await.unwrap();
-                    assert!(kept.is_some_and(|k| !k.succeeded), "the retained row stays");
-                }
+                let other = new_task("a", 10, "other");
+                assert!(d.task_insert_many(vec![other.clone(), twin]).await.is_err());
+                assert_eq!(d.task_status(other.id).await.unwrap(), TaskStatus::NotFound);
+                let kept = d.completed_get(id).await.unwrap();
+                assert!(kept.is_some_and(|k| !k.succeeded), "the retained row stays");
+                assert_eq!(d.task_status(id).await.unwrap(), TaskStatus::Failed);
+                assert!(d.completed_retry(id, Some(500)).await.unwrap());
+                let claimed = claim(&d, 1, 500).await;
+                assert_eq!(claimed.len(), 1);
+                assert_eq!((claimed[0].id, claimed[0].attempts), (id, 0));
+                assert_ne!(claimed[0].payload, b"twin");
+                // Running, it is neither retried nor found among the retained.
+                assert!(!d.completed_retry(id, Some(600)).await.unwrap());
+                assert_eq!(
+                    d.completed_retry_queue("a".into(), Some(600))
+                        .await
+                        .unwrap(),
+                    0
+                );
+                assert!(d.completed_get(id).await.unwrap().is_none());
                 assert_eq!(d.task_status(id).await.unwrap(), TaskStatus::Running);
             }
 

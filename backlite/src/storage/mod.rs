@@ -86,6 +86,11 @@ pub(crate) struct NewTask {
     pub(crate) priority: i16,
     /// Not run unless claimed before this time; `None`: waits as long as it takes.
     pub(crate) expires_at: Option<Millis>,
+    /// The key that makes the task unique among waiting, running and succeeded tasks (the
+    /// unique index of the tasks table); `None`: not unique.
+    pub(crate) unique_key: Option<Vec<u8>>,
+    /// How long, in milliseconds, a succeeded task keeps its key; `None`: no window.
+    pub(crate) unique_for: Option<i64>,
 }
 
 /// Names one claim of one task. Every write about a claimed task (completing it, handing it

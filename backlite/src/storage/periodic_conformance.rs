@@ -41,6 +41,8 @@ macro_rules! periodic_conformance {
                     run_at: tick,
                     priority: 0,
                     expires_at: None,
+                    unique_key: None,
+                    unique_for: None,
                 }
             }
 

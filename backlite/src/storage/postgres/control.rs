@@ -24,7 +24,6 @@ pub(crate) struct ControlStatements {
     request_cancel: String,
     cancel_waiting: String,
     retry: String,
-    retry_delete: String,
     retry_queue: String,
     run_now: String,
     delete: String,
@@ -35,11 +34,16 @@ impl ControlStatements {
     /// `schema` is already a quoted identifier.
     pub(crate) fn new(schema: &str) -> ControlStatements {
         let tasks = format!("{schema}.backlite_tasks");
-        let completed = format!("{schema}.backlite_tasks_completed");
         let queues = format!("{schema}.backlite_queues");
-        // Retained tasks that may run again: they failed or were cancelled, and kept their
+        // Ended tasks that may run again: they failed or were cancelled, and kept their
         // payload.
-        let retryable = "NOT c.succeeded AND c.task IS NOT NULL";
+        let retryable = "t.state IN (3, 4) AND t.task IS NOT NULL";
+        // A retried task waits again in its row, due now, from attempt zero, with no expiry
+        // (its `expires_at` was its retention's) and no history of the earlier run; it keeps
+        // its priority and its place in insertion order.
+        let retried = "state = 0, run_at = clock.now, attempts = 0, expires_at = NULL, \
+                       finished_at = NULL, last_executed_at = NULL, last_duration_us = NULL, \
+                       last_error = NULL, errors = NULL, cancel_requested_at = NULL";
         ControlStatements {
             pause: format!(
                 "INSERT INTO {queues} AS q (name, paused_at) VALUES ($1, {now}) \
@@ -51,75 +55,53 @@ impl ControlStatements {
                 "UPDATE {queues} SET paused_at = NULL WHERE name = $1 AND paused_at IS NOT NULL"
             ),
             paused: format!("SELECT name, paused_at FROM {queues}"),
-            lock_task: format!(
-                "SELECT queue, claimed_at IS NOT NULL FROM {tasks} WHERE id = $1 FOR UPDATE"
-            ),
+            lock_task: format!("SELECT queue, state::int4 FROM {tasks} WHERE id = $1 FOR UPDATE"),
             request_cancel: format!(
                 "UPDATE {tasks} SET cancel_requested_at = COALESCE(cancel_requested_at, {now}) \
-                 WHERE id = $1 AND claimed_at IS NOT NULL",
+                 WHERE id = $1 AND state = 1",
                 now = now_or("$2")
             ),
-            // Deletes the waiting task, and keeps a cancelled copy when `$6` says so.
+            // Ends the waiting task: in its row as cancelled when `$6` retains it (its
+            // payload when `$2`), else deleted.
             cancel_waiting: format!(
-                "WITH gone AS ( \
-                     DELETE FROM {tasks} WHERE id = $1 AND claimed_at IS NULL \
-                     RETURNING id, queue, task, attempts, last_duration_us, created_at, errors) \
-                 INSERT INTO {completed} (id, queue, task, attempts, succeeded, \
-                     last_duration_us, error, created_at, last_executed_at, expires_at, \
-                     cancelled, errors) \
-                 SELECT g.id, g.queue, CASE WHEN $2::bool THEN g.task END, g.attempts, false, \
-                     COALESCE(g.last_duration_us, 0), $3::text, g.created_at, {now}, \
-                     $5::int8, true, g.errors \
-                 FROM gone AS g WHERE $6::bool \
-                 ON CONFLICT (id) DO UPDATE SET queue = excluded.queue, task = excluded.task, \
-                     attempts = excluded.attempts, succeeded = excluded.succeeded, \
-                     last_duration_us = excluded.last_duration_us, error = excluded.error, \
-                     created_at = excluded.created_at, \
-                     last_executed_at = excluded.last_executed_at, \
-                     expires_at = excluded.expires_at, cancelled = excluded.cancelled, \
-                     errors = excluded.errors",
+                "WITH kept AS ( \
+                     UPDATE {tasks} SET state = 4, task = CASE WHEN $2::bool THEN task END, \
+                         last_error = $3::text, finished_at = {now}, expires_at = $5::int8 \
+                     WHERE id = $1 AND state = 0 AND $6::bool RETURNING 1), \
+                 gone AS ( \
+                     DELETE FROM {tasks} WHERE id = $1 AND state = 0 AND NOT $6::bool \
+                     RETURNING 1) \
+                 SELECT (SELECT count(*) FROM kept) + (SELECT count(*) FROM gone)",
                 now = now_or("$4")
             ),
-            // A task with the same id waiting or running keeps its place: the insert does
-            // nothing (once that task's own transaction has ended), and nothing is deleted.
             retry: format!(
-                "INSERT INTO {tasks} (id, queue, task, run_at, created_at) \
-                 SELECT c.id, c.queue, c.task, {now}, c.created_at FROM {completed} AS c \
-                 WHERE c.id = $1 AND {retryable} \
-                 ON CONFLICT (id) DO NOTHING",
+                "WITH clock AS (SELECT {now} AS now) \
+                 UPDATE {tasks} AS t SET {retried} FROM clock WHERE t.id = $1 AND {retryable}",
                 now = now_or("$2")
             ),
-            retry_delete: format!("DELETE FROM {completed} WHERE id = $1"),
+            // Every retryable task of the queue, found by the (queue, state) index of ended
+            // rows.
             retry_queue: format!(
-                "WITH moved AS ( \
-                     INSERT INTO {tasks} (id, queue, task, run_at, created_at) \
-                     SELECT c.id, c.queue, c.task, {now}, c.created_at FROM {completed} AS c \
-                     WHERE c.queue = $1 AND {retryable} \
-                     ORDER BY c.last_executed_at, c.seq \
-                     ON CONFLICT (id) DO NOTHING \
-                     RETURNING id) \
-                 DELETE FROM {completed} AS c USING moved WHERE c.id = moved.id",
+                "WITH clock AS (SELECT {now} AS now) \
+                 UPDATE {tasks} AS t SET {retried} FROM clock \
+                 WHERE t.queue = $1 AND t.state >= 2 AND {retryable}",
                 now = now_or("$2")
             ),
             run_now: format!(
                 "WITH clock AS (SELECT {now} AS now) \
                  UPDATE {tasks} AS t SET run_at = clock.now FROM clock \
-                 WHERE t.id = $1 AND t.claimed_at IS NULL AND t.run_at > clock.now",
+                 WHERE t.id = $1 AND t.state = 0 AND t.run_at > clock.now",
                 now = now_or("$2")
             ),
-            delete: format!(
-                "WITH waiting AS ( \
-                     DELETE FROM {tasks} WHERE id = $1 AND claimed_at IS NULL RETURNING 1), \
-                 retained AS (DELETE FROM {completed} WHERE id = $1 RETURNING 1) \
-                 SELECT (SELECT count(*) FROM waiting) + (SELECT count(*) FROM retained)"
-            ),
+            // A waiting or an ended task; never a running one.
+            delete: format!("DELETE FROM {tasks} WHERE id = $1 AND state <> 1"),
+            // Ended tasks of the filter's states, from the ended index.
             purge: format!(
-                "DELETE FROM {completed} \
-                 WHERE ($1::text IS NULL OR queue = $1) \
-                   AND ($2::int8 IS NULL OR last_executed_at < $2) \
-                   AND (($3::bool AND succeeded) \
-                     OR ($4::bool AND NOT succeeded AND NOT cancelled) \
-                     OR ($5::bool AND NOT succeeded AND cancelled))"
+                "DELETE FROM {tasks} \
+                 WHERE state >= 2 AND ($1::text IS NULL OR queue = $1) \
+                   AND ($2::int8 IS NULL OR finished_at < $2) \
+                   AND (($3::bool AND state = 2) OR ($4::bool AND state = 3) \
+                     OR ($5::bool AND state = 4))"
             ),
         }
     }
@@ -252,10 +234,15 @@ impl PgDriver {
                 let Some(row) = tx.query_opt(&sql.lock_task, &[&key]).await? else {
                     return Ok((Cancelled::NotFound, false));
                 };
-                let (queue, claimed): (String, bool) = (row.try_get(0)?, row.try_get(1)?);
-                if claimed {
-                    tx.execute(&sql.request_cancel, &[&key, &now]).await?;
-                    return Ok((Cancelled::Requested, false));
+                let (queue, state): (String, i32) = (row.try_get(0)?, row.try_get(1)?);
+                match state {
+                    0 => {}
+                    1 => {
+                        tx.execute(&sql.request_cancel, &[&key, &now]).await?;
+                        return Ok((Cancelled::Requested, false));
+                    }
+                    // Ended already.
+                    _ => return Ok((Cancelled::NotFound, false)),
                 }
                 let retain = retention.of(&queue);
                 tx.execute(
@@ -278,12 +265,8 @@ impl PgDriver {
     pub(super) fn control_retry(&self, id: TaskId, now: Option<Millis>) -> BoxFuture<Result<bool>> {
         in_transaction(self, move |tx, sql| {
             Box::pin(async move {
-                let key = uuid(&id);
-                if tx.execute(&sql.retry, &[&key, &now]).await? == 0 {
-                    return Ok((false, false));
-                }
-                tx.execute(&sql.retry_delete, &[&key]).await?;
-                Ok((true, true))
+                let retried = tx.execute(&sql.retry, &[&uuid(&id), &now]).await? == 1;
+                Ok((retried, retried))
             })
         })
     }
@@ -317,8 +300,7 @@ impl PgDriver {
     pub(super) fn control_delete(&self, id: TaskId) -> BoxFuture<Result<bool>> {
         in_transaction(self, move |tx, sql| {
             Box::pin(async move {
-                let row = tx.query_one(&sql.delete, &[&uuid(&id)]).await?;
-                let deleted: i64 = row.try_get(0)?;
+                let deleted = tx.execute(&sql.delete, &[&uuid(&id)]).await?;
                 Ok((deleted > 0, false))
             })
         })

@@ -1,6 +1,6 @@
 //! The sweep of expired waiting tasks, as one statement: it locks the expired rows it takes
-//! (skipping those a claim holds at that moment), deletes them, and keeps a failed copy of
-//! those whose queue retains failed tasks.
+//! (skipping those a claim holds at that moment) and ends them as failed, in their rows when
+//! their queue retains failed tasks, else deleted.
 
 use super::{PgDriver, map_error, pool_error};
 use crate::BoxFuture;
@@ -13,47 +13,36 @@ use super::sql::now_or;
 /// until when; `$5` the batch size; `$6` now; `$7` the error.
 fn expire_sql(schema: &str) -> String {
     let tasks = format!("{schema}.backlite_tasks");
-    let completed = format!("{schema}.backlite_tasks_completed");
     format!(
         "WITH clock AS (SELECT {now} AS now), \
          known AS ( \
              SELECT * FROM unnest($1::text[], $2::bool[], $3::bool[], $4::int8[]) \
              AS k(queue, retain, keep_payload, expires_at)), \
          picked AS ( \
-             SELECT x.id FROM known AS k \
+             SELECT x.id, k.retain, k.keep_payload, k.expires_at FROM known AS k \
              CROSS JOIN LATERAL ( \
                  SELECT id FROM {tasks} \
-                 WHERE queue = k.queue AND claimed_at IS NULL \
+                 WHERE queue = k.queue AND state = 0 \
                    AND expires_at <= (SELECT now FROM clock) \
                  ORDER BY expires_at LIMIT $5 \
                  FOR UPDATE SKIP LOCKED) AS x \
              LIMIT $5), \
-         gone AS ( \
-             DELETE FROM {tasks} AS t USING picked \
-             WHERE t.id = picked.id AND t.claimed_at IS NULL \
-             RETURNING t.id, t.queue, t.task, t.attempts, t.created_at, t.last_duration_us, \
-                 t.errors), \
          kept AS ( \
-             INSERT INTO {completed} (id, queue, task, attempts, succeeded, \
-                 last_duration_us, error, created_at, last_executed_at, expires_at, \
-                 cancelled, errors) \
-             SELECT g.id, g.queue, CASE WHEN k.keep_payload THEN g.task END, g.attempts, \
-                 false, COALESCE(g.last_duration_us, 0), $7, g.created_at, clock.now, \
-                 k.expires_at, false, \
-                 (CASE WHEN jsonb_array_length(g.errors) >= 10 THEN g.errors - 0 \
-                  ELSE COALESCE(g.errors, '[]'::jsonb) END) \
-                 || jsonb_build_array(jsonb_build_object('attempt', g.attempts + 1, \
-                     'at', clock.now, 'duration_us', 0, 'error', $7::text)) \
-             FROM gone AS g JOIN known AS k ON k.queue = g.queue, clock WHERE k.retain \
-             ON CONFLICT (id) DO UPDATE SET queue = excluded.queue, task = excluded.task, \
-                 attempts = excluded.attempts, succeeded = excluded.succeeded, \
-                 last_duration_us = excluded.last_duration_us, error = excluded.error, \
-                 created_at = excluded.created_at, \
-                 last_executed_at = excluded.last_executed_at, \
-                 expires_at = excluded.expires_at, cancelled = excluded.cancelled, \
-                 errors = excluded.errors \
+             UPDATE {tasks} AS t SET state = 3, \
+                 task = CASE WHEN p.keep_payload THEN t.task END, last_error = $7::text, \
+                 finished_at = clock.now, expires_at = p.expires_at, \
+                 errors = (CASE WHEN jsonb_array_length(t.errors) >= 10 THEN t.errors - 0 \
+                           ELSE COALESCE(t.errors, '[]'::jsonb) END) \
+                     || jsonb_build_array(jsonb_build_object('attempt', t.attempts + 1, \
+                         'at', clock.now, 'duration_us', 0, 'error', $7::text)) \
+             FROM picked AS p, clock \
+             WHERE t.id = p.id AND p.retain AND t.state = 0 \
+             RETURNING 1), \
+         gone AS ( \
+             DELETE FROM {tasks} AS t USING picked AS p \
+             WHERE t.id = p.id AND NOT p.retain AND t.state = 0 \
              RETURNING 1) \
-         SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM kept)",
+         SELECT (SELECT count(*) FROM kept) + (SELECT count(*) FROM gone)",
         now = now_or("$6"),
     )
 }

@@ -28,13 +28,12 @@ pub(crate) struct InspectSql {
     running: String,
     completed: String,
     facts: String,
-    completed_facts: String,
 }
 
 /// The columns of a [`SummaryRecord`] read from the tasks table, with `key` the sort key.
 fn task_summary(key: &str) -> String {
     format!(
-        "t.id, t.queue, CASE WHEN t.claimed_at IS NULL THEN 0 ELSE 1 END, t.attempts, \
+        "t.id, t.queue, t.state::int4, t.attempts, \
          t.created_at, t.run_at, t.claimed_at, t.last_executed_at, t.last_duration_us, \
          t.last_error, {key}, t.seq, t.priority"
     )
@@ -42,38 +41,39 @@ fn task_summary(key: &str) -> String {
 
 // The parameters of every list statement: $1 limit, $2 and $3 the keyset (sort key, seq),
 // $4 and $5 the created range; then $6 and $7 the due range (waiting, running) or succeeded
-// and cancelled (retained); $8 the queue, except in the list of every queue's waiting tasks.
+// and cancelled (ended); $8 the queue, except in the list of every queue's waiting tasks.
 
 impl InspectSql {
     /// `schema` is already a quoted identifier.
     pub(crate) fn new(schema: &str) -> InspectSql {
         let tasks = format!("{schema}.backlite_tasks");
-        let completed = format!("{schema}.backlite_tasks_completed");
         let queues = format!("{schema}.backlite_queues");
         let processes = format!("{schema}.backlite_processes");
         InspectSql {
             schema: schema.to_owned(),
-            // One statement, one snapshot: a task completing meanwhile is found once.
+            // Every task is one row: one lookup of the primary key. An ended task's end is
+            // its last time, and its `expires_at` its retention's.
             info: format!(
-                "SELECT t.id, t.queue, t.task, t.attempts, t.created_at, t.run_at, t.claimed_at, \
-                     t.last_executed_at, t.last_duration_us, t.errors::text, \
-                     t.claimed_by::text, t.lease_renewed_at, t.lease_until, NULL::int8, \
-                     CASE WHEN t.claimed_at IS NULL THEN 0 ELSE 1 END, t.priority, \
-                     t.expires_at \
-                 FROM {tasks} AS t WHERE t.id = $1 \
-                 UNION ALL \
-                 SELECT c.id, c.queue, c.task, c.attempts, c.created_at, NULL, NULL, \
-                     c.last_executed_at, c.last_duration_us, c.errors::text, NULL, NULL, NULL, \
-                     c.expires_at, \
-                     CASE WHEN c.succeeded THEN 2 WHEN c.cancelled THEN 4 ELSE 3 END, \
-                     NULL::int2, NULL::int8 \
-                 FROM {completed} AS c WHERE c.id = $1 \
-                 LIMIT 1"
+                "SELECT t.id, t.queue, t.task, t.attempts, t.created_at, \
+                     CASE WHEN t.state <= 1 THEN t.run_at END, \
+                     CASE WHEN t.state <= 1 THEN t.claimed_at END, \
+                     CASE WHEN t.state <= 1 THEN t.last_executed_at ELSE t.finished_at END, \
+                     CASE WHEN t.state <= 1 THEN t.last_duration_us \
+                         ELSE COALESCE(t.last_duration_us, 0) END, \
+                     t.errors::text, \
+                     CASE WHEN t.state <= 1 THEN t.claimed_by::text END, \
+                     CASE WHEN t.state <= 1 THEN t.lease_renewed_at END, \
+                     CASE WHEN t.state <= 1 THEN t.lease_until END, \
+                     CASE WHEN t.state >= 2 THEN t.expires_at END, \
+                     t.state::int4, \
+                     CASE WHEN t.state <= 1 THEN t.priority END, \
+                     CASE WHEN t.state <= 1 THEN t.expires_at END \
+                 FROM {tasks} AS t WHERE t.id = $1"
             ),
             // A range of the due index from the cursor on.
             waiting_one_queue: format!(
                 "SELECT {} FROM {tasks} AS t \
-                 WHERE t.claimed_at IS NULL AND t.queue = $8 \
+                 WHERE t.state = 0 AND t.queue = $8 \
                    AND t.run_at >= $6 AND t.run_at < $7 \
                    AND (t.priority < $9 OR (t.priority = $9 AND (t.run_at, t.seq) > ($2, $3))) \
                    AND t.created_at >= $4 AND t.created_at < $5 \
@@ -84,15 +84,15 @@ impl InspectSql {
             // due index, merged: the queue names come from a walk of that index.
             waiting_all_queues: format!(
                 "WITH RECURSIVE queues(name) AS ( \
-                     (SELECT queue FROM {tasks} WHERE claimed_at IS NULL ORDER BY queue LIMIT 1) \
+                     (SELECT queue FROM {tasks} WHERE state = 0 ORDER BY queue LIMIT 1) \
                      UNION ALL \
                      SELECT (SELECT queue FROM {tasks} \
-                             WHERE claimed_at IS NULL AND queue > queues.name \
+                             WHERE state = 0 AND queue > queues.name \
                              ORDER BY queue LIMIT 1) \
                      FROM queues WHERE queues.name IS NOT NULL) \
                  SELECT {} FROM queues CROSS JOIN LATERAL ( \
                      SELECT * FROM {tasks} \
-                     WHERE claimed_at IS NULL AND queue = queues.name \
+                     WHERE state = 0 AND queue = queues.name \
                        AND run_at >= $6 AND run_at < $7 \
                        AND (priority < $8 OR (priority = $8 AND (run_at, seq) > ($2, $3))) \
                        AND created_at >= $4 AND created_at < $5 \
@@ -102,56 +102,55 @@ impl InspectSql {
             ),
             running: format!(
                 "SELECT {} FROM {tasks} AS t \
-                 WHERE t.claimed_at IS NOT NULL AND (t.claimed_at, t.seq) > ($2, $3) \
+                 WHERE t.state = 1 AND (t.claimed_at, t.seq) > ($2, $3) \
                    AND ($8::text IS NULL OR t.queue = $8) \
                    AND t.created_at >= $4 AND t.created_at < $5 \
                    AND t.run_at >= $6 AND t.run_at < $7 \
                  ORDER BY t.claimed_at, t.seq LIMIT $1",
                 task_summary("t.claimed_at")
             ),
-            // The (succeeded, last_executed_at, seq) index read backwards from the cursor.
+            // The (state, finished_at, seq) index of ended rows read backwards from the
+            // cursor, in the state that `$6` (succeeded) and `$7` (cancelled) name.
             completed: format!(
-                "SELECT t.id, t.queue, \
-                     CASE WHEN t.succeeded THEN 2 WHEN t.cancelled THEN 4 ELSE 3 END, \
-                     t.attempts, t.created_at, NULL::int8, NULL::int8, t.last_executed_at, \
-                     t.last_duration_us, t.error, t.last_executed_at, t.seq, NULL::int2 \
-                 FROM {completed} AS t \
-                 WHERE t.succeeded = $6 AND (t.last_executed_at, t.seq) < ($2, $3) \
-                   AND t.cancelled = $7 AND ($8::text IS NULL OR t.queue = $8) \
+                "SELECT t.id, t.queue, t.state::int4, \
+                     t.attempts, t.created_at, NULL::int8, NULL::int8, t.finished_at, \
+                     COALESCE(t.last_duration_us, 0), t.last_error, t.finished_at, t.seq, \
+                     NULL::int2 \
+                 FROM {tasks} AS t \
+                 WHERE t.state >= 2 \
+                   AND t.state = CASE WHEN $6::bool THEN 2 WHEN $7::bool THEN 4 ELSE 3 END \
+                   AND (t.finished_at, t.seq) < ($2, $3) \
+                   AND ($8::text IS NULL OR t.queue = $8) \
                    AND t.created_at >= $4 AND t.created_at < $5 \
-                 ORDER BY t.last_executed_at DESC, t.seq DESC LIMIT $1"
+                 ORDER BY t.finished_at DESC, t.seq DESC LIMIT $1"
             ),
             // The task's row with its queue's pause, the live processes serving its queue,
             // the due unclaimed tasks ahead of it (counted only when it is due): those of its
             // priority before it (all due too: a range of the due index) and the due ones of
             // every higher priority; expired ones not yet swept count. Then its claimer's row,
-            // and the clock read.
+            // the clock read, and the task's state and end.
             facts: format!(
                 "WITH clock AS (SELECT COALESCE($2::int8, {NOW_MS}) AS now) \
                  SELECT t.queue, t.run_at, t.attempts, t.claimed_at, t.claimed_by::text, \
                      t.lease_renewed_at, t.lease_until, \
                      (SELECT q.paused_at FROM {queues} AS q WHERE q.name = t.queue), \
-                     CASE WHEN t.claimed_at IS NULL THEN ( \
+                     CASE WHEN t.state = 0 THEN ( \
                          SELECT count(*) FROM {processes} AS s \
                          WHERE s.last_seen_at > clock.now - $3::int8 \
                            AND s.queues @> jsonb_build_array(t.queue)) END, \
-                     CASE WHEN t.claimed_at IS NULL AND t.run_at <= clock.now THEN ( \
+                     CASE WHEN t.state = 0 AND t.run_at <= clock.now THEN ( \
                          SELECT count(*) FROM {tasks} AS a \
-                         WHERE a.claimed_at IS NULL AND a.queue = t.queue \
+                         WHERE a.state = 0 AND a.queue = t.queue \
                            AND a.priority = t.priority \
                            AND (a.run_at, a.seq) < (t.run_at, t.seq)) + ( \
                          SELECT count(*) FROM {tasks} AS a \
-                         WHERE a.claimed_at IS NULL AND a.queue = t.queue \
+                         WHERE a.state = 0 AND a.queue = t.queue \
                            AND a.priority > t.priority AND a.run_at <= clock.now) END, \
-                     p.host, p.pid, clock.now, t.expires_at \
+                     p.host, p.pid, clock.now, t.expires_at, t.state::int4, \
+                     t.finished_at + COALESCE(t.last_duration_us, 0) / 1000 \
                  FROM clock CROSS JOIN {tasks} AS t \
                      LEFT JOIN {processes} AS p ON p.id = t.claimed_by \
                  WHERE t.id = $1"
-            ),
-            completed_facts: format!(
-                "SELECT CASE WHEN succeeded THEN 2 WHEN cancelled THEN 4 ELSE 3 END, \
-                     last_executed_at + last_duration_us / 1000 \
-                 FROM {completed} WHERE id = $1"
             ),
         }
     }
@@ -275,9 +274,14 @@ pub(super) async fn task_facts(
         .query_opt(&statement, &[&id, &now, &live_within])
         .await?
     {
+        let state: i32 = row.try_get(14)?;
         let claimed_at: Option<i64> = row.try_get(3)?;
-        return Ok(match claimed_at {
-            Some(claimed_at) => Facts::Running {
+        return Ok(match (state, claimed_at) {
+            (2.., _) => Facts::Completed {
+                status: status(state),
+                finished_at: row.try_get(15)?,
+            },
+            (1, Some(claimed_at)) => Facts::Running {
                 claimed_at,
                 claimed_by: row.try_get(4)?,
                 process: match (row.try_get(10)?, row.try_get(11)?) {
@@ -287,7 +291,7 @@ pub(super) async fn task_facts(
                 lease_renewed_at: row.try_get(5)?,
                 lease_until: row.try_get(6)?,
             },
-            None => Facts::Waiting {
+            _ => Facts::Waiting {
                 queue: row.try_get(0)?,
                 run_at: row.try_get(1)?,
                 attempts: attempts(&row, 2)?,
@@ -299,14 +303,7 @@ pub(super) async fn task_facts(
             },
         });
     }
-    let statement = conn.prepare_cached(&sql.completed_facts).await?;
-    Ok(match conn.query_opt(&statement, &[&id]).await? {
-        Some(row) => Facts::Completed {
-            status: status(row.try_get(0)?),
-            finished_at: row.try_get(1)?,
-        },
-        None => Facts::NotFound,
-    })
+    Ok(Facts::NotFound)
 }
 
 #[cfg(test)]
@@ -403,11 +400,9 @@ mod plans {
         d.task_complete_many(finished).await.unwrap();
         let conn = d.pool.get().await.unwrap();
         let schema = &d.statements.schema;
-        for table in ["backlite_tasks", "backlite_tasks_completed"] {
-            conn.batch_execute(&format!("VACUUM ANALYZE {schema}.{table}"))
-                .await
-                .unwrap();
-        }
+        conn.batch_execute(&format!("VACUUM ANALYZE {schema}.backlite_tasks"))
+            .await
+            .unwrap();
         // Whether an index serves each statement, whatever VACUUM could mark visible while
         // other tests hold snapshots: where none does, the plan still shows a Seq Scan.
         conn.batch_execute("SET enable_seqscan = off")
@@ -462,7 +457,7 @@ mod plans {
                     &[&limit, &key, &seq, &from, &to, &from, &to, &queue],
                 )
                 .await,
-                "backlite_tasks_claimed",
+                "backlite_tasks_running",
             ),
             (
                 "failed of every queue",
@@ -472,7 +467,7 @@ mod plans {
                     &[&limit, &to, &to, &from, &to, &ok, &cancelled, &none],
                 )
                 .await,
-                "backlite_tasks_completed_outcome",
+                "backlite_tasks_ended",
             ),
             (
                 "facts",
@@ -482,7 +477,7 @@ mod plans {
             (
                 "info",
                 plan(&conn, &sql.info, &[&id]).await,
-                "backlite_tasks_completed_pkey",
+                "backlite_tasks_pkey",
             ),
         ];
         for (name, plan, index) in cases {

@@ -42,7 +42,7 @@ impl Statements {
                  u AS (SELECT * FROM unnest($1::uuid[], $2::int8[]) AS u(id, fence)), \
                  free AS ( \
                      SELECT t.id FROM {tasks} AS t JOIN u ON t.id = u.id AND t.fence = u.fence \
-                     WHERE t.claimed_at IS NOT NULL \
+                     WHERE t.state = 1 \
                      FOR UPDATE OF t SKIP LOCKED), \
                  renewed AS ( \
                      UPDATE {tasks} AS t SET lease_until = clock.now + $3::int8, \
@@ -52,7 +52,7 @@ impl Statements {
                  held AS ( \
                      SELECT u.id FROM u WHERE EXISTS ( \
                          SELECT 1 FROM {tasks} AS t \
-                         WHERE t.id = u.id AND t.fence = u.fence AND t.claimed_at IS NOT NULL)), \
+                         WHERE t.id = u.id AND t.fence = u.fence AND t.state = 1)), \
                  seen AS ( \
                      UPDATE {processes} AS p SET last_seen_at = clock.now FROM clock \
                      WHERE p.id = $5::uuid RETURNING p.id), \

@@ -130,6 +130,65 @@ const MIGRATIONS: &[&str] = &[
         ON {schema}.backlite_tasks (queue, expires_at)
         WHERE expires_at IS NOT NULL AND claimed_at IS NULL;
     "#,
+    // 5: one table for every task, waiting, running or ended, with its `state`: 0 waiting,
+    // 1 running, 2 succeeded, 3 failed, 4 cancelled (docs/design/storage-layout.md). A task
+    // that ends and is retained stays in its row instead of being moved to
+    // `backlite_tasks_completed`, which goes. `expires_at` is the expiry of the row's current
+    // state: a waiting task is not run after it, an ended one is deleted from then on. Every
+    // index is partial on the states its queries name, so that retained rows reach none of
+    // the claim's. `unique_key` and `unique_for` hold a task's uniqueness, which the unique
+    // index enforces over waiting, running and succeeded tasks.
+    //
+    // In place: the new columns have constant defaults (no rewrite), the retained tasks join
+    // the table (a live task wins over a retained copy of its id), and the indexes are built
+    // after the copy. Claims keep their claimer, lease and fencing number. Completing a
+    // retained task changes an indexed column, so it is not a HOT update and leaves a dead
+    // tuple: the table is vacuumed after fewer changes than the default.
+    r#"
+    ALTER TABLE {schema}.backlite_tasks
+        ALTER COLUMN task DROP NOT NULL,
+        ADD COLUMN state       smallint NOT NULL DEFAULT 0,
+        ADD COLUMN finished_at bigint,
+        ADD COLUMN unique_key  bytea,
+        ADD COLUMN unique_for  bigint;
+    DROP INDEX {schema}.backlite_tasks_due;
+    DROP INDEX {schema}.backlite_tasks_claimed;
+    DROP INDEX {schema}.backlite_tasks_expiring;
+    UPDATE {schema}.backlite_tasks SET state = 1 WHERE claimed_at IS NOT NULL;
+    INSERT INTO {schema}.backlite_tasks (id, queue, state, task, attempts, run_at, created_at,
+        expires_at, last_executed_at, last_duration_us, last_error, errors, finished_at)
+    SELECT id, queue, CASE WHEN cancelled THEN 4 WHEN succeeded THEN 2 ELSE 3 END, task,
+        attempts, last_executed_at, created_at, expires_at, last_executed_at,
+        last_duration_us, error, errors, last_executed_at
+    FROM {schema}.backlite_tasks_completed ORDER BY seq
+    ON CONFLICT (id) DO NOTHING;
+    DROP TABLE {schema}.backlite_tasks_completed;
+
+    -- The claim reads this index in claim order, per queue; only waiting rows are in it.
+    CREATE INDEX backlite_tasks_due
+        ON {schema}.backlite_tasks (queue, priority DESC, run_at, seq) WHERE state = 0;
+    -- Releases, the running list and the running counts read running rows only.
+    CREATE INDEX backlite_tasks_running
+        ON {schema}.backlite_tasks (claimed_at, seq) INCLUDE (queue, lease_until)
+        WHERE state = 1;
+    -- The sweep of waiting tasks past their expiry.
+    CREATE INDEX backlite_tasks_expiring
+        ON {schema}.backlite_tasks (queue, expires_at)
+        WHERE state = 0 AND expires_at IS NOT NULL;
+    -- Lists of ended tasks per state, most recently ended first.
+    CREATE INDEX backlite_tasks_ended
+        ON {schema}.backlite_tasks (state, finished_at, seq) WHERE state >= 2;
+    -- Counts of ended tasks per queue and state.
+    CREATE INDEX backlite_tasks_ended_queue
+        ON {schema}.backlite_tasks (queue, state) WHERE state >= 2;
+    -- The cleanup of ended tasks whose retention has expired.
+    CREATE INDEX backlite_tasks_retention
+        ON {schema}.backlite_tasks (expires_at) WHERE state >= 2 AND expires_at IS NOT NULL;
+    -- One task per key among waiting, running and succeeded tasks.
+    CREATE UNIQUE INDEX backlite_tasks_unique
+        ON {schema}.backlite_tasks (unique_key) WHERE unique_key IS NOT NULL AND state <= 2;
+    ALTER TABLE {schema}.backlite_tasks SET (autovacuum_vacuum_scale_factor = 0.02);
+    "#,
 ];
 
 /// The newest schema version this build knows.
@@ -255,11 +314,52 @@ mod tests {
             .await
             .unwrap();
         if version >= 2 {
-            // A claim made by version 2 records its last renewal.
+            // A claim made by version 2 records its last renewal, and a cancel asked of it.
             client
                 .batch_execute(&format!(
-                    "UPDATE {schema}.backlite_tasks SET lease_renewed_at = 1000 \
+                    "UPDATE {schema}.backlite_tasks SET lease_renewed_at = 1000, \
+                     cancel_requested_at = 1500 \
                      WHERE id = '00000000-0000-0000-0000-000000000002'"
+                ))
+                .await
+                .unwrap();
+        }
+        if version >= 4 {
+            // Priority and expiry of a waiting task, from version 4 on.
+            client
+                .batch_execute(&format!(
+                    "UPDATE {schema}.backlite_tasks SET priority = 3, expires_at = 9000 \
+                     WHERE id = '00000000-0000-0000-0000-000000000001'"
+                ))
+                .await
+                .unwrap();
+        }
+        // Retained tasks: one that succeeded with its payload, one that failed without it, and
+        // a stale retained copy of the waiting task 1 (a live task wins over it).
+        client
+            .batch_execute(&format!(
+                "INSERT INTO {schema}.backlite_tasks_completed (id, queue, task, attempts, \
+                     succeeded, last_duration_us, error, created_at, last_executed_at, \
+                     expires_at) VALUES \
+                 ('00000000-0000-0000-0000-000000000003', 'a', '\\x7b7d', 1, true, 40, NULL, \
+                     1, 2000, 90000), \
+                 ('00000000-0000-0000-0000-000000000004', 'b', NULL, 3, false, 50, 'boom', 1, \
+                     3000, NULL), \
+                 ('00000000-0000-0000-0000-000000000001', 'a', NULL, 2, false, 60, 'old', 1, \
+                     500, NULL)"
+            ))
+            .await
+            .unwrap();
+        if version >= 2 {
+            client
+                .batch_execute(&format!(
+                    "UPDATE {schema}.backlite_tasks_completed SET errors = '[{{\"attempt\": 3}}]' \
+                         WHERE id = '00000000-0000-0000-0000-000000000004'; \
+                     INSERT INTO {schema}.backlite_tasks_completed (id, queue, task, attempts, \
+                         succeeded, last_duration_us, error, created_at, last_executed_at, \
+                         expires_at, cancelled) VALUES \
+                     ('00000000-0000-0000-0000-000000000005', 'a', '\\x7b7d', 0, false, 0, \
+                         'cancelled', 1, 4000, NULL, true)"
                 ))
                 .await
                 .unwrap();
@@ -267,8 +367,10 @@ mod tests {
     }
 
     /// Every earlier version migrates to the latest, keeping its tasks and their claims; a
-    /// task claimed before leases were renewed counts as renewed when it was claimed. Every
-    /// task gets the default priority and no expiry.
+    /// task claimed before leases were renewed counts as renewed when it was claimed; waiting
+    /// and running tasks keep their state, priority and expiry (the default priority and none
+    /// before version 4). Retained tasks join the one table in their ended state with what
+    /// they kept, and a live task wins over a retained copy of its id.
     #[tokio::test]
     async fn every_earlier_version_migrates_with_its_tasks() {
         let Some((mut client, base)) = connect().await else {
@@ -287,35 +389,109 @@ mod tests {
                 .unwrap()
                 .get(0);
             assert_eq!(latest, LATEST, "from version {version}");
-            // claimed_at, lease_until, fence, lease_renewed_at, (priority, expires_at)
-            type Row = (
+            // state, claimed_at, lease_until, fence, lease_renewed_at,
+            // (priority, expires_at, cancel_requested_at)
+            type Live = (
+                i16,
                 Option<i64>,
                 Option<i64>,
                 i64,
                 Option<i64>,
-                (i16, Option<i64>),
+                (i16, Option<i64>, Option<i64>),
             );
-            let rows: Vec<Row> = client
+            let rows: Vec<Live> = client
                 .query(
                     &format!(
-                        "SELECT claimed_at, lease_until, fence, lease_renewed_at, priority, \
-                         expires_at FROM {schema}.backlite_tasks ORDER BY id"
+                        "SELECT state, claimed_at, lease_until, fence, lease_renewed_at, \
+                         priority, expires_at, cancel_requested_at FROM {schema}.backlite_tasks \
+                         WHERE state <= 1 ORDER BY id"
                     ),
                     &[],
                 )
                 .await
                 .unwrap()
                 .iter()
-                .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), (r.get(4), r.get(5))))
+                .map(|r| {
+                    (
+                        r.get(0),
+                        r.get(1),
+                        r.get(2),
+                        r.get(3),
+                        r.get(4),
+                        (r.get(5), r.get(6), r.get(7)),
+                    )
+                })
                 .collect();
+            let (priority, expires_at) = if version >= 4 { (3, Some(9000)) } else { (0, None) };
+            let cancel = (version >= 2).then_some(1500);
             assert_eq!(
                 rows,
                 [
-                    (None, None, 0, None, (0, None)),
-                    (Some(1000), Some(31000), 1, Some(1000), (0, None))
+                    (0, None, None, 0, None, (priority, expires_at, None)),
+                    (1, Some(1000), Some(31000), 1, Some(1000), (0, None, cancel))
                 ],
                 "from version {version}"
             );
+            // id's last digit, state, payload, attempts, last error, errors, (end, duration,
+            // retention expiry)
+            type Ended = (
+                String,
+                i16,
+                Option<Vec<u8>>,
+                i32,
+                Option<String>,
+                Option<String>,
+                (i64, i64, Option<i64>),
+            );
+            let ended: Vec<Ended> = client
+                .query(
+                    &format!(
+                        "SELECT right(id::text, 1), state, task, attempts, last_error, \
+                         errors::text, finished_at, last_duration_us, expires_at \
+                         FROM {schema}.backlite_tasks WHERE state >= 2 ORDER BY id"
+                    ),
+                    &[],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    (
+                        r.get(0),
+                        r.get(1),
+                        r.get(2),
+                        r.get(3),
+                        r.get(4),
+                        r.get(5),
+                        (r.get(6), r.get(7), r.get(8)),
+                    )
+                })
+                .collect();
+            let payload = Some(b"{}".to_vec());
+            let mut expected: Vec<Ended> = vec![
+                ("3".into(), 2, payload.clone(), 1, None, None, (2000, 40, Some(90_000))),
+                (
+                    "4".into(),
+                    3,
+                    None,
+                    3,
+                    Some("boom".into()),
+                    (version >= 2).then(|| r#"[{"attempt": 3}]"#.to_owned()),
+                    (3000, 50, None),
+                ),
+            ];
+            if version >= 2 {
+                expected.push((
+                    "5".into(),
+                    4,
+                    payload,
+                    0,
+                    Some("cancelled".into()),
+                    None,
+                    (4000, 0, None),
+                ));
+            }
+            assert_eq!(ended, expected, "from version {version}");
             let schedules: i64 = client
                 .query_one(
                     &format!("SELECT count(*) FROM {schema}.backlite_schedules"),
@@ -325,6 +501,15 @@ mod tests {
                 .unwrap()
                 .get(0);
             assert_eq!(schedules, 0, "from version {version}");
+            let old: Option<String> = client
+                .query_one(
+                    &format!("SELECT to_regclass('{schema}.backlite_tasks_completed')::text"),
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(old, None, "from version {version}");
         }
     }
 

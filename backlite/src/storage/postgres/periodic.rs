@@ -50,15 +50,14 @@ fn advance_sql(sql: &Statements) -> String {
 }
 
 /// Inserts each tick's task unless it is stored already, waiting, running or retained: its
-/// id is the tick's, so the primary key refuses a second copy.
+/// id is the tick's, and every task, ended ones included, is a row of the one table, so the
+/// primary key refuses a second copy.
 fn insert_ticks_sql(sql: &Statements) -> String {
     format!(
         "INSERT INTO {schema}.backlite_tasks \
-             (id, queue, task, run_at, created_at, priority, expires_at) \
+             (id, queue, task, run_at, created_at, priority, expires_at, unique_key, unique_for) \
          SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::int8[], $5::int8[], \
-                              $6::int2[], $7::int8[]) \
-             AS n(id, queue, task, run_at, created_at, priority, expires_at) \
-         WHERE NOT EXISTS (SELECT 1 FROM {schema}.backlite_tasks_completed c WHERE c.id = n.id) \
+                              $6::int2[], $7::int8[], $8::bytea[], $9::int8[]) \
          ON CONFLICT (id) DO NOTHING",
         schema = sql.schema
     )

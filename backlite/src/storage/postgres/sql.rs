@@ -65,7 +65,7 @@ fn channel(schema_name: &str) -> String {
 /// The distinct priorities of the waiting tasks of the queue named by the SQL expression
 /// `queue`, as rows of `p`, highest first: a walk of the due index, one seek per priority.
 fn priority_levels(tasks: &str, queue: &str) -> String {
-    let waiting = format!("FROM {tasks} WHERE claimed_at IS NULL AND queue = {queue}");
+    let waiting = format!("FROM {tasks} WHERE state = 0 AND queue = {queue}");
     format!(
         "WITH RECURSIVE level(p) AS ( \
              (SELECT priority {waiting} ORDER BY priority DESC LIMIT 1) \
@@ -85,10 +85,12 @@ fn task_columns(payload: &str) -> String {
     )
 }
 
+/// An ended task's columns as a `CompletedRecord`: its end is its last time.
 fn completed_columns(payload: &str) -> String {
     format!(
         "t.id, t.queue, {payload}, COALESCE(octet_length(t.task), 0)::int8, t.attempts, \
-         t.succeeded, t.last_duration_us, t.error, t.created_at, t.last_executed_at, t.expires_at"
+         t.state = 2, COALESCE(t.last_duration_us, 0), t.last_error, t.created_at, \
+         t.finished_at, t.expires_at"
     )
 }
 
@@ -113,9 +115,11 @@ impl Statements {
     /// `schema` is already a quoted identifier; `schema_name` the plain name, for the channel.
     pub(crate) fn new(schema: &str, schema_name: &str) -> Statements {
         let tasks = format!("{schema}.backlite_tasks");
-        let completed = format!("{schema}.backlite_tasks_completed");
         let insert_rows = "SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], \
-                           $4::int8[], $5::int8[], $6::int2[], $7::int8[])";
+                           $4::int8[], $5::int8[], $6::int2[], $7::int8[], $8::bytea[], \
+                           $9::int8[])";
+        let insert_columns =
+            "(id, queue, task, run_at, created_at, priority, expires_at, unique_key, unique_for)";
         // The served queues (`$1`) that are not paused. The paused test is a subquery per
         // queue, planned as one lookup of the queues table's key, rather than a join that
         // could read that table whole.
@@ -132,14 +136,10 @@ impl Statements {
         Statements {
             schema: schema.to_owned(),
             channel: channel(schema_name),
-            insert: format!(
-                "INSERT INTO {tasks} (id, queue, task, run_at, created_at, priority, expires_at) \
-                 {insert_rows}"
-            ),
+            insert: format!("INSERT INTO {tasks} {insert_columns} {insert_rows}"),
             insert_checked: format!(
-                "INSERT INTO {tasks} (id, queue, task, run_at, created_at, priority, expires_at) \
-                 {insert_rows} \
-                 WHERE EXISTS (SELECT 1 FROM {schema}.backlite_instance WHERE id = $8)"
+                "INSERT INTO {tasks} {insert_columns} {insert_rows} \
+                 WHERE EXISTS (SELECT 1 FROM {schema}.backlite_instance WHERE id = $10)"
             ),
             notify: "SELECT pg_notify($1, '')".into(),
             // One index-ordered arm per served queue and priority that queue holds, so that a
@@ -159,14 +159,14 @@ impl Statements {
                      SELECT a.id, a.priority, a.run_at, a.seq FROM ({levels}) AS l \
                      CROSS JOIN LATERAL ( \
                          SELECT id, priority, run_at, seq FROM {tasks} \
-                         WHERE claimed_at IS NULL AND queue = q.name AND priority = l.p \
+                         WHERE state = 0 AND queue = q.name AND priority = l.p \
                            AND run_at <= (SELECT now FROM clock) \
                            AND (expires_at IS NULL OR expires_at > (SELECT now FROM clock)) \
                          ORDER BY run_at, seq LIMIT LEAST($2, q.room) \
                          FOR UPDATE SKIP LOCKED) AS a \
                      ORDER BY a.priority DESC, a.run_at, a.seq LIMIT LEAST($2, q.room)) AS p \
                      ORDER BY p.priority DESC, p.run_at, p.seq LIMIT $2) \
-                 UPDATE {tasks} AS t SET claimed_at = clock.now, \
+                 UPDATE {tasks} AS t SET state = 1, claimed_at = clock.now, \
                      lease_until = clock.now + $4::int8, fence = t.fence + 1, \
                      claimed_by = $5::uuid, lease_renewed_at = clock.now \
                  FROM picked, clock WHERE t.id = picked.id \
@@ -176,17 +176,22 @@ impl Statements {
                 levels = priority_levels(&tasks, "q.name"),
             ),
             retry: format!(
-                "UPDATE {tasks} AS t SET claimed_at = NULL, lease_until = NULL, \
+                "UPDATE {tasks} AS t SET state = 0, claimed_at = NULL, lease_until = NULL, \
                      claimed_by = NULL, lease_renewed_at = NULL, attempts = t.attempts + 1, \
                      run_at = u.run_at, last_executed_at = u.executed_at, \
                      last_duration_us = u.duration_us, last_error = u.error, errors = {errors} \
                  FROM unnest($1::uuid[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], \
                      $6::text[]) AS u(id, fence, run_at, executed_at, duration_us, error) \
-                 WHERE t.id = u.id AND t.fence = u.fence AND t.claimed_at IS NOT NULL",
+                 WHERE t.id = u.id AND t.fence = u.fence AND t.state = 1",
                 errors = errors_appended("t")
             ),
             snooze: super::dispatch::snooze(&tasks),
-            // Deletes the finished tasks and keeps a copy of those to retain, in one statement.
+            // Ends the finished tasks in one statement: a retained one in its row (its ended
+            // state, its payload when kept, its retention expiry), any other deleted. Each
+            // arm finds its rows by their ids (`= ANY($1)`, one primary-key lookup each)
+            // before it matches them to the batch: without that condition, the generic plan
+            // a prepared statement gets after five runs joined the running rows to the batch
+            // by a nested loop, comparing each running row with every outcome of the batch.
             finish: format!(
                 "WITH u AS ( \
                      SELECT * FROM unnest($1::uuid[], $2::int8[], $3::bool[], $4::bool[], \
@@ -194,40 +199,40 @@ impl Statements {
                          $10::bool[]) \
                      AS u(id, fence, retain, keep_payload, succeeded, duration_us, error, \
                          executed_at, expires_at, cancelled)), \
+                 kept AS ( \
+                     UPDATE {tasks} AS t SET \
+                         state = CASE WHEN u.cancelled THEN 4 WHEN u.succeeded THEN 2 ELSE 3 END, \
+                         task = CASE WHEN u.keep_payload THEN t.task END, \
+                         attempts = t.attempts + 1, claimed_at = NULL, lease_until = NULL, \
+                         claimed_by = NULL, lease_renewed_at = NULL, cancel_requested_at = NULL, \
+                         last_executed_at = u.executed_at, last_duration_us = u.duration_us, \
+                         last_error = u.error, finished_at = u.executed_at, \
+                         expires_at = u.expires_at, errors = {errors} \
+                     FROM u WHERE t.id = ANY($1::uuid[]) AND t.id = u.id AND u.retain \
+                       AND t.fence = u.fence AND t.state = 1 \
+                     RETURNING 1), \
                  gone AS ( \
                      DELETE FROM {tasks} AS t USING u \
-                     WHERE t.id = u.id AND t.fence = u.fence AND t.claimed_at IS NOT NULL \
-                     RETURNING t.id, t.queue, t.task, t.attempts, t.created_at, t.errors) \
-                 INSERT INTO {completed} (id, queue, task, attempts, succeeded, \
-                     last_duration_us, error, created_at, last_executed_at, expires_at, \
-                     cancelled, errors) \
-                 SELECT g.id, g.queue, CASE WHEN u.keep_payload THEN g.task END, \
-                     g.attempts + 1, u.succeeded, u.duration_us, u.error, g.created_at, \
-                     u.executed_at, u.expires_at, u.cancelled, {errors} \
-                 FROM gone AS g JOIN u ON u.id = g.id WHERE u.retain \
-                 ON CONFLICT (id) DO UPDATE SET queue = excluded.queue, task = excluded.task, \
-                     attempts = excluded.attempts, succeeded = excluded.succeeded, \
-                     last_duration_us = excluded.last_duration_us, error = excluded.error, \
-                     created_at = excluded.created_at, \
-                     last_executed_at = excluded.last_executed_at, \
-                     expires_at = excluded.expires_at, cancelled = excluded.cancelled, \
-                     errors = excluded.errors",
-                errors = errors_appended("g")
+                     WHERE t.id = ANY($1::uuid[]) AND t.id = u.id AND NOT u.retain \
+                       AND t.fence = u.fence AND t.state = 1 \
+                     RETURNING 1) \
+                 SELECT (SELECT count(*) FROM kept) + (SELECT count(*) FROM gone)",
+                errors = errors_appended("t")
             ),
             unclaim: format!(
-                "UPDATE {tasks} AS t SET claimed_at = NULL, lease_until = NULL, \
+                "UPDATE {tasks} AS t SET state = 0, claimed_at = NULL, lease_until = NULL, \
                      claimed_by = NULL, lease_renewed_at = NULL \
                  FROM unnest($1::uuid[], $2::int8[]) AS u(id, fence) \
-                 WHERE t.id = u.id AND t.fence = u.fence AND t.claimed_at IS NOT NULL"
+                 WHERE t.id = u.id AND t.fence = u.fence AND t.state = 1"
             ),
             // Rows another transaction holds (a batch of outcomes, a renewal) are skipped, not
             // waited for: locking them in another order than that transaction deadlocked with
             // it, and whatever it leaves stale is released by the next pass.
             release: format!(
-                "UPDATE {tasks} AS t SET claimed_at = NULL, lease_until = NULL, \
+                "UPDATE {tasks} AS t SET state = 0, claimed_at = NULL, lease_until = NULL, \
                      claimed_by = NULL, lease_renewed_at = NULL \
                  FROM (SELECT id FROM {tasks} \
-                       WHERE claimed_at IS NOT NULL AND lease_until <= {now} \
+                       WHERE state = 1 AND lease_until <= {now} \
                        FOR UPDATE SKIP LOCKED) AS stale \
                  WHERE t.id = stale.id",
                 now = now_or("$1")
@@ -238,38 +243,31 @@ impl Statements {
                 "SELECT MIN(GREATEST(d.run_at - {now}, 0)) FROM {served} AS q \
                  CROSS JOIN LATERAL ({levels}) AS l \
                  CROSS JOIN LATERAL ( \
-                     SELECT run_at FROM {tasks} WHERE claimed_at IS NULL AND queue = q.name \
+                     SELECT run_at FROM {tasks} WHERE state = 0 AND queue = q.name \
                        AND priority = l.p AND (expires_at IS NULL OR expires_at > {now}) \
                      ORDER BY run_at LIMIT 1) AS d",
                 now = now_or("$2"),
                 levels = priority_levels(&tasks, "q.name"),
             ),
-            status: format!(
-                "SELECT CASE WHEN claimed_at IS NULL THEN 0 ELSE 1 END FROM {tasks} WHERE id = $1 \
-                 UNION ALL \
-                 SELECT CASE WHEN succeeded THEN 2 WHEN cancelled THEN 4 ELSE 3 END FROM {completed} \
-                 WHERE id = $1 \
-                 LIMIT 1"
-            ),
-            delete_expired: format!("DELETE FROM {completed} WHERE expires_at <= $1"),
-            // One statement, one snapshot; each arm is answered from an index. The cancelled
-            // count reads the rows of the tasks that did not succeed: no index holds
-            // `cancelled`.
+            status: format!("SELECT state::int4 FROM {tasks} WHERE id = $1"),
+            // Ended tasks whose retention has expired, from the retention index.
+            delete_expired: format!("DELETE FROM {tasks} WHERE state >= 2 AND expires_at <= $1"),
+            // One statement, one snapshot; each arm is answered from the partial index of
+            // its states.
             queue_stats: format!(
                 "SELECT queue, 0, count(*) FILTER (WHERE run_at <= $1), \
                      count(*) FILTER (WHERE run_at > $1), 0::int8 \
-                     FROM {tasks} WHERE claimed_at IS NULL GROUP BY queue \
+                     FROM {tasks} WHERE state = 0 GROUP BY queue \
                  UNION ALL \
                  SELECT queue, 1, count(*), 0, 0 \
-                     FROM {tasks} WHERE claimed_at IS NOT NULL GROUP BY queue \
+                     FROM {tasks} WHERE state = 1 GROUP BY queue \
                  UNION ALL \
-                 SELECT queue, 2, count(*) FILTER (WHERE succeeded), \
-                     count(*) FILTER (WHERE NOT succeeded AND NOT cancelled), \
-                     count(*) FILTER (WHERE cancelled) \
-                     FROM {completed} GROUP BY queue"
+                 SELECT queue, 2, count(*) FILTER (WHERE state = 2), \
+                     count(*) FILTER (WHERE state = 3), count(*) FILTER (WHERE state = 4) \
+                     FROM {tasks} WHERE state >= 2 GROUP BY queue"
             ),
             running: format!(
-                "SELECT {} FROM {tasks} AS t WHERE t.claimed_at IS NOT NULL \
+                "SELECT {} FROM {tasks} AS t WHERE t.state = 1 \
                  ORDER BY t.claimed_at, t.seq LIMIT $1 OFFSET $2",
                 task_columns(PREVIEW)
             ),
@@ -278,34 +276,49 @@ impl Statements {
             // The order is the index's (priority descending, due time, insertion).
             upcoming: format!(
                 "WITH RECURSIVE queues(name) AS ( \
-                     (SELECT queue FROM {tasks} WHERE claimed_at IS NULL ORDER BY queue LIMIT 1) \
+                     (SELECT queue FROM {tasks} WHERE state = 0 ORDER BY queue LIMIT 1) \
                      UNION ALL \
                      SELECT (SELECT queue FROM {tasks} \
-                             WHERE claimed_at IS NULL AND queue > queues.name \
+                             WHERE state = 0 AND queue > queues.name \
                              ORDER BY queue LIMIT 1) \
                      FROM queues WHERE queues.name IS NOT NULL) \
                  SELECT {} FROM queues CROSS JOIN LATERAL ( \
-                     SELECT * FROM {tasks} WHERE claimed_at IS NULL AND queue = queues.name \
+                     SELECT * FROM {tasks} WHERE state = 0 AND queue = queues.name \
                      ORDER BY priority DESC, run_at, seq LIMIT $1::int8 + $2::int8) AS t \
                  ORDER BY t.priority DESC, t.run_at, t.seq LIMIT $1 OFFSET $2",
                 task_columns(PREVIEW)
             ),
             waiting: format!(
-                "SELECT {} FROM {tasks} AS t WHERE t.claimed_at IS NULL AND t.queue = $1 \
+                "SELECT {} FROM {tasks} AS t WHERE t.state = 0 AND t.queue = $1 \
                  ORDER BY t.priority DESC, t.run_at, t.seq",
                 task_columns("t.task")
             ),
             task_get: format!(
-                "SELECT {} FROM {tasks} AS t WHERE t.id = $1",
+                "SELECT {} FROM {tasks} AS t WHERE t.id = $1 AND t.state <= 1",
                 task_columns("t.task")
             ),
-            completed_list: format!(
-                "SELECT {} FROM {completed} AS t WHERE t.succeeded = $4 \
-                 ORDER BY t.last_executed_at DESC, t.seq DESC LIMIT $1 OFFSET $2",
-                completed_columns(PREVIEW)
-            ),
+            // Each state's range of the (state, finished_at, seq) index of ended rows read
+            // backwards, the two of a failed list (failed, cancelled) merged in order.
+            completed_list: {
+                let arm = |state: &str| {
+                    format!(
+                        "(SELECT {}, t.seq FROM {tasks} AS t \
+                          WHERE t.state >= 2 AND t.state = {state} \
+                          ORDER BY t.finished_at DESC, t.seq DESC \
+                          LIMIT $1::int8 + $2::int8)",
+                        completed_columns(PREVIEW)
+                    )
+                };
+                format!(
+                    "SELECT * FROM ({} UNION ALL {} UNION ALL {}) AS t \
+                     ORDER BY t.finished_at DESC, t.seq DESC LIMIT $1 OFFSET $2",
+                    arm("CASE WHEN $4 THEN 2 END"),
+                    arm("CASE WHEN $4 THEN NULL ELSE 3 END"),
+                    arm("CASE WHEN $4 THEN NULL ELSE 4 END"),
+                )
+            },
             completed_get: format!(
-                "SELECT {} FROM {completed} AS t WHERE t.id = $1",
+                "SELECT {} FROM {tasks} AS t WHERE t.id = $1 AND t.state >= 2",
                 completed_columns("t.task")
             ),
         }

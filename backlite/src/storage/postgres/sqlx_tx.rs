@@ -26,6 +26,8 @@ impl PgTarget {
             .bind(&columns.created_at)
             .bind(&columns.priority)
             .bind(&columns.expires_at)
+            .bind(&columns.unique_key)
+            .bind(&columns.unique_for)
             .bind(self.instance)
             .execute(&mut *conn)
             .await;

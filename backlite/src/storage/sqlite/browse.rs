@@ -1,6 +1,6 @@
 //! The statements that browse tasks, for the UI. Each read is one statement, so it holds its
 //! read transaction (and the WAL snapshot) only for as long as it runs, and each is answered
-//! from an index of migration 1: browsing adds no write cost to the queues.
+//! from a partial index of its state: browsing adds no write cost to the queues.
 
 #![cfg_attr(not(feature = "ui"), allow(dead_code, reason = "only the UI browses"))]
 
@@ -23,16 +23,16 @@ fn task_columns(payload: &str) -> String {
 /// Lists read a payload's first `?3` bytes only.
 const PREVIEW: &str = "substr(t.task, 1, ?3)";
 
-/// Claimed tasks, longest-claimed first, from the index of claimed rows.
+/// Running tasks, longest-claimed first, from the index of running rows.
 fn running_sql() -> String {
     format!(
-        "SELECT {} FROM backlite_tasks t WHERE t.claimed_at IS NOT NULL \
+        "SELECT {} FROM backlite_tasks t WHERE t.state = 1 \
          ORDER BY t.claimed_at, t.rowid LIMIT ?1 OFFSET ?2",
         task_columns(PREVIEW)
     )
 }
 
-/// Unclaimed tasks in the due index's order (priority descending, `run_at`, then rowid)
+/// Waiting tasks in the due index's order (priority descending, `run_at`, then rowid)
 /// across all queues: the claim order, not yet due tasks included. The due index is per
 /// queue, so a single `ORDER BY` would sort every waiting task. Instead the
 /// recursive `queues` finds each queue name with one index seek, each queue contributes its
@@ -40,15 +40,15 @@ fn running_sql() -> String {
 fn upcoming_sql() -> String {
     format!(
         "WITH RECURSIVE queues(name) AS ( \
-             SELECT MIN(queue) FROM backlite_tasks WHERE claimed_at IS NULL \
+             SELECT MIN(queue) FROM backlite_tasks WHERE state = 0 \
              UNION ALL \
              SELECT (SELECT MIN(queue) FROM backlite_tasks \
-                     WHERE claimed_at IS NULL AND queue > queues.name) \
+                     WHERE state = 0 AND queue > queues.name) \
              FROM queues WHERE queues.name IS NOT NULL \
          ) \
          SELECT {} FROM queues JOIN backlite_tasks t ON t.rowid IN ( \
              SELECT rowid FROM backlite_tasks \
-             WHERE claimed_at IS NULL AND queue = queues.name \
+             WHERE state = 0 AND queue = queues.name \
              ORDER BY priority DESC, run_at, rowid LIMIT ?1 + ?2) \
          ORDER BY t.priority DESC, t.run_at, t.rowid LIMIT ?1 OFFSET ?2",
         task_columns(PREVIEW)
@@ -78,7 +78,7 @@ pub(crate) fn task_list(
 
 pub(crate) fn task_get(conn: &Connection, id: TaskId) -> rusqlite::Result<Option<TaskRecord>> {
     let sql = format!(
-        "SELECT {} FROM backlite_tasks t WHERE t.id = ?1",
+        "SELECT {} FROM backlite_tasks t WHERE t.id = ?1 AND t.state <= 1",
         task_columns("t.task")
     );
     conn.prepare_cached(&sql)?
@@ -89,7 +89,7 @@ pub(crate) fn task_get(conn: &Connection, id: TaskId) -> rusqlite::Result<Option
 /// The waiting tasks of one queue, whole, in claim order: a range of the due index.
 fn waiting_sql() -> String {
     format!(
-        "SELECT {} FROM backlite_tasks t WHERE t.claimed_at IS NULL AND t.queue = ?1 \
+        "SELECT {} FROM backlite_tasks t WHERE t.state = 0 AND t.queue = ?1 \
          ORDER BY t.priority DESC, t.run_at, t.rowid",
         task_columns("t.task")
     )
@@ -121,21 +121,33 @@ fn task_record(row: &Row<'_>) -> rusqlite::Result<TaskRecord> {
     })
 }
 
-/// The columns of a [`CompletedRecord`], with `payload` as in [`task_columns`].
+/// The columns of a [`CompletedRecord`], with `payload` as in [`task_columns`]: an ended
+/// task's end is its last time.
 fn completed_columns(payload: &str) -> String {
     format!(
-        "t.id, t.queue, {payload}, length(t.task), t.attempts, t.succeeded, \
-         t.last_duration_us, t.error, t.created_at, t.last_executed_at, t.expires_at"
+        "t.id, t.queue, {payload}, length(t.task), t.attempts, t.state = 2, \
+         COALESCE(t.last_duration_us, 0), t.last_error, t.created_at, t.finished_at, \
+         t.expires_at"
     )
 }
 
-/// Retained tasks of one outcome, most recent first: the (succeeded, last_executed_at) index
-/// read backwards, with no sort.
+/// Ended tasks that succeeded (`?4`), or that did not (failed, cancelled), most recently
+/// ended first: each state's range of the (state, finished_at) index read backwards, the two
+/// ranges of a failed list merged in order, with no sort.
 fn completed_sql() -> String {
+    let columns = completed_columns(PREVIEW);
+    let arm = |state: &str| {
+        format!(
+            "SELECT {columns}, t.rowid AS seq FROM backlite_tasks t \
+             WHERE t.state >= 2 AND t.state = {state}"
+        )
+    };
     format!(
-        "SELECT {} FROM backlite_tasks_completed t WHERE t.succeeded = ?4 \
-         ORDER BY t.last_executed_at DESC, t.rowid DESC LIMIT ?1 OFFSET ?2",
-        completed_columns(PREVIEW)
+        "{} UNION ALL {} UNION ALL {} \
+         ORDER BY 10 DESC, seq DESC LIMIT ?1 OFFSET ?2",
+        arm("CASE WHEN ?4 THEN 2 END"),
+        arm("CASE WHEN ?4 THEN NULL ELSE 3 END"),
+        arm("CASE WHEN ?4 THEN NULL ELSE 4 END"),
     )
 }
 
@@ -162,7 +174,7 @@ pub(crate) fn completed_get(
     id: TaskId,
 ) -> rusqlite::Result<Option<CompletedRecord>> {
     let sql = format!(
-        "SELECT {} FROM backlite_tasks_completed t WHERE t.id = ?1",
+        "SELECT {} FROM backlite_tasks t WHERE t.id = ?1 AND t.state >= 2",
         completed_columns("t.task")
     );
     conn.prepare_cached(&sql)?
@@ -200,7 +212,7 @@ mod tests {
             .unwrap()
             .unwrap();
         let running = plan(&conn, &running_sql());
-        assert!(running.contains("backlite_tasks_claimed"), "{running}");
+        assert!(running.contains("backlite_tasks_running"), "{running}");
         assert!(!running.contains("TEMP B-TREE"), "{running}");
 
         let upcoming = plan(&conn, &upcoming_sql());
@@ -217,11 +229,13 @@ mod tests {
         assert!(!waiting.contains("TEMP B-TREE"), "{waiting}");
 
         let completed = plan(&conn, &completed_sql());
-        assert!(
-            completed.contains("backlite_tasks_completed_outcome"),
+        assert_eq!(
+            completed.matches("backlite_tasks_ended").count(),
+            3,
             "{completed}"
         );
         assert!(!completed.contains("TEMP B-TREE"), "{completed}");
+        assert!(!completed.lines().any(table_scan), "{completed}");
     }
 
     /// Every page's header counts tasks per queue: from indexes, never from the tables' rows.
@@ -240,8 +254,8 @@ mod tests {
         }
         for index in [
             "backlite_tasks_due",
-            "backlite_tasks_claimed",
-            "COVERING INDEX backlite_tasks_completed_queue",
+            "backlite_tasks_running",
+            "COVERING INDEX backlite_tasks_ended_queue",
         ] {
             assert!(counts.contains(index), "{index} in\n{counts}");
         }

@@ -1,8 +1,7 @@
 //! The statements that control queues and tasks: pause and resume, cancel, retry, run now,
 //! delete and purge. The writes run on the writer thread, inside its `BEGIN IMMEDIATE`
-//! transaction, which no other connection (of any process) can write during: each guard
-//! (`claimed_at IS NULL`, no task with the id waiting) is read and acted on atomically with
-//! respect to every claim.
+//! transaction, which no other connection (of any process) can write during: each guard (the
+//! row's `state`) is read and acted on atomically with respect to every claim.
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -158,121 +157,109 @@ fn task_cancel(
     now: Millis,
 ) -> rusqlite::Result<Cancelled> {
     let key = &id.as_bytes()[..];
-    let found: Option<(String, bool)> = conn
-        .prepare_cached("SELECT queue, claimed_at IS NOT NULL FROM backlite_tasks WHERE id = ?1")?
+    let found: Option<(String, i64)> = conn
+        .prepare_cached("SELECT queue, state FROM backlite_tasks WHERE id = ?1")?
         .query_row([key], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?;
-    let Some((queue, claimed)) = found else {
-        return Ok(Cancelled::NotFound);
+    let queue = match found {
+        Some((queue, 0)) => queue,
+        Some((_, 1)) => {
+            conn.prepare_cached(
+                "UPDATE backlite_tasks \
+                 SET cancel_requested_at = COALESCE(cancel_requested_at, ?2) \
+                 WHERE id = ?1 AND state = 1",
+            )?
+            .execute(params![key, now])?;
+            return Ok(Cancelled::Requested);
+        }
+        // Ended already, or not there.
+        _ => return Ok(Cancelled::NotFound),
     };
-    if claimed {
-        conn.prepare_cached(
-            "UPDATE backlite_tasks SET cancel_requested_at = COALESCE(cancel_requested_at, ?2) \
-             WHERE id = ?1 AND claimed_at IS NOT NULL",
-        )?
-        .execute(params![key, now])?;
-        return Ok(Cancelled::Requested);
-    }
-    if let Some(retain) = retention.of(&queue) {
-        conn.prepare_cached(
-            "INSERT OR REPLACE INTO backlite_tasks_completed (id, queue, task, attempts, \
-             succeeded, last_duration_us, error, created_at, last_executed_at, expires_at, \
-             cancelled, errors) \
-             SELECT id, queue, CASE WHEN ?2 THEN task END, attempts, 0, \
-                 COALESCE(last_duration_us, 0), ?3, created_at, ?4, ?5, 1, errors \
-             FROM backlite_tasks WHERE id = ?1 AND claimed_at IS NULL",
-        )?
-        .execute(params![
-            key,
-            retain.payload,
-            CANCELLED_ERROR,
-            now,
-            retain.expires_at
-        ])?;
-    }
-    conn.prepare_cached("DELETE FROM backlite_tasks WHERE id = ?1 AND claimed_at IS NULL")?
-        .execute([key])?;
+    match retention.of(&queue) {
+        // It ends in place, cancelled (state 4).
+        Some(retain) => conn
+            .prepare_cached(
+                "UPDATE backlite_tasks SET state = 4, task = CASE WHEN ?2 THEN task END, \
+                 last_error = ?3, finished_at = ?4, expires_at = ?5 \
+                 WHERE id = ?1 AND state = 0",
+            )?
+            .execute(params![
+                key,
+                retain.payload,
+                CANCELLED_ERROR,
+                now,
+                retain.expires_at
+            ])?,
+        None => conn
+            .prepare_cached("DELETE FROM backlite_tasks WHERE id = ?1 AND state = 0")?
+            .execute([key])?,
+    };
     Ok(Cancelled::Waiting)
 }
 
-/// Retained tasks that may run again: they failed or were cancelled, and kept their payload.
-const RETRYABLE: &str = "succeeded = 0 AND task IS NOT NULL";
+/// Ended tasks that may run again: they failed or were cancelled, and kept their payload.
+const RETRYABLE: &str = "state IN (3, 4) AND task IS NOT NULL";
 
-fn completed_retry(conn: &Connection, id: TaskId, now: Millis) -> rusqlite::Result<bool> {
-    let key = &id.as_bytes()[..];
-    let inserted = conn
-        .prepare_cached(&format!(
-            "INSERT INTO backlite_tasks (id, queue, task, run_at, created_at) \
-             SELECT id, queue, task, ?2, created_at FROM backlite_tasks_completed \
-             WHERE id = ?1 AND {RETRYABLE} \
-               AND NOT EXISTS (SELECT 1 FROM backlite_tasks WHERE id = ?1)"
-        ))?
-        .execute(params![key, now])?;
-    if inserted == 0 {
-        return Ok(false);
-    }
-    conn.prepare_cached("DELETE FROM backlite_tasks_completed WHERE id = ?1")?
-        .execute([key])?;
-    Ok(true)
+/// Makes retryable ended tasks waiting again in their rows, due `?2`, from attempt zero, with
+/// no expiry (their `expires_at` was their retention's) and no history of the earlier run.
+/// They keep their priority and their insertion order.
+fn retry_sql(which: &str) -> String {
+    format!(
+        "UPDATE backlite_tasks SET state = 0, run_at = ?2, attempts = 0, expires_at = NULL, \
+         finished_at = NULL, last_executed_at = NULL, last_duration_us = NULL, \
+         last_error = NULL, errors = NULL, cancel_requested_at = NULL \
+         WHERE {which} AND {RETRYABLE}"
+    )
 }
 
+fn completed_retry(conn: &Connection, id: TaskId, now: Millis) -> rusqlite::Result<bool> {
+    let changed = conn
+        .prepare_cached(&retry_sql("id = ?1"))?
+        .execute(params![&id.as_bytes()[..], now])?;
+    Ok(changed == 1)
+}
+
+/// Every retryable task of the queue, found by the (queue, state) index of ended rows.
 fn completed_retry_queue(conn: &Connection, queue: &str, now: Millis) -> rusqlite::Result<u64> {
-    // Oldest completion first, so that they run again in the order they first ended.
-    let ids: Vec<Vec<u8>> = conn
-        .prepare_cached(&format!(
-            "SELECT id FROM backlite_tasks_completed WHERE queue = ?1 AND {RETRYABLE} \
-             ORDER BY last_executed_at, rowid"
-        ))?
-        .query_map([queue], |row| row.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut moved = 0;
-    for id in ids {
-        if completed_retry(conn, sql::task_id(&id)?, now)? {
-            moved += 1;
-        }
-    }
-    Ok(moved)
+    let changed = conn
+        .prepare_cached(&retry_sql("queue = ?1"))?
+        .execute(params![queue, now])?;
+    Ok(changed as u64)
 }
 
 fn task_run_now(conn: &Connection, id: TaskId, now: Millis) -> rusqlite::Result<bool> {
     let changed = conn
         .prepare_cached(
-            "UPDATE backlite_tasks SET run_at = ?2 \
-             WHERE id = ?1 AND claimed_at IS NULL AND run_at > ?2",
+            "UPDATE backlite_tasks SET run_at = ?2 WHERE id = ?1 AND state = 0 AND run_at > ?2",
         )?
         .execute(params![&id.as_bytes()[..], now])?;
     Ok(changed == 1)
 }
 
+/// A waiting or an ended task; never a running one.
 fn task_delete(conn: &Connection, id: TaskId) -> rusqlite::Result<bool> {
-    let key = &id.as_bytes()[..];
-    let waiting = conn
-        .prepare_cached("DELETE FROM backlite_tasks WHERE id = ?1 AND claimed_at IS NULL")?
-        .execute([key])?;
-    let retained = conn
-        .prepare_cached("DELETE FROM backlite_tasks_completed WHERE id = ?1")?
-        .execute([key])?;
-    Ok(waiting + retained > 0)
+    let deleted = conn
+        .prepare_cached("DELETE FROM backlite_tasks WHERE id = ?1 AND state <> 1")?
+        .execute([&id.as_bytes()[..]])?;
+    Ok(deleted > 0)
 }
+
+/// Ended tasks of the filter's states, from the ended index (the queue, when named, is
+/// tested on each row).
+pub(crate) const PURGE: &str = "DELETE FROM backlite_tasks \
+     WHERE state >= 2 AND (?1 IS NULL OR queue = ?1) \
+       AND (?2 IS NULL OR finished_at < ?2) \
+       AND ((?3 AND state = 2) OR (?4 AND state = 3) OR (?5 AND state = 4))";
 
 fn completed_purge(conn: &Connection, filter: &PurgeFilter) -> rusqlite::Result<u64> {
     let (succeeded, failed, cancelled) = filter.outcomes();
-    let deleted = conn
-        .prepare_cached(
-            "DELETE FROM backlite_tasks_completed \
-             WHERE (?1 IS NULL OR queue = ?1) \
-               AND (?2 IS NULL OR last_executed_at < ?2) \
-               AND ((?3 AND succeeded) \
-                 OR (?4 AND NOT succeeded AND NOT cancelled) \
-                 OR (?5 AND NOT succeeded AND cancelled))",
-        )?
-        .execute(params![
-            filter.queue,
-            filter.completed_before,
-            succeeded,
-            failed,
-            cancelled
-        ])?;
+    let deleted = conn.prepare_cached(PURGE)?.execute(params![
+        filter.queue,
+        filter.completed_before,
+        succeeded,
+        failed,
+        cancelled
+    ])?;
     Ok(deleted as u64)
 }
 

@@ -1,27 +1,25 @@
 //! The sweep of expired waiting tasks. It runs on the writer thread, inside its
 //! `BEGIN IMMEDIATE` transaction, so that a task it reads as waiting cannot be claimed before
-//! it is moved; the `claimed_at IS NULL` guards keep that so on any connection.
+//! it ends; the `state = 0` guards keep that so on any connection.
 
 use rusqlite::{Connection, params};
 
 use crate::storage::{CancelRetention, EXPIRED_ERROR, Millis};
 
-/// Copies an expired task to the completed table as failed: `?1` rowid, `?2` keep the payload,
-/// `?3` now, `?4` the copy's retention expiry, `?5` the error. The error history gains the
+/// Ends an expired waiting task in place as failed (state 3): `?1` rowid, `?2` keep the
+/// payload, `?3` now, `?4` its retention expiry, `?5` the error. The error history gains the
 /// entry of the attempt that never started.
-const RETAIN_EXPIRED: &str = "INSERT OR REPLACE INTO backlite_tasks_completed (id, queue, task, \
-     attempts, succeeded, last_duration_us, error, created_at, last_executed_at, expires_at, \
-     cancelled, errors) \
-     SELECT id, queue, CASE WHEN ?2 THEN task END, attempts, 0, COALESCE(last_duration_us, 0), \
-         ?5, created_at, ?3, ?4, 0, \
-         json_insert(CASE WHEN json_array_length(errors) >= 10 THEN json_remove(errors, '$[0]') \
-             ELSE COALESCE(errors, '[]') END, '$[#]', json_object('attempt', attempts + 1, \
-             'at', ?3, 'duration_us', 0, 'error', ?5)) \
-     FROM backlite_tasks WHERE rowid = ?1 AND claimed_at IS NULL";
+const RETAIN_EXPIRED: &str = "UPDATE backlite_tasks SET state = 3, \
+         task = CASE WHEN ?2 THEN task END, last_error = ?5, finished_at = ?3, \
+         expires_at = ?4, \
+         errors = json_insert(CASE WHEN json_array_length(errors) >= 10 \
+             THEN json_remove(errors, '$[0]') ELSE COALESCE(errors, '[]') END, '$[#]', \
+             json_object('attempt', attempts + 1, 'at', ?3, 'duration_us', 0, 'error', ?5)) \
+     WHERE rowid = ?1 AND state = 0";
 
 /// The expired waiting tasks of queue `?1` at `?2`, earliest expiry first, up to `?3`.
 const FIND_EXPIRED: &str = "SELECT rowid FROM backlite_tasks \
-     WHERE queue = ?1 AND expires_at <= ?2 AND claimed_at IS NULL \
+     WHERE queue = ?1 AND state = 0 AND expires_at <= ?2 \
      ORDER BY expires_at LIMIT ?3";
 
 /// Ends up to `limit` expired waiting tasks of the known queues, earliest expiry first per
@@ -33,9 +31,9 @@ pub(crate) fn task_expire_pending(
     now: Millis,
 ) -> rusqlite::Result<u64> {
     let mut find = conn.prepare_cached(FIND_EXPIRED)?;
-    let mut retain_copy = conn.prepare_cached(RETAIN_EXPIRED)?;
+    let mut retain_expired = conn.prepare_cached(RETAIN_EXPIRED)?;
     let mut delete =
-        conn.prepare_cached("DELETE FROM backlite_tasks WHERE rowid = ?1 AND claimed_at IS NULL")?;
+        conn.prepare_cached("DELETE FROM backlite_tasks WHERE rowid = ?1 AND state = 0")?;
     let mut ended = 0u64;
     for (queue, retain) in &retention.known {
         let left = limit.saturating_sub(usize::try_from(ended).unwrap_or(usize::MAX));
@@ -49,16 +47,16 @@ pub(crate) fn task_expire_pending(
             )?
             .collect::<rusqlite::Result<_>>()?;
         for rowid in rowids {
-            if let Some(retain) = retain {
-                retain_copy.execute(params![
+            ended += match retain {
+                Some(retain) => retain_expired.execute(params![
                     rowid,
                     retain.payload,
                     now,
                     retain.expires_at,
                     EXPIRED_ERROR
-                ])?;
-            }
-            ended += delete.execute([rowid])? as u64;
+                ])?,
+                None => delete.execute([rowid])?,
+            } as u64;
         }
     }
     Ok(ended)

@@ -6,41 +6,31 @@
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row};
 
-use super::sql::task_id;
+use super::sql::{status_of, task_id};
 use crate::storage::browse::{count, micros};
 use crate::storage::inspect::{Keyset, ListKind, ProcessRecord};
 use crate::storage::{Facts, InfoRecord, ListQuery, Millis, SummaryRecord};
-use crate::task::{TaskId, TaskStatus};
+use crate::task::TaskId;
 
 const TASK_INFO: &str = "SELECT t.id, t.queue, t.task, t.attempts, t.created_at, t.run_at, \
      t.claimed_at, t.last_executed_at, t.last_duration_us, t.errors, t.claimed_by, \
-     t.lease_renewed_at, t.lease_until, t.priority, t.expires_at \
+     t.lease_renewed_at, t.lease_until, t.priority, t.expires_at, t.state, t.finished_at \
      FROM backlite_tasks t WHERE t.id = ?1";
 
-const COMPLETED_INFO: &str = "SELECT t.id, t.queue, t.task, t.attempts, t.created_at, \
-     t.succeeded, t.cancelled, t.last_executed_at, t.last_duration_us, t.expires_at, t.errors \
-     FROM backlite_tasks_completed t WHERE t.id = ?1";
-
-/// The tasks table first, then the retained one: a task moves from the first to the second
-/// in one transaction, so reading in this order never misses one that completes meanwhile.
+/// Every task, waiting, running or ended, is one row: one lookup of the primary key.
 pub(crate) fn task_info(conn: &Connection, id: TaskId) -> rusqlite::Result<Option<InfoRecord>> {
-    let key = &id.as_bytes()[..];
-    let waiting = conn
-        .prepare_cached(TASK_INFO)?
-        .query_row([key], |row| {
-            let claimed_at: Option<Millis> = row.get(6)?;
-            Ok(InfoRecord {
+    conn.prepare_cached(TASK_INFO)?
+        .query_row([&id.as_bytes()[..]], |row| {
+            let state: i64 = row.get(15)?;
+            let record = InfoRecord {
                 id: task_id(row.get_ref(0)?.as_blob()?)?,
                 queue: row.get(1)?,
-                status: match claimed_at {
-                    Some(_) => TaskStatus::Running,
-                    None => TaskStatus::Pending,
-                },
+                status: status_of(state),
                 payload: row.get(2)?,
                 attempts: row.get(3)?,
                 created_at: row.get(4)?,
                 run_at: row.get(5)?,
-                claimed_at,
+                claimed_at: row.get(6)?,
                 last_executed_at: row.get(7)?,
                 last_duration: row.get::<_, Option<i64>>(8)?.map(micros),
                 expires_at: None,
@@ -50,43 +40,26 @@ pub(crate) fn task_info(conn: &Connection, id: TaskId) -> rusqlite::Result<Optio
                 lease_until: row.get(12)?,
                 priority: row.get(13)?,
                 pending_expires_at: row.get(14)?,
-            })
-        })
-        .optional()?;
-    if waiting.is_some() {
-        return Ok(waiting);
-    }
-    conn.prepare_cached(COMPLETED_INFO)?
-        .query_row([key], |row| {
+            };
+            if state <= 1 {
+                return Ok(record);
+            }
+            // An ended task: its end is its last time, its expiry its retention's.
             Ok(InfoRecord {
-                id: task_id(row.get_ref(0)?.as_blob()?)?,
-                queue: row.get(1)?,
-                status: outcome(row.get(5)?, row.get(6)?),
-                payload: row.get(2)?,
-                attempts: row.get(3)?,
-                created_at: row.get(4)?,
                 run_at: None,
                 claimed_at: None,
-                last_executed_at: row.get(7)?,
-                last_duration: Some(micros(row.get(8)?)),
-                expires_at: row.get(9)?,
-                errors: row.get(10)?,
+                last_executed_at: row.get(16)?,
+                last_duration: Some(record.last_duration.unwrap_or_default()),
+                expires_at: record.pending_expires_at,
                 claimed_by: None,
                 lease_renewed_at: None,
                 lease_until: None,
                 priority: None,
                 pending_expires_at: None,
+                ..record
             })
         })
         .optional()
-}
-
-fn outcome(succeeded: bool, cancelled: bool) -> TaskStatus {
-    match (succeeded, cancelled) {
-        (true, _) => TaskStatus::Succeeded,
-        (false, true) => TaskStatus::Cancelled,
-        (false, false) => TaskStatus::Failed,
-    }
 }
 
 // The parameters of every list statement, bound by position: ?1 limit, ?2 and ?3 the keyset
@@ -97,7 +70,7 @@ fn outcome(succeeded: bool, cancelled: bool) -> TaskStatus {
 /// The columns of a [`SummaryRecord`] read from the tasks table, with `key` the sort key.
 fn task_summary(key: &str) -> String {
     format!(
-        "t.id, t.queue, CASE WHEN t.claimed_at IS NULL THEN 0 ELSE 1 END, t.attempts, \
+        "t.id, t.queue, t.state, t.attempts, \
          t.created_at, t.run_at, t.claimed_at, t.last_executed_at, t.last_duration_us, \
          t.last_error, {key}, t.rowid, t.priority"
     )
@@ -114,7 +87,7 @@ const CREATED: &str = "t.created_at >= ?5 AND t.created_at < ?6";
 fn waiting_one_queue_sql() -> String {
     format!(
         "SELECT {} FROM backlite_tasks t \
-         WHERE t.claimed_at IS NULL AND t.queue = ?4 AND t.run_at >= ?7 \
+         WHERE t.state = 0 AND t.queue = ?4 AND t.run_at >= ?7 \
            AND t.run_at < ?8 AND {AFTER_WAITING} AND {CREATED} \
          ORDER BY t.priority DESC, t.run_at, t.rowid LIMIT ?1",
         task_summary("t.run_at")
@@ -127,15 +100,15 @@ fn waiting_one_queue_sql() -> String {
 fn waiting_all_queues_sql() -> String {
     format!(
         "WITH RECURSIVE queues(name) AS ( \
-             SELECT MIN(queue) FROM backlite_tasks WHERE claimed_at IS NULL \
+             SELECT MIN(queue) FROM backlite_tasks WHERE state = 0 \
              UNION ALL \
              SELECT (SELECT MIN(queue) FROM backlite_tasks \
-                     WHERE claimed_at IS NULL AND queue > queues.name) \
+                     WHERE state = 0 AND queue > queues.name) \
              FROM queues WHERE queues.name IS NOT NULL \
          ) \
          SELECT {} FROM queues JOIN backlite_tasks t ON t.rowid IN ( \
              SELECT rowid FROM backlite_tasks \
-             WHERE claimed_at IS NULL AND queue = queues.name AND run_at >= ?7 \
+             WHERE state = 0 AND queue = queues.name AND run_at >= ?7 \
                AND run_at < ?8 \
                AND (priority < ?11 OR (priority = ?11 AND (run_at, rowid) > (?2, ?3))) \
                AND created_at >= ?5 AND created_at < ?6 \
@@ -145,12 +118,12 @@ fn waiting_all_queues_sql() -> String {
     )
 }
 
-/// Claimed tasks, longest-claimed first, from the index of claimed rows (they are few: the
+/// Running tasks, longest-claimed first, from the index of running rows (they are few: the
 /// workers and prefetch of the live processes).
 fn running_sql() -> String {
     format!(
         "SELECT {} FROM backlite_tasks t \
-         WHERE t.claimed_at IS NOT NULL AND t.claimed_at >= ?2 \
+         WHERE t.state = 1 AND t.claimed_at >= ?2 \
            AND (t.claimed_at, t.rowid) > (?2, ?3) \
            AND (?4 IS NULL OR t.queue = ?4) AND {CREATED} AND t.run_at >= ?7 AND t.run_at < ?8 \
          ORDER BY t.claimed_at, t.rowid LIMIT ?1",
@@ -158,17 +131,17 @@ fn running_sql() -> String {
     )
 }
 
-/// Retained tasks of one outcome, most recent first: the (succeeded, last_executed_at) index
-/// read backwards from the cursor.
+/// Ended tasks of one state (`?9` succeeded, else `?10` cancelled, else failed), most
+/// recently ended first: the (state, finished_at) index of ended rows read backwards from the
+/// cursor.
 fn completed_sql() -> String {
-    "SELECT t.id, t.queue, CASE WHEN t.succeeded THEN 2 WHEN t.cancelled THEN 4 ELSE 3 END, \
-         t.attempts, t.created_at, NULL, NULL, t.last_executed_at, t.last_duration_us, t.error, \
-         t.last_executed_at, t.rowid, NULL \
-     FROM backlite_tasks_completed t \
-     WHERE t.succeeded = ?9 AND t.last_executed_at <= ?2 \
-       AND (t.last_executed_at, t.rowid) < (?2, ?3) AND t.cancelled = ?10 \
+    "SELECT t.id, t.queue, t.state, t.attempts, t.created_at, NULL, NULL, t.finished_at, \
+         COALESCE(t.last_duration_us, 0), t.last_error, t.finished_at, t.rowid, NULL \
+     FROM backlite_tasks t \
+     WHERE t.state >= 2 AND t.state = CASE WHEN ?9 THEN 2 WHEN ?10 THEN 4 ELSE 3 END \
+       AND t.finished_at <= ?2 AND (t.finished_at, t.rowid) < (?2, ?3) \
        AND (?4 IS NULL OR t.queue = ?4) AND t.created_at >= ?5 AND t.created_at < ?6 \
-     ORDER BY t.last_executed_at DESC, t.rowid DESC LIMIT ?1"
+     ORDER BY t.finished_at DESC, t.rowid DESC LIMIT ?1"
         .to_owned()
 }
 
@@ -215,13 +188,7 @@ fn summary_record(row: &Row<'_>) -> rusqlite::Result<SummaryRecord> {
     Ok(SummaryRecord {
         id: task_id(row.get_ref(0)?.as_blob()?)?,
         queue: row.get(1)?,
-        status: match row.get::<_, i64>(2)? {
-            0 => TaskStatus::Pending,
-            1 => TaskStatus::Running,
-            2 => TaskStatus::Succeeded,
-            4 => TaskStatus::Cancelled,
-            _ => TaskStatus::Failed,
-        },
+        status: status_of(row.get(2)?),
         attempts: row.get(3)?,
         created_at: row.get(4)?,
         run_at: row.get(5)?,
@@ -242,27 +209,25 @@ fn summary_record(row: &Row<'_>) -> rusqlite::Result<SummaryRecord> {
 /// its queue ahead of it in claim order (counted only when it is due itself, at `?3`): those
 /// of its priority before it (all due too: a range of the due index) and the due ones of
 /// every higher priority (the index's range above it). Expired tasks not yet swept count.
-/// Then its claimer's row.
+/// Then its claimer's row, and for an ended task its state and end.
 const FACTS: &str = "SELECT t.queue, t.run_at, t.attempts, t.claimed_at, t.claimed_by, \
          t.lease_renewed_at, t.lease_until, \
          (SELECT q.paused_at FROM backlite_queues q WHERE q.name = t.queue), \
-         CASE WHEN t.claimed_at IS NULL THEN ( \
+         CASE WHEN t.state = 0 THEN ( \
              SELECT COUNT(*) FROM backlite_processes s \
              WHERE s.last_seen_at > ?2 \
                AND EXISTS (SELECT 1 FROM json_each(s.queues) j WHERE j.value = t.queue)) END, \
-         CASE WHEN t.claimed_at IS NULL AND t.run_at <= ?3 THEN ( \
+         CASE WHEN t.state = 0 AND t.run_at <= ?3 THEN ( \
              SELECT COUNT(*) FROM backlite_tasks a \
-             WHERE a.claimed_at IS NULL AND a.queue = t.queue AND a.priority = t.priority \
+             WHERE a.state = 0 AND a.queue = t.queue AND a.priority = t.priority \
                AND a.run_at <= t.run_at AND (a.run_at, a.rowid) < (t.run_at, t.rowid)) + ( \
              SELECT COUNT(*) FROM backlite_tasks a \
-             WHERE a.claimed_at IS NULL AND a.queue = t.queue AND a.priority > t.priority \
+             WHERE a.state = 0 AND a.queue = t.queue AND a.priority > t.priority \
                AND a.run_at <= ?3) END, \
-         p.host, p.pid, t.expires_at \
+         p.host, p.pid, t.expires_at, t.state, t.finished_at, \
+         COALESCE(t.last_duration_us, 0) \
      FROM backlite_tasks t LEFT JOIN backlite_processes p ON p.id = t.claimed_by \
      WHERE t.id = ?1";
-
-const COMPLETED_FACTS: &str = "SELECT succeeded, cancelled, last_executed_at, last_duration_us \
-     FROM backlite_tasks_completed WHERE id = ?1";
 
 pub(crate) fn task_facts(
     conn: &Connection,
@@ -275,9 +240,17 @@ pub(crate) fn task_facts(
     let facts = conn
         .prepare_cached(FACTS)?
         .query_row((key, live_since, now), |row| {
+            let state: i64 = row.get(13)?;
             let claimed_at: Option<Millis> = row.get(3)?;
-            Ok(match claimed_at {
-                Some(claimed_at) => Facts::Running {
+            Ok(match (state, claimed_at) {
+                (2.., _) => {
+                    let (finished_at, duration_us): (Millis, i64) = (row.get(14)?, row.get(15)?);
+                    Facts::Completed {
+                        status: status_of(state),
+                        finished_at: finished_at.saturating_add(duration_us / 1000),
+                    }
+                }
+                (1, Some(claimed_at)) => Facts::Running {
                     claimed_at,
                     claimed_by: row.get(4)?,
                     process: match (row.get(10)?, row.get(11)?) {
@@ -287,7 +260,7 @@ pub(crate) fn task_facts(
                     lease_renewed_at: row.get(5)?,
                     lease_until: row.get(6)?,
                 },
-                None => Facts::Waiting {
+                _ => Facts::Waiting {
                     queue: row.get(0)?,
                     run_at: row.get(1)?,
                     attempts: row.get(2)?,
@@ -300,20 +273,7 @@ pub(crate) fn task_facts(
             })
         })
         .optional()?;
-    if let Some(facts) = facts {
-        return Ok(facts);
-    }
-    let completed = conn
-        .prepare_cached(COMPLETED_FACTS)?
-        .query_row([key], |row| {
-            let (executed_at, duration_us): (Millis, i64) = (row.get(2)?, row.get(3)?);
-            Ok(Facts::Completed {
-                status: outcome(row.get(0)?, row.get(1)?),
-                finished_at: executed_at.saturating_add(duration_us / 1000),
-            })
-        })
-        .optional()?;
-    Ok(completed.unwrap_or(Facts::NotFound))
+    Ok(facts.unwrap_or(Facts::NotFound))
 }
 
 #[cfg(test)]
@@ -370,12 +330,8 @@ mod tests {
         for (name, sql, index) in [
             ("one queue", waiting_one_queue_sql(), "backlite_tasks_due"),
             ("all queues", waiting_all_queues_sql(), "backlite_tasks_due"),
-            ("running", running_sql(), "backlite_tasks_claimed"),
-            (
-                "completed",
-                completed_sql(),
-                "backlite_tasks_completed_outcome",
-            ),
+            ("running", running_sql(), "backlite_tasks_running"),
+            ("completed", completed_sql(), "backlite_tasks_ended"),
         ] {
             let plan = plan(&conn, &sql);
             assert!(plan.contains(index), "{name}:\n{plan}");

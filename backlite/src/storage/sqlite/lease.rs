@@ -87,7 +87,7 @@ fn renew(
     let mut renewal = Renewal::default();
     let mut extend = conn.prepare_cached(
         "UPDATE backlite_tasks SET lease_until = ?3, lease_renewed_at = ?4 \
-         WHERE id = ?1 AND fence = ?2 AND claimed_at IS NOT NULL \
+         WHERE id = ?1 AND fence = ?2 AND state = 1 \
          RETURNING cancel_requested_at IS NOT NULL",
     )?;
     let lease_until = now.saturating_add(lease);

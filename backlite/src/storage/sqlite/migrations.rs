@@ -122,6 +122,89 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX backlite_tasks_expiring
         ON backlite_tasks (queue, expires_at) WHERE expires_at IS NOT NULL AND claimed_at IS NULL;
     "#,
+    // 7: one table for every task, waiting, running or ended, with its `state`: 0 waiting,
+    // 1 running, 2 succeeded, 3 failed, 4 cancelled (docs/design/storage-layout.md). A task
+    // that ends and is retained stays in its row (its state, `finished_at`, retention expiry
+    // change; its payload is dropped unless retained), instead of being copied to
+    // `backlite_tasks_completed`, which goes. `expires_at` is the expiry of the row's current
+    // state: a waiting task is not run after it, an ended one is deleted from then on. Every
+    // index is partial on the states its queries name, so that retained rows reach none of
+    // the claim's. `unique_key` and `unique_for` hold a task's uniqueness, which the unique
+    // index enforces over waiting, running and succeeded tasks.
+    //
+    // `ALTER TABLE` cannot make `task` nullable, so the table is rebuilt: the retained tasks
+    // first (the oldest first), then the live ones, a live task winning over a retained one of
+    // the same id. Claims keep their claimer, lease and fencing number, so the outcomes of
+    // attempts running across the upgrade still apply.
+    r#"
+    CREATE TABLE backlite_tasks_v7 (
+        id                  BLOB PRIMARY KEY NOT NULL,  -- UUID v7
+        queue               TEXT NOT NULL,
+        state               INTEGER NOT NULL DEFAULT 0, -- 0 waiting, 1 running, 2 succeeded,
+                                                        -- 3 failed, 4 cancelled
+        task                BLOB,                       -- payload, JSON; NULL once ended unless
+                                                        -- retained with it
+        attempts            INTEGER NOT NULL DEFAULT 0, -- completed attempts
+        run_at              INTEGER NOT NULL,           -- ms since epoch; due from then on
+        created_at          INTEGER NOT NULL,
+        priority            INTEGER NOT NULL DEFAULT 0,
+        expires_at          INTEGER,                    -- waiting: never run after; ended: deleted
+                                                        -- from then on; NULL: never
+        claimed_at          INTEGER,                    -- set while running
+        lease_until         INTEGER,
+        fence               INTEGER NOT NULL DEFAULT 0,
+        claimed_by          TEXT,                       -- backlite_processes.id
+        lease_renewed_at    INTEGER,
+        cancel_requested_at INTEGER,
+        last_executed_at    INTEGER,
+        last_duration_us    INTEGER,
+        last_error          TEXT,
+        errors              TEXT,                       -- JSON array, last 10 attempts
+        finished_at         INTEGER,                    -- when it ended (state >= 2)
+        unique_key          BLOB,                       -- NULL: not unique
+        unique_for          INTEGER                     -- ms a succeeded task keeps its key
+    );
+    INSERT INTO backlite_tasks_v7 (id, queue, state, task, attempts, run_at, created_at,
+        expires_at, last_executed_at, last_duration_us, last_error, errors, finished_at)
+    SELECT id, queue, CASE WHEN cancelled <> 0 THEN 4 WHEN succeeded <> 0 THEN 2 ELSE 3 END,
+        task, attempts, last_executed_at, created_at, expires_at, last_executed_at,
+        last_duration_us, error, errors, last_executed_at
+    FROM backlite_tasks_completed ORDER BY rowid;
+    INSERT OR REPLACE INTO backlite_tasks_v7 (id, queue, state, task, attempts, run_at,
+        created_at, priority, expires_at, claimed_at, lease_until, fence, claimed_by,
+        lease_renewed_at, cancel_requested_at, last_executed_at, last_duration_us, last_error,
+        errors)
+    SELECT id, queue, CASE WHEN claimed_at IS NULL THEN 0 ELSE 1 END, task, attempts, run_at,
+        created_at, priority, expires_at, claimed_at, lease_until, fence, claimed_by,
+        lease_renewed_at, cancel_requested_at, last_executed_at, last_duration_us, last_error,
+        errors
+    FROM backlite_tasks ORDER BY rowid;
+    DROP TABLE backlite_tasks;
+    DROP TABLE backlite_tasks_completed;
+    ALTER TABLE backlite_tasks_v7 RENAME TO backlite_tasks;
+
+    -- The claim reads this index in claim order, per queue; only waiting rows are in it.
+    CREATE INDEX backlite_tasks_due
+        ON backlite_tasks (queue, priority DESC, run_at) WHERE state = 0;
+    -- Releases, renewals' reads, the running lists and counts: running rows only.
+    CREATE INDEX backlite_tasks_running
+        ON backlite_tasks (claimed_at) WHERE state = 1;
+    -- The sweep of waiting tasks past their expiry.
+    CREATE INDEX backlite_tasks_expiring
+        ON backlite_tasks (queue, expires_at) WHERE state = 0 AND expires_at IS NOT NULL;
+    -- Lists of ended tasks per state, most recently ended first.
+    CREATE INDEX backlite_tasks_ended
+        ON backlite_tasks (state, finished_at) WHERE state >= 2;
+    -- Counts of ended tasks per queue and state, from the index alone.
+    CREATE INDEX backlite_tasks_ended_queue
+        ON backlite_tasks (queue, state) WHERE state >= 2;
+    -- The cleanup of ended tasks whose retention has expired.
+    CREATE INDEX backlite_tasks_retention
+        ON backlite_tasks (expires_at) WHERE state >= 2 AND expires_at IS NOT NULL;
+    -- One task per key among waiting, running and succeeded tasks.
+    CREATE UNIQUE INDEX backlite_tasks_unique
+        ON backlite_tasks (unique_key) WHERE unique_key IS NOT NULL AND state <= 2;
+    "#,
 ];
 
 /// The newest schema version this build knows.
@@ -198,9 +281,38 @@ mod tests {
             .unwrap();
         }
         if version >= 4 {
-            // A claim made by version 4 records its last renewal.
+            // A claim made by version 4 records its last renewal, and a cancel asked of it.
             conn.execute_batch(
-                "UPDATE backlite_tasks SET lease_renewed_at = 1000 WHERE id = x'02'",
+                "UPDATE backlite_tasks SET lease_renewed_at = 1000, cancel_requested_at = 1500 \
+                 WHERE id = x'02'",
+            )
+            .unwrap();
+        }
+        if version >= 6 {
+            // Priority and expiry of a waiting task, from version 6 on.
+            conn.execute_batch(
+                "UPDATE backlite_tasks SET priority = 3, expires_at = 9000 WHERE id = x'01'",
+            )
+            .unwrap();
+        }
+        // Retained tasks: one that succeeded with its payload, one that failed without it, and
+        // a stale retained copy of the waiting task x'01' (a live task wins over it).
+        conn.execute_batch(
+            "INSERT INTO backlite_tasks_completed (id, queue, task, attempts, succeeded, \
+                 last_duration_us, error, created_at, last_executed_at, expires_at) VALUES \
+                 (x'03', 'a', x'7b7d', 1, 1, 40, NULL, 1, 2000, 90000), \
+                 (x'04', 'b', NULL, 3, 0, 50, 'boom', 1, 3000, NULL), \
+                 (x'01', 'a', NULL, 2, 0, 60, 'old', 1, 500, NULL);",
+        )
+        .unwrap();
+        if version >= 4 {
+            conn.execute_batch(
+                "UPDATE backlite_tasks_completed SET errors = '[{\"attempt\":3}]' \
+                     WHERE id = x'04'; \
+                 INSERT INTO backlite_tasks_completed (id, queue, task, attempts, succeeded, \
+                     last_duration_us, error, created_at, last_executed_at, expires_at, \
+                     cancelled) VALUES (x'05', 'a', x'7b7d', 0, 0, 0, 'cancelled', 1, 4000, \
+                     NULL, 1);",
             )
             .unwrap();
         }
@@ -209,8 +321,10 @@ mod tests {
 
     /// Every earlier version migrates to the latest, keeping its tasks: a task claimed under
     /// an earlier version gets that version's lease (10 minutes) and a first fencing number,
-    /// and counts as renewed when it was claimed. Every task gets the default priority and no
-    /// expiry.
+    /// and counts as renewed when it was claimed; waiting and running tasks keep their state,
+    /// priority and expiry (the default priority and none before version 6). Retained tasks
+    /// join the one table in their ended state with what they kept (payload, error, errors,
+    /// retention expiry, end time), and a live task wins over a retained copy of its id.
     #[test]
     fn every_earlier_version_migrates_with_its_tasks() {
         for version in 1..LATEST as usize {
@@ -220,18 +334,20 @@ mod tests {
                 .query_row("SELECT MAX(version) FROM backlite_schema", [], |r| r.get(0))
                 .unwrap();
             assert_eq!(latest, LATEST, "from version {version}");
-            type Row = (
+            type Live = (
                 Vec<u8>,
+                i64,
                 Option<i64>,
                 Option<i64>,
                 i64,
                 Option<i64>,
-                (i64, Option<i64>),
+                (i64, Option<i64>, Option<i64>),
             );
-            let rows: Vec<Row> = conn
+            let rows: Vec<Live> = conn
                 .prepare(
-                    "SELECT id, claimed_at, lease_until, fence, lease_renewed_at, priority, \
-                     expires_at FROM backlite_tasks ORDER BY id",
+                    "SELECT id, state, claimed_at, lease_until, fence, lease_renewed_at, \
+                     priority, expires_at, cancel_requested_at FROM backlite_tasks \
+                     WHERE state <= 1 ORDER BY id",
                 )
                 .unwrap()
                 .query_map([], |r| {
@@ -241,24 +357,91 @@ mod tests {
                         r.get(2)?,
                         r.get(3)?,
                         r.get(4)?,
-                        (r.get(5)?, r.get(6)?),
+                        r.get(5)?,
+                        (r.get(6)?, r.get(7)?, r.get(8)?),
                     ))
                 })
                 .unwrap()
                 .collect::<Result<_, _>>()
                 .unwrap();
+            let (priority, expires_at) = if version >= 6 { (3, Some(9000)) } else { (0, None) };
+            let cancel = (version >= 4).then_some(1500);
             assert_eq!(
                 rows,
                 [
-                    (vec![1], None, None, 0, None, (0, None)),
-                    (vec![2], Some(1000), Some(601_000), 1, Some(1000), (0, None)),
+                    (vec![1], 0, None, None, 0, None, (priority, expires_at, None)),
+                    (vec![2], 1, Some(1000), Some(601_000), 1, Some(1000), (0, None, cancel)),
                 ],
                 "from version {version}"
             );
+            // id, state, payload, attempts, last error, errors, end, duration, retention expiry
+            type Ended = (
+                Vec<u8>,
+                i64,
+                Option<Vec<u8>>,
+                i64,
+                Option<String>,
+                Option<String>,
+                (i64, i64, Option<i64>),
+            );
+            let ended: Vec<Ended> = conn
+                .prepare(
+                    "SELECT id, state, task, attempts, last_error, errors, finished_at, \
+                     last_duration_us, expires_at FROM backlite_tasks WHERE state >= 2 \
+                     ORDER BY id",
+                )
+                .unwrap()
+                .query_map([], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        (r.get(6)?, r.get(7)?, r.get(8)?),
+                    ))
+                })
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            let payload = Some(b"{}".to_vec());
+            let mut expected: Vec<Ended> = vec![
+                (vec![3], 2, payload.clone(), 1, None, None, (2000, 40, Some(90_000))),
+                (
+                    vec![4],
+                    3,
+                    None,
+                    3,
+                    Some("boom".into()),
+                    (version >= 4).then(|| r#"[{"attempt":3}]"#.to_owned()),
+                    (3000, 50, None),
+                ),
+            ];
+            if version >= 4 {
+                expected.push((
+                    vec![5],
+                    4,
+                    payload,
+                    0,
+                    Some("cancelled".into()),
+                    None,
+                    (4000, 0, None),
+                ));
+            }
+            assert_eq!(ended, expected, "from version {version}");
             let schedules: i64 = conn
                 .query_row("SELECT count(*) FROM backlite_schedules", [], |r| r.get(0))
                 .unwrap();
             assert_eq!(schedules, 0, "from version {version}");
+            let old: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM sqlite_schema WHERE name = 'backlite_tasks_completed'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(old, 0, "from version {version}");
         }
     }
 }

@@ -23,11 +23,11 @@ const ADVANCE: &str =
     "UPDATE backlite_schedules SET next_run_at = ?3 WHERE name = ?1 AND next_run_at = ?2";
 
 /// Inserts a tick's task unless it is stored already, waiting, running or retained: its id is
-/// the tick's, so the primary key refuses a second copy.
+/// the tick's, and every task, ended ones included, is a row of the one table, so the
+/// primary key refuses a second copy.
 const INSERT_TICK: &str = "INSERT INTO backlite_tasks \
-     (id, queue, task, run_at, created_at, priority, expires_at) \
-     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 \
-     WHERE NOT EXISTS (SELECT 1 FROM backlite_tasks_completed WHERE id = ?1) \
+     (id, queue, task, run_at, created_at, priority, expires_at, unique_key, unique_for) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
      ON CONFLICT (id) DO NOTHING";
 
 pub(crate) fn schedule_register(
@@ -84,6 +84,8 @@ pub(crate) fn schedule_tick(conn: &Connection, claim: &TickClaim) -> rusqlite::R
         run_at,
         priority,
         expires_at,
+        unique_key,
+        unique_for,
     } in &claim.tasks
     {
         inserted += insert.execute(params![
@@ -93,7 +95,9 @@ pub(crate) fn schedule_tick(conn: &Connection, claim: &TickClaim) -> rusqlite::R
             run_at,
             created_at,
             priority,
-            expires_at
+            expires_at,
+            unique_key,
+            unique_for
         ])? as u64;
     }
     Ok(TickOutcome::Claimed { inserted })

@@ -8,11 +8,11 @@ use crate::storage::{
 };
 use crate::task::{TaskId, TaskStatus};
 
-/// Inserts one task: `?1` id, `?2` queue, `?3` payload, `?4` run_at, `?5` created_at, `?6`
-/// priority, `?7` expires_at.
+/// Inserts one waiting task: `?1` id, `?2` queue, `?3` payload, `?4` run_at, `?5` created_at,
+/// `?6` priority, `?7` expires_at, `?8` unique_key, `?9` unique_for.
 pub(crate) const TASK_INSERT: &str = "INSERT INTO backlite_tasks \
-     (id, queue, task, run_at, created_at, priority, expires_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+     (id, queue, task, run_at, created_at, priority, expires_at, unique_key, unique_for) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 
 /// The file of a connection's main database; empty for a temporary or in-memory one.
 #[cfg(feature = "sqlx-sqlite")]
@@ -29,6 +29,8 @@ pub(crate) fn task_insert_many(conn: &Connection, tasks: &[NewTask]) -> rusqlite
             task.created_at,
             task.priority,
             task.expires_at,
+            task.unique_key,
+            task.unique_for,
         ])?;
     }
     Ok(())
@@ -55,7 +57,7 @@ pub(crate) fn claim_sql(queue_count: usize) -> String {
 /// The distinct priorities of the waiting tasks of the queue named by the SQL expression
 /// `queue`, as rows of `p`, highest first.
 fn priority_levels(queue: &str) -> String {
-    let waiting = format!("FROM backlite_tasks WHERE claimed_at IS NULL AND queue = {queue}");
+    let waiting = format!("FROM backlite_tasks WHERE state = 0 AND queue = {queue}");
     format!(
         "WITH RECURSIVE level(p) AS ( \
              SELECT MAX(priority) {waiting} \
@@ -71,7 +73,7 @@ fn priority_levels(queue: &str) -> String {
 /// not yet due.
 pub(crate) const CLAIM_LEVEL: &str = "SELECT rowid, id, queue, task, attempts, fence, run_at \
      FROM backlite_tasks \
-     WHERE claimed_at IS NULL AND queue = ?1 AND priority = ?2 AND run_at <= ?3 \
+     WHERE state = 0 AND queue = ?1 AND priority = ?2 AND run_at <= ?3 \
        AND (expires_at IS NULL OR expires_at > ?3) \
      ORDER BY run_at, rowid LIMIT ?4";
 
@@ -79,8 +81,8 @@ pub(crate) const CLAIM_LEVEL: &str = "SELECT rowid, id, queue, task, attempts, f
 /// insertion), then marks each claimed by its rowid, with its lease's end, its claimer (a
 /// process id) and the next fencing number. The writer runs this inside its
 /// `BEGIN IMMEDIATE` transaction, which no other connection can write during, so the reads
-/// and the marks are one atomic claim; the `claimed_at IS NULL` guard keeps it so on any
-/// connection.
+/// and the marks are one atomic claim; the `state = 0` guard keeps it so on any
+/// connection (a claim moves a row from state 0, waiting, to 1, running).
 ///
 /// The due index is ordered by priority first, and one ordered read of it would walk past
 /// every task not yet due of a priority before reaching the next priority's due ones (a
@@ -156,8 +158,8 @@ pub(crate) fn task_claim(
         picked.truncate(limit);
     }
     let mut mark = conn.prepare_cached(
-        "UPDATE backlite_tasks SET claimed_at = ?1, lease_until = ?2, fence = ?3, \
-         claimed_by = ?5, lease_renewed_at = ?1 WHERE rowid = ?4 AND claimed_at IS NULL",
+        "UPDATE backlite_tasks SET state = 1, claimed_at = ?1, lease_until = ?2, fence = ?3, \
+         claimed_by = ?5, lease_renewed_at = ?1 WHERE rowid = ?4 AND state = 0",
     )?;
     let mut claimed = Vec::with_capacity(picked.len());
     for ((_, _, rowid), task) in picked {
@@ -182,7 +184,7 @@ pub(crate) fn task_complete_many(
 ) -> rusqlite::Result<()> {
     // Each statement is taken from the cache once per batch, not once per completion: the
     // lookup hashes the whole SQL text.
-    let (mut retry, mut retain_copy, mut delete, mut snooze) = (None, None, None, None);
+    let (mut retry, mut retain, mut delete, mut snooze) = (None, None, None, None);
     for c in completions {
         let id = &c.id.as_bytes()[..];
         let duration_us = i64::try_from(c.duration.as_micros()).unwrap_or(i64::MAX);
@@ -206,20 +208,22 @@ pub(crate) fn task_complete_many(
                     duration_us,
                 ])?;
             }
-            Next::Done { retain, cancelled } => {
-                if let Some(retain) = retain {
-                    cached(conn, &mut retain_copy, RETAIN)?.execute(params![
-                        id,
-                        c.token.0,
-                        retain.payload,
-                        c.error.is_none() && !cancelled,
-                        duration_us,
-                        c.error,
-                        c.executed_at,
-                        retain.expires_at,
-                        cancelled,
-                    ])?;
-                }
+            Next::Done {
+                retain: Some(kept),
+                cancelled,
+            } => {
+                cached(conn, &mut retain, RETAIN)?.execute(params![
+                    id,
+                    c.token.0,
+                    kept.payload,
+                    ended_state(c.error.is_none(), cancelled),
+                    duration_us,
+                    c.error,
+                    c.executed_at,
+                    kept.expires_at,
+                ])?;
+            }
+            Next::Done { retain: None, .. } => {
                 cached(conn, &mut delete, DELETE)?.execute(params![id, c.token.0])?;
             }
         }
@@ -251,27 +255,38 @@ macro_rules! errors_appended {
     };
 }
 
-/// Every write about a claimed task is guarded by its claim: still claimed, by that claim.
+/// The state a task ends in: 2 succeeded, 3 failed, 4 cancelled.
+pub(crate) fn ended_state(succeeded: bool, cancelled: bool) -> i64 {
+    match (cancelled, succeeded) {
+        (true, _) => 4,
+        (false, true) => 2,
+        (false, false) => 3,
+    }
+}
+
+/// Every write about a claimed task is guarded by its claim: still running, under that claim.
 const RETRY: &str = concat!(
-    "UPDATE backlite_tasks SET claimed_at = NULL, lease_until = NULL, \
+    "UPDATE backlite_tasks SET state = 0, claimed_at = NULL, lease_until = NULL, \
      claimed_by = NULL, lease_renewed_at = NULL, attempts = attempts + 1, run_at = ?3, \
      last_executed_at = ?4, last_duration_us = ?5, last_error = ?6, errors = ",
     errors_appended!("?4", "?5", "?6"),
-    " WHERE id = ?1 AND fence = ?2 AND claimed_at IS NOT NULL"
+    " WHERE id = ?1 AND fence = ?2 AND state = 1"
 );
 
+/// A retained task ends in place: its row takes its ended state (`?4`), keeps its payload
+/// only when `?3` says so, and the retention expiry `?8`; its claim is cleared. `?7`, the
+/// attempt's time, is when it ended.
 const RETAIN: &str = concat!(
-    "INSERT OR REPLACE INTO backlite_tasks_completed (id, queue, task, \
-     attempts, succeeded, last_duration_us, error, created_at, last_executed_at, expires_at, \
-     cancelled, errors) \
-     SELECT id, queue, CASE WHEN ?3 THEN task END, attempts + 1, ?4, ?5, ?6, created_at, ?7, ?8, \
-     ?9, ",
+    "UPDATE backlite_tasks SET state = ?4, task = CASE WHEN ?3 THEN task END, \
+     attempts = attempts + 1, claimed_at = NULL, lease_until = NULL, claimed_by = NULL, \
+     lease_renewed_at = NULL, cancel_requested_at = NULL, last_executed_at = ?7, \
+     last_duration_us = ?5, last_error = ?6, finished_at = ?7, expires_at = ?8, errors = ",
     errors_appended!("?7", "?5", "?6"),
-    " FROM backlite_tasks WHERE id = ?1 AND fence = ?2 AND claimed_at IS NOT NULL"
+    " WHERE id = ?1 AND fence = ?2 AND state = 1"
 );
 
-const DELETE: &str =
-    "DELETE FROM backlite_tasks WHERE id = ?1 AND fence = ?2 AND claimed_at IS NOT NULL";
+/// A task that is not retained leaves the table when it ends.
+const DELETE: &str = "DELETE FROM backlite_tasks WHERE id = ?1 AND fence = ?2 AND state = 1";
 
 /// The statement in `slot`, taken from the connection's cache the first time.
 fn cached<'c, 's>(
@@ -290,8 +305,8 @@ pub(crate) fn task_unclaim_many(
     tasks: &[(TaskId, ClaimToken)],
 ) -> rusqlite::Result<()> {
     let mut unclaim = conn.prepare_cached(
-        "UPDATE backlite_tasks SET claimed_at = NULL, lease_until = NULL, claimed_by = NULL, \
-         lease_renewed_at = NULL WHERE id = ?1 AND fence = ?2 AND claimed_at IS NOT NULL",
+        "UPDATE backlite_tasks SET state = 0, claimed_at = NULL, lease_until = NULL, \
+         claimed_by = NULL, lease_renewed_at = NULL WHERE id = ?1 AND fence = ?2 AND state = 1",
     )?;
     for (id, token) in tasks {
         unclaim.execute(params![&id.as_bytes()[..], token.0])?;
@@ -299,22 +314,26 @@ pub(crate) fn task_unclaim_many(
     Ok(())
 }
 
-/// Claimed rows are few (the workers and prefetch of each live process), and the claimed
-/// index holds only them, so checking each one's lease costs no scan of waiting tasks.
+/// Running rows are few (the workers and prefetch of each live process), and the running
+/// index holds only them, so checking each one's lease costs no scan of other tasks.
 pub(crate) fn task_release_stuck(conn: &Connection, now: Millis) -> rusqlite::Result<u64> {
     let released = conn
         .prepare_cached(
-            "UPDATE backlite_tasks SET claimed_at = NULL, lease_until = NULL, \
+            "UPDATE backlite_tasks SET state = 0, claimed_at = NULL, lease_until = NULL, \
              claimed_by = NULL, lease_renewed_at = NULL \
-             WHERE claimed_at IS NOT NULL AND lease_until <= ?1",
+             WHERE state = 1 AND lease_until <= ?1",
         )?
         .execute([now])?;
     Ok(released as u64)
 }
 
+/// Ended tasks whose retention has expired, found by the retention index.
+pub(crate) const DELETE_EXPIRED: &str =
+    "DELETE FROM backlite_tasks WHERE state >= 2 AND expires_at <= ?1";
+
 pub(crate) fn completed_delete_expired(conn: &Connection, now: Millis) -> rusqlite::Result<u64> {
     let deleted = conn
-        .prepare_cached("DELETE FROM backlite_tasks_completed WHERE expires_at <= ?1")?
+        .prepare_cached(DELETE_EXPIRED)?
         .execute([now])?;
     Ok(deleted as u64)
 }
@@ -335,7 +354,7 @@ pub(crate) fn next_due_sql(queue_count: usize) -> String {
         .map(|n| {
             format!(
                 "SELECT CASE WHEN {running} THEN (SELECT MIN((SELECT run_at \
-                     FROM backlite_tasks WHERE claimed_at IS NULL AND queue = ?{n} \
+                     FROM backlite_tasks WHERE state = 0 AND queue = ?{n} \
                        AND priority = levels.p AND (expires_at IS NULL OR expires_at > ?1) \
                      ORDER BY run_at LIMIT 1)) FROM ({levels}) AS levels) END AS due",
                 running = queue_running(&format!("?{n}")),
@@ -368,44 +387,40 @@ pub(crate) fn task_next_due(
     }
 }
 
+/// The task's state is its row's: one lookup of the primary key.
 pub(crate) fn task_status(conn: &Connection, id: TaskId) -> rusqlite::Result<TaskStatus> {
-    let id = &id.as_bytes()[..];
-    let claimed: Option<Option<Millis>> = conn
-        .prepare_cached("SELECT claimed_at FROM backlite_tasks WHERE id = ?1")?
-        .query_row([id], |row| row.get(0))
+    let state: Option<i64> = conn
+        .prepare_cached("SELECT state FROM backlite_tasks WHERE id = ?1")?
+        .query_row([&id.as_bytes()[..]], |row| row.get(0))
         .optional()?;
-    if let Some(claimed) = claimed {
-        return Ok(match claimed {
-            Some(_) => TaskStatus::Running,
-            None => TaskStatus::Pending,
-        });
+    Ok(state.map_or(TaskStatus::NotFound, status_of))
+}
+
+/// The status a stored state stands for.
+pub(crate) fn status_of(state: i64) -> TaskStatus {
+    match state {
+        0 => TaskStatus::Pending,
+        1 => TaskStatus::Running,
+        2 => TaskStatus::Succeeded,
+        4 => TaskStatus::Cancelled,
+        _ => TaskStatus::Failed,
     }
-    let outcome: Option<(bool, bool)> = conn
-        .prepare_cached("SELECT succeeded, cancelled FROM backlite_tasks_completed WHERE id = ?1")?
-        .query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
-        .optional()?;
-    Ok(match outcome {
-        Some((true, _)) => TaskStatus::Succeeded,
-        Some((false, true)) => TaskStatus::Cancelled,
-        Some((false, false)) => TaskStatus::Failed,
-        None => TaskStatus::NotFound,
-    })
 }
 
 /// Task counts per queue in one statement, so that they come from one snapshot (a task that
 /// completes meanwhile is counted once), and from indexes: waiting tasks from the due index,
-/// running ones from the claimed index, retained ones from the (queue, succeeded, cancelled)
-/// index.
+/// running ones from the running index, ended ones from the (queue, state) index of ended
+/// rows.
 pub(crate) const QUEUE_STATS_SQL: &str = "\
     SELECT queue, 0, COALESCE(SUM(run_at <= ?1), 0), COALESCE(SUM(run_at > ?1), 0), 0 \
-        FROM backlite_tasks WHERE claimed_at IS NULL GROUP BY queue \
+        FROM backlite_tasks WHERE state = 0 GROUP BY queue \
     UNION ALL \
     SELECT queue, 1, COUNT(*), 0, 0 \
-        FROM backlite_tasks WHERE claimed_at IS NOT NULL GROUP BY queue \
+        FROM backlite_tasks WHERE state = 1 GROUP BY queue \
     UNION ALL \
-    SELECT queue, 2, COALESCE(SUM(succeeded), 0), \
-        COALESCE(SUM(NOT succeeded AND NOT cancelled), 0), COALESCE(SUM(cancelled), 0) \
-        FROM backlite_tasks_completed GROUP BY queue";
+    SELECT queue, 2, COALESCE(SUM(state = 2), 0), COALESCE(SUM(state = 3), 0), \
+        COALESCE(SUM(state = 4), 0) \
+        FROM backlite_tasks WHERE state >= 2 GROUP BY queue";
 
 pub(crate) fn queue_stats(conn: &Connection, now: Millis) -> rusqlite::Result<Vec<QueueStats>> {
     let mut stats: std::collections::BTreeMap<String, QueueStats> = Default::default();

@@ -32,6 +32,8 @@ impl SqliteTarget {
                 .bind(task.created_at)
                 .bind(task.priority)
                 .bind(task.expires_at)
+                .bind(task.unique_key.as_deref())
+                .bind(task.unique_for)
                 .execute(&mut *conn)
                 .await
                 .map_err(|e| map_sqlx_error(e, busy, &file))?;
@@ -94,6 +96,8 @@ mod tests {
             run_at: 0,
             priority: 0,
             expires_at: None,
+            unique_key: None,
+            unique_for: None,
         };
 
         conn.execute_batch("BEGIN IMMEDIATE").expect("lock");

@@ -563,6 +563,8 @@ mod tests {
             run_at: 0,
             priority: 0,
             expires_at: None,
+            unique_key: None,
+            unique_for: None,
         };
         let (first, again) = (task(1), task(2));
         let (a, a_done) = insert(&first);
