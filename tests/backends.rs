@@ -826,7 +826,12 @@ async fn retention_keeps_exactly_what_each_setting_promises(db: TestDb) {
         .await
         .unwrap();
     client.start();
-    assert!(eventually_async(SHORT, || async { db.count("backlite_tasks WHERE state <= 1").await == 0 }).await);
+    assert!(
+        eventually_async(SHORT, || async {
+            db.count("backlite_tasks WHERE state <= 1").await == 0
+        })
+        .await
+    );
     let after = now_ms();
     // (retained, payload kept) for each task, in the order added: succeeded, failed.
     let expected = [

@@ -372,7 +372,10 @@ async fn corrupt_and_unserved_rows_among_many_do_not_stop_the_dispatcher() {
     for id in &unserved {
         assert_eq!(client.status(id).await.unwrap(), TaskStatus::Pending);
     }
-    assert_eq!(count(&conn, "backlite_tasks WHERE state <= 1") as usize, unserved.len());
+    assert_eq!(
+        count(&conn, "backlite_tasks WHERE state <= 1") as usize,
+        unserved.len()
+    );
     assert_eq!(
         count(&conn, "backlite_tasks WHERE state >= 2") as usize,
         good.len() + corrupt.len()
@@ -549,7 +552,11 @@ async fn a_newer_schema_is_refused_before_anything_runs_and_its_tasks_stay() {
         result.map(|_| ())
     );
     let conn = db.conn();
-    assert_eq!(count(&conn, "backlite_tasks WHERE state <= 1"), 3, "stored tasks lost");
+    assert_eq!(
+        count(&conn, "backlite_tasks WHERE state <= 1"),
+        3,
+        "stored tasks lost"
+    );
     assert!(ids.iter().all(|id| starts(id) == 0), "a task ran");
     let newest: i64 = conn
         .query_row("SELECT MAX(version) FROM backlite_schema", [], |r| r.get(0))

@@ -268,7 +268,10 @@ async fn join_savers(savers: Vec<tokio::task::JoinHandle<Saved>>) -> Saved {
 async fn unfinished(server: &Server) -> Option<i64> {
     let conn = server.connect().await.ok()?;
     let row = conn
-        .query_one("SELECT COUNT(*) FROM backlite.backlite_tasks WHERE state <= 1", &[])
+        .query_one(
+            "SELECT COUNT(*) FROM backlite.backlite_tasks WHERE state <= 1",
+            &[],
+        )
         .await
         .ok()?;
     Some(row.get(0))

@@ -63,7 +63,11 @@ async fn two_worker_processes_run_every_task_exactly_once() {
     for worker in &mut workers {
         assert!(worker.wait().expect("wait").success());
     }
-    assert!(drained, "tasks left: {}", count(&conn, "backlite_tasks WHERE state <= 1"));
+    assert!(
+        drained,
+        "tasks left: {}",
+        count(&conn, "backlite_tasks WHERE state <= 1")
+    );
 
     let text = std::fs::read_to_string(&log).expect("log");
     let mut starts: HashMap<&str, Vec<&str>> = HashMap::new();
@@ -125,7 +129,11 @@ async fn two_workers_and_a_producer_process_run_every_task_once_and_never_see_bu
     for worker in &mut workers {
         assert!(worker.wait().expect("wait").success());
     }
-    assert!(drained, "tasks left: {}", count(&conn, "backlite_tasks WHERE state <= 1"));
+    assert!(
+        drained,
+        "tasks left: {}",
+        count(&conn, "backlite_tasks WHERE state <= 1")
+    );
 
     let text = std::fs::read_to_string(&log).expect("log");
     let mut starts: HashMap<u64, u32> = HashMap::new();

@@ -220,9 +220,11 @@ fn long_read(path: &std::path::Path, in_long_read: &AtomicBool) {
     let mut conn = backlite::rusqlite::Connection::open(path).unwrap();
     let tx = conn.transaction().unwrap();
     let _: i64 = tx
-        .query_row("SELECT COUNT(*) FROM backlite_tasks WHERE state >= 2", [], |r| {
-            r.get(0)
-        })
+        .query_row(
+            "SELECT COUNT(*) FROM backlite_tasks WHERE state >= 2",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     in_long_read.store(true, Ordering::Relaxed);
     std::thread::sleep(Duration::from_secs(3));

@@ -157,7 +157,9 @@ impl SharedDb {
             SharedDb::Sqlite(db) => {
                 let conn = db.conn();
                 let mut rows = conn
-                    .prepare("SELECT task, state = 2, attempts FROM backlite_tasks WHERE state >= 2")
+                    .prepare(
+                        "SELECT task, state = 2, attempts FROM backlite_tasks WHERE state >= 2",
+                    )
                     .unwrap();
                 rows.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                     .unwrap()

@@ -10,6 +10,7 @@
 mod browse;
 mod commit_watch;
 mod control;
+mod counters;
 mod dispatch;
 mod expiry;
 mod inspect;
@@ -725,6 +726,25 @@ impl Driver for PgDriver {
         self.with(move |conn, sql| Box::pin(periodic::schedule_list(conn, sql, names, now)))
     }
 
+    fn counters_sample(
+        &self,
+        minute: Millis,
+        samples: Vec<(String, crate::storage::counters::Depth)>,
+    ) -> BoxFuture<Result<()>> {
+        self.sample_counters(minute, samples)
+    }
+
+    fn counters_read(
+        &self,
+        since: Millis,
+    ) -> BoxFuture<Result<Vec<crate::storage::counters::MinuteCounts>>> {
+        self.read_counters(since)
+    }
+
+    fn counters_delete_before(&self, before: Millis) -> BoxFuture<Result<u64>> {
+        self.delete_counters(before)
+    }
+
     fn schedule_tick(&self, claim: TickClaim) -> BoxFuture<Result<TickOutcome>> {
         let (pool, statements, wake) = (
             self.pool.clone(),
@@ -868,6 +888,7 @@ async fn complete(
         )
         .await?;
     }
+    counters::record(&tx, &sql.schema, &completions).await?;
     if retried {
         tx.execute(&sql.notify, &[&sql.channel]).await?;
     }

@@ -9,6 +9,7 @@
 mod browse;
 mod checkpoint;
 mod control;
+mod counters;
 mod dispatch;
 mod expiry;
 mod inspect;
@@ -523,6 +524,27 @@ impl Driver for SqliteDriver {
 
     fn schedule_tick(&self, claim: TickClaim) -> BoxFuture<Result<TickOutcome>> {
         self.send(|reply| Command::ScheduleTick(claim, reply))
+    }
+
+    fn counters_sample(
+        &self,
+        minute: Millis,
+        samples: Vec<(String, crate::storage::counters::Depth)>,
+    ) -> BoxFuture<Result<()>> {
+        let write = counters::Write::Sample { minute, samples };
+        let written = self.send(|reply| Command::Counters(write, reply));
+        Box::pin(async move { written.await.map(|_| ()) })
+    }
+
+    fn counters_read(
+        &self,
+        since: Millis,
+    ) -> BoxFuture<Result<Vec<crate::storage::counters::MinuteCounts>>> {
+        self.read(move |conn| counters::read(conn, since))
+    }
+
+    fn counters_delete_before(&self, before: Millis) -> BoxFuture<Result<u64>> {
+        self.send(|reply| Command::Counters(counters::Write::DeleteBefore(before), reply))
     }
 
     #[cfg(test)]

@@ -332,9 +332,7 @@ pub(crate) const DELETE_EXPIRED: &str =
     "DELETE FROM backlite_tasks WHERE state >= 2 AND expires_at <= ?1";
 
 pub(crate) fn completed_delete_expired(conn: &Connection, now: Millis) -> rusqlite::Result<u64> {
-    let deleted = conn
-        .prepare_cached(DELETE_EXPIRED)?
-        .execute([now])?;
+    let deleted = conn.prepare_cached(DELETE_EXPIRED)?.execute([now])?;
     Ok(deleted as u64)
 }
 
