@@ -698,3 +698,71 @@ async fn control_characters_of_payloads_and_errors_are_shown_escaped() {
     assert!(history.contains(">\\u{7}</span>"));
     f.client.stop(Duration::from_secs(2)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn charts_draw_the_hour_from_the_counters_as_svg() {
+    let f = fixture().await;
+    let app = backlite::ui::router(&f.client);
+    let page = get(&app, "/charts").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body
+            .contains("Nothing ended and nothing was sampled in the last hour.")
+    );
+
+    let ids = f
+        .client
+        .add(Mail { to: "1".into() })
+        .add(Mail { to: "2".into() })
+        .add(Mail { to: "3".into() })
+        .add(Flaky {
+            text: "chart-1".into(),
+        })
+        .add(Flaky {
+            text: "chart-2".into(),
+        })
+        .save()
+        .await
+        .unwrap();
+    f.client.start();
+    for id in &ids[..3] {
+        wait_for(&f.client, *id, TaskStatus::Succeeded).await;
+    }
+    for id in &ids[3..] {
+        wait_for(&f.client, *id, TaskStatus::Failed).await;
+    }
+    // The maintenance loop samples each queue's depth once a minute, at its start too.
+    let mut page = get(&app, "/charts").await;
+    for _ in 0..100 {
+        if page.body.contains("<polyline class=\"waiting\"") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        page = get(&app, "/charts").await;
+    }
+    assert_eq!(page.status, StatusCode::OK);
+    let body = &page.body;
+    assert!(body.contains("<polyline class=\"waiting\""), "{body}");
+    assert!(body.contains("<polyline class=\"running\""));
+    for (queue, summary) in [
+        ("every queue", "3 succeeded · 2 failed · 0 retried"),
+        ("mail", "3 succeeded · 0 failed · 0 retried"),
+        ("flaky", "0 succeeded · 2 failed · 0 retried"),
+    ] {
+        assert!(
+            body.contains(&format!(
+                "<h2><span class=\"queue\">{queue}</span> <span class=\"muted\">{summary}</span></h2>"
+            )),
+            "{queue}: {body}"
+        );
+    }
+    assert!(body.contains("<rect class=\"succeeded\""));
+    assert!(body.contains("<rect class=\"failed\""));
+    assert!(body.contains(" succeeded</title></rect>"));
+    assert!(body.contains("<svg viewBox=\"0 0 600 120\""));
+    // Drawn here: no script, nothing from elsewhere.
+    assert!(!body.contains("<script>"));
+    let csp = page.csp.unwrap();
+    assert!(csp.contains("default-src 'none'") && csp.contains("img-src 'self'"));
+    f.client.stop(Duration::from_secs(2)).await;
+}

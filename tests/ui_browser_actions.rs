@@ -1,8 +1,8 @@
 //! The UI's buttons in a real browser: headless Chromium, driven through chromedriver over
 //! WebDriver, clicks retry on a failed task and sees it run, cancels a scheduled task,
 //! pauses a queue and sees none of its tasks start until it resumes it, submits a forged
-//! form from another site and sees it refused, and checks what a hostile task looks like at
-//! 1280 px. Screenshots of each step go to `tests/artifacts/ui-browser/`.
+//! form from another site and sees it refused, checks what a hostile task looks like at
+//! 1280 px, and that the charts are drawn. Screenshots of each step go to `tests/artifacts/ui-browser/`.
 //!
 //! Chromium is `$CHROMIUM` or `/usr/bin/chromium`, chromedriver `$CHROMEDRIVER` or
 //! `/usr/bin/chromedriver` (Debian's `chromium` and `chromium-driver`). Without them the test
@@ -215,6 +215,16 @@ async fn buttons_work_in_chromium_and_forged_posts_do_not() {
         .build()
         .await
         .unwrap();
+    // A task that waits from before the start: the depth sample taken at the start (one a
+    // minute) counts it, so the charts have a depth line to draw.
+    client
+        .add(Mail {
+            to: "tomorrow".into(),
+        })
+        .wait(Duration::from_secs(86_400))
+        .save()
+        .await
+        .unwrap();
     client.start();
     let app =
         Router::new().nest_service("/admin/tasks", backlite::ui::router_with_actions(&client));
@@ -408,6 +418,23 @@ async fn buttons_work_in_chromium_and_forged_posts_do_not() {
         "DEL and the override, spelt out"
     );
     b.shot("long-queue-name").await;
+
+    // The charts of the hour: bars of what ended, lines of the sampled depth, drawn as SVG
+    // by the server.
+    b.open("/admin/tasks/charts").await;
+    b.find("figure.chart svg").await;
+    let drawn = b
+        .script(
+            "const svg = document.querySelector('figure.chart svg').getBoundingClientRect();
+             return [document.querySelectorAll('svg rect.succeeded').length > 0,
+                     document.querySelectorAll('svg rect.failed').length > 0,
+                     document.querySelectorAll('svg polyline.waiting').length > 0,
+                     svg.width > 200 && svg.height > 100,
+                     document.querySelectorAll('script:not([src])').length];",
+        )
+        .await;
+    assert_eq!(drawn, serde_json::json!([true, true, true, true, 0]));
+    b.shot("charts").await;
 
     b.web.close().await.unwrap();
     client.stop(Duration::from_secs(2)).await;

@@ -294,5 +294,15 @@ async fn actions_and_views_work_on_postgresql() {
         to == "/?done=deleted" || to == format!("/task/{failed}?done=not-deleted"),
         "{to}"
     );
+    // The charts, from the counters the completions added on PostgreSQL.
+    let (status, body) = get(&app, "/charts").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        body.contains(
+            "<h2><span class=\"queue\">pg_notes</span> <span class=\"muted\">1 succeeded"
+        ),
+        "{body}"
+    );
+    assert!(body.contains("<rect class=\"failed\""));
     client.stop(Duration::from_millis(100)).await;
 }

@@ -44,6 +44,7 @@
 //! authentication of its own; mount it behind the application's.
 
 mod actions;
+mod charts;
 mod format;
 mod text;
 mod view;
@@ -125,6 +126,7 @@ impl std::ops::Deref for Ui {
 /// | `/jump?id=`       | the page of the task with that id                  |
 /// | `/queues`         | every queue, paused or not                         |
 /// | `/processes`      | the started clients on the database                |
+/// | `/charts`         | per queue, the last hour's outcomes and depth      |
 /// | `/assets/..`      | the stylesheet, the script and the icon            |
 ///
 /// Lists take `?page=N` (25 rows a page). A task that completes while someone looks at it
@@ -211,6 +213,7 @@ fn pages() -> Router<Ui> {
         .route("/jump", get(jump))
         .route("/queues", get(queues))
         .route("/processes", get(processes))
+        .route("/charts", get(charts_page))
         .route("/assets/style.css", get(style))
         .route("/assets/app.js", get(script))
         .route("/assets/icon.svg", get(icon))
@@ -584,6 +587,38 @@ async fn processes(ui: State<Ui>, Base(base): Base) -> Response {
             layout,
             processes,
             release_after: format::duration(ui.inner.settings.release_after),
+        },
+    )
+}
+
+/// `/charts`: per queue, the tasks that succeeded, failed and were retried in each minute of
+/// the last hour, and its depth, as SVG drawn here.
+async fn charts_page(ui: State<Ui>, Base(base): Base) -> Response {
+    use crate::storage::counters::{MINUTE, minute_of};
+    let now = now_millis();
+    let since = minute_of(now) - (charts::MINUTES as i64 - 1) * MINUTE;
+    let (stats, counts) = tokio::join!(
+        ui.driver().queue_stats(now),
+        ui.driver().counters_read(since)
+    );
+    let stats = stats.ok();
+    let counts = match counts {
+        Ok(counts) => counts,
+        Err(e) => return storage_error(&ui, base, stats.as_deref(), &e, now),
+    };
+    let mut layout = ui.layout(base, "Charts".to_owned(), None, stats.as_deref(), now);
+    layout.section = "charts";
+    let clock = |at: Millis| {
+        let (_, time, _) = crate::utc::utc(at);
+        time[..5].to_owned()
+    };
+    let span = format!("{} to {} UTC", clock(since), clock(minute_of(now)));
+    html(
+        StatusCode::OK,
+        &view::ChartsPage {
+            layout,
+            charts: charts::charts(&counts, now),
+            span,
         },
     )
 }

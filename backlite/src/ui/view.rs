@@ -616,3 +616,13 @@ pub(crate) struct ErrorPage {
     pub(crate) layout: Layout,
     pub(crate) message: String,
 }
+
+/// The charts of the last hour.
+#[derive(Template)]
+#[template(path = "charts.html")]
+pub(crate) struct ChartsPage {
+    pub(crate) layout: Layout,
+    pub(crate) charts: Vec<super::charts::QueueCharts>,
+    /// The hour shown: "09:43 to 10:42 UTC".
+    pub(crate) span: String,
+}
