@@ -101,3 +101,35 @@ crate::storage::counters_conformance::counters_conformance!(
     conformance_memory,
     |queues| async move { Some(crate::storage::sqlite::open_for_test(true, queues)) }
 );
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    use super::super::plans::plan;
+    use super::{ADD, DELETE_BEFORE, READ, SAMPLE};
+
+    /// The chart's read and the cleanup are ranges of the key, which leads with the minute;
+    /// the upserts find their row by the whole key. No scan, no sort.
+    #[test]
+    fn counters_are_read_and_written_by_their_key() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::super::migrations::migrate(&mut conn, 0)
+            .unwrap()
+            .unwrap();
+        let read = plan(&conn, READ);
+        assert_eq!(
+            read, "SEARCH backlite_counters USING PRIMARY KEY (minute>?)",
+            "{read}"
+        );
+        let delete = plan(&conn, DELETE_BEFORE);
+        assert_eq!(
+            delete, "SEARCH backlite_counters USING PRIMARY KEY (minute<?)",
+            "{delete}"
+        );
+        for upsert in [ADD, SAMPLE] {
+            let steps = plan(&conn, upsert);
+            assert!(!steps.contains("SCAN"), "{upsert}: {steps}");
+        }
+    }
+}
