@@ -562,6 +562,9 @@ async fn views_filter_jump_explain_and_list_processes() {
     assert!(!page.body.contains(&long.to_string()));
     assert!(page.body.contains("<option value=\"mail\" selected>"));
     assert!(page.body.contains("<option value=\"scheduled\" selected>"));
+    let bad = get(&app, "/admin/tasks/tasks?queue=%3Cb%3E%26x").await;
+    assert_eq!(bad.status, StatusCode::NOT_FOUND, "not a queue name");
+    assert!(!bad.body.contains("<b>&x"));
     let page = get(&app, "/admin/tasks/tasks?queue=mail&state=pending").await;
     assert!(!page.body.contains(&mails[0].to_string()));
     let encoded = LONG.replace(':', "%3A");

@@ -453,6 +453,13 @@ async fn filtered(ui: State<Ui>, Base(base): Base, query: RawQuery) -> Response 
     let query = query.0.as_deref();
     let now = now_millis();
     let queue = param(query, "queue").filter(|q| !q.is_empty());
+    if let Some(name) = queue
+        .as_deref()
+        .filter(|q| crate::rules::validate_queue_name(q).is_err())
+    {
+        let hint = "This is not a queue name: names are letters, digits and `_ - . :`.";
+        return not_found(&ui, base, name.to_owned(), hint, now).await;
+    }
     let (state_name, state) = param(query, "state")
         .and_then(|s| STATES.iter().find(|(name, ..)| *name == s))
         .map_or(("failed", ListState::Failed), |(name, _, state)| {
@@ -497,7 +504,8 @@ async fn filtered(ui: State<Ui>, Base(base): Base, query: RawQuery) -> Response 
         "" => "Tasks".to_owned(),
         queue => format!("Tasks of {queue}"),
     };
-    let layout = ui.layout(base.clone(), title, None, stats.as_deref(), now);
+    let mut layout = ui.layout(base.clone(), title, None, stats.as_deref(), now);
+    layout.section = "tasks";
     let rows = page
         .tasks
         .into_iter()

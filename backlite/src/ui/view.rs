@@ -32,7 +32,8 @@ pub(crate) struct Layout {
     pub(crate) csrf: Option<String>,
     /// What the action that led here did, in a sentence.
     pub(crate) notice: Option<String>,
-    /// The page of the secondary navigation that is shown: `queues` or `processes`.
+    /// The page of the secondary navigation that is shown: `tasks`, `queues`, `processes` or
+    /// `charts`; `""` for the others.
     pub(crate) section: &'static str,
 }
 
