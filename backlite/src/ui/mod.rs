@@ -1,6 +1,6 @@
-//! A web UI: what runs now, what comes next, what succeeded and what failed, and why; with
-//! [`router_with_actions`], the buttons to retry, cancel, run now, delete, and pause or
-//! resume a queue. Enabled by the `ui` feature.
+//! A web UI: what runs now, what comes next, what succeeded and what failed, and why; charts
+//! of the last hour per queue; with [`router_with_actions`], the buttons to retry, cancel,
+//! run now, delete, and pause or resume a queue. Enabled by the `ui` feature.
 //!
 //! [`router`] returns an [`axum::Router`] to serve on its own or to mount under any prefix
 //! of the application's own server; its links follow the prefix it is mounted at. The pages
