@@ -265,7 +265,7 @@ async fn run_attempt(
             });
             return Completion {
                 id: task.id,
-                queue: Some(task.queue.clone()),
+                queue: entry.map(|e| e.config.name()),
                 token: task.token,
                 executed_at,
                 duration,
@@ -366,7 +366,7 @@ async fn run_attempt(
     };
     Completion {
         id: task.id,
-        queue: Some(task.queue.clone()),
+        queue: entry.map(|e| e.config.name()),
         token: task.token,
         executed_at,
         duration,
@@ -430,7 +430,11 @@ pub(super) fn cancelled(
     });
     Completion {
         id: task.id,
-        queue: Some(task.queue.clone()),
+        queue: client
+            .inner
+            .registry
+            .entry(&task.queue)
+            .map(|e| e.config.name()),
         token: task.token,
         executed_at,
         duration,

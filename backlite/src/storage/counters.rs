@@ -62,7 +62,7 @@ pub(crate) struct OutcomeDelta {
 pub(crate) fn outcome_deltas(completions: &[Completion]) -> Vec<OutcomeDelta> {
     let mut sums: BTreeMap<(Millis, &str), [i64; 3]> = BTreeMap::new();
     for c in completions {
-        let Some(queue) = c.queue.as_deref() else {
+        let Some(queue) = c.queue else {
             continue;
         };
         let column = match &c.next {
@@ -97,10 +97,15 @@ mod tests {
     use crate::storage::{ClaimToken, Retain};
     use crate::task::TaskId;
 
-    fn outcome(queue: Option<&str>, at: Millis, error: Option<&str>, next: Next) -> Completion {
+    fn outcome(
+        queue: Option<&'static str>,
+        at: Millis,
+        error: Option<&str>,
+        next: Next,
+    ) -> Completion {
         Completion {
             id: TaskId::new(),
-            queue: queue.map(str::to_owned),
+            queue,
             token: ClaimToken(1),
             executed_at: at,
             duration: Duration::from_millis(500),

@@ -121,9 +121,10 @@ pub(crate) struct ClaimedTask {
 #[derive(Debug, Clone)]
 pub(crate) struct Completion {
     pub(crate) id: TaskId,
-    /// The task's queue, whose per-minute counters the outcome adds to; `None`: not counted
-    /// (an outcome sent only to be refused by its claim's token).
-    pub(crate) queue: Option<String>,
+    /// The task's queue, whose per-minute counters the outcome adds to, as its processor's
+    /// configuration names it (no allocation per outcome); `None`: not counted (an outcome
+    /// sent only to be refused by its claim's token).
+    pub(crate) queue: Option<&'static str>,
     pub(crate) token: ClaimToken,
     pub(crate) executed_at: Millis,
     pub(crate) duration: Duration,
