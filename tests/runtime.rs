@@ -166,7 +166,7 @@ async fn a_schema_newer_than_this_version_is_refused_and_older_ones_migrate() {
             result,
             Err(Error::SchemaTooNew {
                 found: 99,
-                supported: 7
+                supported: 8
             })
         ),
         "{result:?}"
