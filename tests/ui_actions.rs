@@ -55,6 +55,19 @@ async fn mail(_: Mail) -> Result<(), String> {
     Ok(())
 }
 
+/// Runs until cancelled: stays claimed.
+#[derive(Serialize, Deserialize, Task)]
+#[queue(name = "slow")]
+struct Slow {
+    n: u32,
+}
+
+#[processor]
+async fn slow(ctx: backlite::Context, _: Slow) -> Result<(), String> {
+    ctx.cancelled().await;
+    Ok(())
+}
+
 /// A valid name of 99 characters, none of them a space.
 const LONG: &str = "a-very-long-queue-name-that-keeps-going.and-going:and-going_and-going-till-\
                     it-has-ninety-nine-chars";
@@ -79,7 +92,7 @@ async fn fixture() -> Fixture {
     let client = Client::builder()
         .database(dir.path().join("ui.db"))
         .release_after(Duration::from_secs(3))
-        .processors(processors![flaky, mail])
+        .processors(processors![flaky, mail, slow])
         .build()
         .await
         .unwrap();
@@ -768,4 +781,37 @@ async fn charts_draw_the_hour_from_the_counters_as_svg() {
     let csp = page.csp.unwrap();
     assert!(csp.contains("default-src 'none'") && csp.contains("img-src 'self'"));
     f.client.stop(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_tasks_page_shows_its_lease_and_marks_it_lapsed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ui.db");
+    // A lease of a minute: the first release check is at the start, the next 6 s later, and
+    // the first renewal 20 s later, so the lease the test moves back stays as it is set.
+    let client = Client::builder()
+        .database(&path)
+        .release_after(Duration::from_secs(60))
+        .processors(processors![slow])
+        .build()
+        .await
+        .unwrap();
+    let id = client.add(Slow { n: 1 }).save().await.unwrap()[0];
+    client.start();
+    wait_for(&client, id, TaskStatus::Running).await;
+    let app = backlite::ui::router(&client);
+    let page = get(&app, &format!("/task/{id}")).await;
+    assert!(page.body.contains("<dt>Lease ends</dt><dd><time"));
+    assert!(!page.body.contains(">lapsed</span>"));
+    // The claim's lease as a process that froze would leave it: ended.
+    backlite::rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute(
+            "UPDATE backlite_tasks SET lease_until = 1 WHERE id = ?1",
+            [&uuid::Uuid::parse_str(&id.to_string()).unwrap().as_bytes()[..]],
+        )
+        .unwrap();
+    let page = get(&app, &format!("/task/{id}")).await;
+    assert!(page.body.contains(">lapsed</span>"), "{}", page.body);
+    client.stop(Duration::from_secs(2)).await;
 }

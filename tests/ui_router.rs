@@ -512,7 +512,10 @@ async fn a_database_that_cannot_be_read_gives_a_500_page() {
     assert!(page.body.contains("Task counts could not be read."));
     // A page that does not read the tasks still answers.
     assert_eq!(get(&app, "/processes").await.status, StatusCode::OK);
-    assert_eq!(get(&app, "/upcoming").await.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        get(&app, "/upcoming").await.status,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

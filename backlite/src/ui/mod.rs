@@ -322,13 +322,19 @@ async fn story(ui: &Ui, id: TaskId, now: Millis) -> Story {
     if let Err(e) = &reason {
         tracing::warn!(task_id = %id, error = %e, "backlite UI could not explain a task");
     }
+    let info = info.ok().flatten();
+    let until = info
+        .as_ref()
+        .and_then(|t| t.lease.as_ref())
+        .and_then(|l| l.until)
+        .map(crate::storage::to_millis);
     Story {
         reason: reason.ok().map(|r| r.to_string()),
         attempts: info
-            .ok()
-            .flatten()
             .map(|t| t.errors.iter().map(|e| AttemptView::new(e, now)).collect())
             .unwrap_or_default(),
+        lease_until: until.map(|at| format::Time::new(at, now)),
+        lapsed: until.is_some_and(|at| at <= now),
     }
 }
 

@@ -459,6 +459,10 @@ pub(crate) struct Story {
     pub(crate) reason: Option<String>,
     /// The failed attempts, oldest first.
     pub(crate) attempts: Vec<AttemptView>,
+    /// When a running task's claim ends unless renewed, as stored with the claim.
+    pub(crate) lease_until: Option<Time>,
+    /// That end has passed: the claim lapsed, and a release will make the task wait again.
+    pub(crate) lapsed: bool,
 }
 
 /// One failed attempt of a task.
