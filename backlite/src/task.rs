@@ -291,7 +291,7 @@ impl Backoff {
     }
 }
 
-/// What is kept of a task once it has completed, in the completed-tasks table.
+/// What is kept of a task once it has completed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
     /// How long a completed task is kept; `None` keeps it until deleted by hand.

@@ -195,7 +195,7 @@ macro_rules! browse_conformance {
                 assert_eq!(
                     d.task_get(tasks[0].id).await.unwrap(),
                     None,
-                    "a completed task left the tasks table"
+                    "a completed task is no longer listed as waiting or running"
                 );
             }
         }

@@ -148,7 +148,8 @@ pub(crate) enum Next {
     /// Run again at this time, as if the attempt had not happened: the processor snoozed.
     /// Attempts, the last error and the error history stay as they were.
     Snooze { run_at: Millis },
-    /// Done: delete the task, keeping it in the completed table when `retain` says so.
+    /// Done: delete the task, or end it in its row (payload and retention as `retain` says)
+    /// when `retain` keeps it.
     /// `cancelled`: it ended by a cancel, not by its last attempt (the error names why).
     Done {
         retain: Option<Retain>,
@@ -299,8 +300,8 @@ pub(crate) trait Driver: Send + Sync + 'static {
     fn completed_delete_expired(&self, now: Millis) -> BoxFuture<Result<u64>>;
 
     /// Ends up to `limit` waiting tasks of the queues `retention` knows whose expiry is at or
-    /// before `now`: each leaves the tasks table as failed with [`EXPIRED_ERROR`] (also
-    /// appended to its error history), retained as `retention` says for its queue. Running
+    /// before `now`: each ends as failed with [`EXPIRED_ERROR`] (also appended to its error
+    /// history), retained in its row or deleted as `retention` says for its queue. Running
     /// tasks are not touched. The count ended.
     fn task_expire_pending(
         &self,
@@ -360,9 +361,8 @@ pub(crate) trait Driver: Send + Sync + 'static {
     /// its counts and paused state, in name order.
     fn queue_list(&self, now: Millis) -> BoxFuture<Result<Vec<QueueRecord>>>;
 
-    /// Cancels task `id`: a waiting one leaves the tasks table for the completed one as
-    /// cancelled (retained as `retention` says for its queue); a running one is marked for its
-    /// worker and stays where it is.
+    /// Cancels task `id`: a waiting one ends cancelled (retained in its row, or deleted, as
+    /// `retention` says for its queue); a running one is marked for its worker and runs on.
     fn task_cancel(
         &self,
         id: TaskId,
@@ -370,9 +370,9 @@ pub(crate) trait Driver: Send + Sync + 'static {
         now: Option<Millis>,
     ) -> BoxFuture<Result<Cancelled>>;
 
-    /// Moves a retained task that failed or was cancelled, with its payload, back to the
-    /// tasks table, due `now`, attempts at zero: whether it did. Nothing moves while a task
-    /// with that id waits or runs.
+    /// Makes a retained task that failed or was cancelled, with its payload, waiting again in
+    /// its row, due `now`, attempts at zero: whether it did. A waiting or running task is not
+    /// retained, so it is left alone.
     fn completed_retry(&self, id: TaskId, now: Option<Millis>) -> BoxFuture<Result<bool>>;
 
     /// `completed_retry` for every retained task of `queue` that failed or was cancelled and
@@ -393,7 +393,7 @@ pub(crate) trait Driver: Send + Sync + 'static {
     // one short statement (or, for a task's facts, a few reads of one row each).
 
     /// A task wherever it is (waiting, running or retained), its payload whole and its
-    /// errors' JSON array; `None` when it is in neither table.
+    /// errors' JSON array; `None` when there is no such task.
     fn task_info(&self, id: TaskId) -> BoxFuture<Result<Option<InfoRecord>>>;
 
     /// Up to `query.limit` rows of one list after its keyset, in the list's order, from the

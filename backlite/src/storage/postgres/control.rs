@@ -22,12 +22,12 @@ pub(crate) struct ControlStatements {
     paused: String,
     lock_task: String,
     request_cancel: String,
-    cancel_waiting: String,
-    retry: String,
-    retry_queue: String,
-    run_now: String,
-    delete: String,
-    purge: String,
+    pub(super) cancel_waiting: String,
+    pub(super) retry: String,
+    pub(super) retry_queue: String,
+    pub(super) run_now: String,
+    pub(super) delete: String,
+    pub(super) purge: String,
 }
 
 impl ControlStatements {

@@ -11,7 +11,7 @@ use super::sql::now_or;
 
 /// `$1..$4`: per known queue, its name, whether a failed task is kept, with its payload, and
 /// until when; `$5` the batch size; `$6` now; `$7` the error.
-fn expire_sql(schema: &str) -> String {
+pub(super) fn expire_sql(schema: &str) -> String {
     let tasks = format!("{schema}.backlite_tasks");
     format!(
         "WITH clock AS (SELECT {now} AS now), \

@@ -187,11 +187,12 @@ impl Statements {
             ),
             snooze: super::dispatch::snooze(&tasks),
             // Ends the finished tasks in one statement: a retained one in its row (its ended
-            // state, its payload when kept, its retention expiry), any other deleted. Each
-            // arm finds its rows by their ids (`= ANY($1)`, one primary-key lookup each)
-            // before it matches them to the batch: without that condition, the generic plan
-            // a prepared statement gets after five runs joined the running rows to the batch
-            // by a nested loop, comparing each running row with every outcome of the batch.
+            // state, its payload when kept, its retention expiry), any other deleted. The
+            // batch is a CTE that both arms read, and each arm looks its rows up by primary
+            // key, one per outcome, also in the generic plan a prepared statement gets after
+            // five runs (a plan test holds it to that). A join of the batch's ids as an array
+            // (`t.id = ANY($1)`) instead gets a generic plan that compares every outcome with
+            // every task found: 346 ms for 1,000 outcomes against 2 ms.
             finish: format!(
                 "WITH u AS ( \
                      SELECT * FROM unnest($1::uuid[], $2::int8[], $3::bool[], $4::bool[], \
@@ -208,12 +209,12 @@ impl Statements {
                          last_executed_at = u.executed_at, last_duration_us = u.duration_us, \
                          last_error = u.error, finished_at = u.executed_at, \
                          expires_at = u.expires_at, errors = {errors} \
-                     FROM u WHERE t.id = ANY($1::uuid[]) AND t.id = u.id AND u.retain \
+                     FROM u WHERE t.id = u.id AND u.retain \
                        AND t.fence = u.fence AND t.state = 1 \
                      RETURNING 1), \
                  gone AS ( \
                      DELETE FROM {tasks} AS t USING u \
-                     WHERE t.id = ANY($1::uuid[]) AND t.id = u.id AND NOT u.retain \
+                     WHERE t.id = u.id AND NOT u.retain \
                        AND t.fence = u.fence AND t.state = 1 \
                      RETURNING 1) \
                  SELECT (SELECT count(*) FROM kept) + (SELECT count(*) FROM gone)",

@@ -150,6 +150,19 @@ pub(crate) fn queue_list(conn: &Connection, now: Millis) -> rusqlite::Result<Vec
     Ok(records)
 }
 
+pub(super) const CANCEL_READ: &str = "SELECT queue, state FROM backlite_tasks WHERE id = ?1";
+
+/// A running task is asked to stop: its worker sees the request at its next renewal.
+pub(super) const CANCEL_REQUEST: &str = "UPDATE backlite_tasks \
+     SET cancel_requested_at = COALESCE(cancel_requested_at, ?2) WHERE id = ?1 AND state = 1";
+
+/// A waiting task retained by its queue ends in place, cancelled (state 4).
+pub(super) const CANCEL_RETAIN: &str = "UPDATE backlite_tasks SET state = 4, \
+     task = CASE WHEN ?2 THEN task END, last_error = ?3, finished_at = ?4, expires_at = ?5 \
+     WHERE id = ?1 AND state = 0";
+
+pub(super) const CANCEL_DELETE: &str = "DELETE FROM backlite_tasks WHERE id = ?1 AND state = 0";
+
 fn task_cancel(
     conn: &Connection,
     id: TaskId,
@@ -158,18 +171,14 @@ fn task_cancel(
 ) -> rusqlite::Result<Cancelled> {
     let key = &id.as_bytes()[..];
     let found: Option<(String, i64)> = conn
-        .prepare_cached("SELECT queue, state FROM backlite_tasks WHERE id = ?1")?
+        .prepare_cached(CANCEL_READ)?
         .query_row([key], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?;
     let queue = match found {
         Some((queue, 0)) => queue,
         Some((_, 1)) => {
-            conn.prepare_cached(
-                "UPDATE backlite_tasks \
-                 SET cancel_requested_at = COALESCE(cancel_requested_at, ?2) \
-                 WHERE id = ?1 AND state = 1",
-            )?
-            .execute(params![key, now])?;
+            conn.prepare_cached(CANCEL_REQUEST)?
+                .execute(params![key, now])?;
             return Ok(Cancelled::Requested);
         }
         // Ended already, or not there.
@@ -177,33 +186,25 @@ fn task_cancel(
     };
     match retention.of(&queue) {
         // It ends in place, cancelled (state 4).
-        Some(retain) => conn
-            .prepare_cached(
-                "UPDATE backlite_tasks SET state = 4, task = CASE WHEN ?2 THEN task END, \
-                 last_error = ?3, finished_at = ?4, expires_at = ?5 \
-                 WHERE id = ?1 AND state = 0",
-            )?
-            .execute(params![
-                key,
-                retain.payload,
-                CANCELLED_ERROR,
-                now,
-                retain.expires_at
-            ])?,
-        None => conn
-            .prepare_cached("DELETE FROM backlite_tasks WHERE id = ?1 AND state = 0")?
-            .execute([key])?,
+        Some(retain) => conn.prepare_cached(CANCEL_RETAIN)?.execute(params![
+            key,
+            retain.payload,
+            CANCELLED_ERROR,
+            now,
+            retain.expires_at
+        ])?,
+        None => conn.prepare_cached(CANCEL_DELETE)?.execute([key])?,
     };
     Ok(Cancelled::Waiting)
 }
 
 /// Ended tasks that may run again: they failed or were cancelled, and kept their payload.
-const RETRYABLE: &str = "state IN (3, 4) AND task IS NOT NULL";
+const RETRYABLE: &str = "state >= 2 AND state IN (3, 4) AND task IS NOT NULL";
 
 /// Makes retryable ended tasks waiting again in their rows, due `?2`, from attempt zero, with
 /// no expiry (their `expires_at` was their retention's) and no history of the earlier run.
 /// They keep their priority and their insertion order.
-fn retry_sql(which: &str) -> String {
+pub(super) fn retry_sql(which: &str) -> String {
     format!(
         "UPDATE backlite_tasks SET state = 0, run_at = ?2, attempts = 0, expires_at = NULL, \
          finished_at = NULL, last_executed_at = NULL, last_duration_us = NULL, \
@@ -227,26 +228,29 @@ fn completed_retry_queue(conn: &Connection, queue: &str, now: Millis) -> rusqlit
     Ok(changed as u64)
 }
 
+pub(super) const RUN_NOW: &str =
+    "UPDATE backlite_tasks SET run_at = ?2 WHERE id = ?1 AND state = 0 AND run_at > ?2";
+
 fn task_run_now(conn: &Connection, id: TaskId, now: Millis) -> rusqlite::Result<bool> {
     let changed = conn
-        .prepare_cached(
-            "UPDATE backlite_tasks SET run_at = ?2 WHERE id = ?1 AND state = 0 AND run_at > ?2",
-        )?
+        .prepare_cached(RUN_NOW)?
         .execute(params![&id.as_bytes()[..], now])?;
     Ok(changed == 1)
 }
 
+pub(super) const DELETE_TASK: &str = "DELETE FROM backlite_tasks WHERE id = ?1 AND state <> 1";
+
 /// A waiting or an ended task; never a running one.
 fn task_delete(conn: &Connection, id: TaskId) -> rusqlite::Result<bool> {
     let deleted = conn
-        .prepare_cached("DELETE FROM backlite_tasks WHERE id = ?1 AND state <> 1")?
+        .prepare_cached(DELETE_TASK)?
         .execute([&id.as_bytes()[..]])?;
     Ok(deleted > 0)
 }
 
 /// Ended tasks of the filter's states, from the ended index (the queue, when named, is
 /// tested on each row).
-pub(crate) const PURGE: &str = "DELETE FROM backlite_tasks \
+pub(super) const PURGE: &str = "DELETE FROM backlite_tasks \
      WHERE state >= 2 AND (?1 IS NULL OR queue = ?1) \
        AND (?2 IS NULL OR finished_at < ?2) \
        AND ((?3 AND state = 2) OR (?4 AND state = 3) OR (?5 AND state = 4))";

@@ -9,7 +9,7 @@ use crate::storage::{CancelRetention, EXPIRED_ERROR, Millis};
 /// Ends an expired waiting task in place as failed (state 3): `?1` rowid, `?2` keep the
 /// payload, `?3` now, `?4` its retention expiry, `?5` the error. The error history gains the
 /// entry of the attempt that never started.
-const RETAIN_EXPIRED: &str = "UPDATE backlite_tasks SET state = 3, \
+pub(super) const RETAIN_EXPIRED: &str = "UPDATE backlite_tasks SET state = 3, \
          task = CASE WHEN ?2 THEN task END, last_error = ?5, finished_at = ?3, \
          expires_at = ?4, \
          errors = json_insert(CASE WHEN json_array_length(errors) >= 10 \

@@ -12,7 +12,7 @@ use crate::storage::inspect::{Keyset, ListKind, ProcessRecord};
 use crate::storage::{Facts, InfoRecord, ListQuery, Millis, SummaryRecord};
 use crate::task::TaskId;
 
-const TASK_INFO: &str = "SELECT t.id, t.queue, t.task, t.attempts, t.created_at, t.run_at, \
+pub(super) const TASK_INFO: &str = "SELECT t.id, t.queue, t.task, t.attempts, t.created_at, t.run_at, \
      t.claimed_at, t.last_executed_at, t.last_duration_us, t.errors, t.claimed_by, \
      t.lease_renewed_at, t.lease_until, t.priority, t.expires_at, t.state, t.finished_at \
      FROM backlite_tasks t WHERE t.id = ?1";

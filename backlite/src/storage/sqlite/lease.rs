@@ -77,6 +77,10 @@ impl Command {
 
 /// One guarded update per claim (each a primary-key lookup), the heartbeat, and the removal
 /// of dead processes' rows.
+/// Extends one current claim: `?1` id, `?2` fencing number, `?3` lease end, `?4` now.
+pub(super) const RENEW: &str = "UPDATE backlite_tasks SET lease_until = ?3, lease_renewed_at = ?4 \
+     WHERE id = ?1 AND fence = ?2 AND state = 1 RETURNING cancel_requested_at IS NOT NULL";
+
 fn renew(
     conn: &Connection,
     process: ProcessId,
@@ -85,11 +89,7 @@ fn renew(
     now: Millis,
 ) -> rusqlite::Result<Renewal> {
     let mut renewal = Renewal::default();
-    let mut extend = conn.prepare_cached(
-        "UPDATE backlite_tasks SET lease_until = ?3, lease_renewed_at = ?4 \
-         WHERE id = ?1 AND fence = ?2 AND state = 1 \
-         RETURNING cancel_requested_at IS NOT NULL",
-    )?;
+    let mut extend = conn.prepare_cached(RENEW)?;
     let lease_until = now.saturating_add(lease);
     for (id, token) in tasks {
         let renewed: Option<bool> = extend

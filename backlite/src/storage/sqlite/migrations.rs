@@ -198,9 +198,11 @@ const MIGRATIONS: &[&str] = &[
     -- Counts of ended tasks per queue and state, from the index alone.
     CREATE INDEX backlite_tasks_ended_queue
         ON backlite_tasks (queue, state) WHERE state >= 2;
-    -- The cleanup of ended tasks whose retention has expired.
+    -- The cleanup of ended tasks whose retention has expired. Its predicate names the columns
+    -- only an end sets, not `state`, so that claims and retries, which change `state`, leave
+    -- it alone.
     CREATE INDEX backlite_tasks_retention
-        ON backlite_tasks (expires_at) WHERE state >= 2 AND expires_at IS NOT NULL;
+        ON backlite_tasks (expires_at) WHERE finished_at IS NOT NULL AND expires_at IS NOT NULL;
     -- One task per key among waiting, running and succeeded tasks.
     CREATE UNIQUE INDEX backlite_tasks_unique
         ON backlite_tasks (unique_key) WHERE unique_key IS NOT NULL AND state <= 2;

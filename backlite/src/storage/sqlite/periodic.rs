@@ -25,7 +25,7 @@ const ADVANCE: &str =
 /// Inserts a tick's task unless it is stored already, waiting, running or retained: its id is
 /// the tick's, and every task, ended ones included, is a row of the one table, so the
 /// primary key refuses a second copy.
-const INSERT_TICK: &str = "INSERT INTO backlite_tasks \
+pub(super) const INSERT_TICK: &str = "INSERT INTO backlite_tasks \
      (id, queue, task, run_at, created_at, priority, expires_at, unique_key, unique_for) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
      ON CONFLICT (id) DO NOTHING";

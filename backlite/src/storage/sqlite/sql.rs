@@ -157,10 +157,7 @@ pub(crate) fn task_claim(
         picked.sort_by(|(a, _), (b, _)| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
         picked.truncate(limit);
     }
-    let mut mark = conn.prepare_cached(
-        "UPDATE backlite_tasks SET state = 1, claimed_at = ?1, lease_until = ?2, fence = ?3, \
-         claimed_by = ?5, lease_renewed_at = ?1 WHERE rowid = ?4 AND state = 0",
-    )?;
+    let mut mark = conn.prepare_cached(CLAIM_MARK)?;
     let mut claimed = Vec::with_capacity(picked.len());
     for ((_, _, rowid), task) in picked {
         if mark.execute(params![now, lease_until, task.token.0, rowid, claimer])? == 1 {
@@ -169,6 +166,12 @@ pub(crate) fn task_claim(
     }
     Ok(claimed)
 }
+
+/// Marks one candidate running under its claim: `?1` now, `?2` lease end, `?3` fencing
+/// number, `?4` rowid, `?5` claimer.
+pub(crate) const CLAIM_MARK: &str = "UPDATE backlite_tasks SET state = 1, claimed_at = ?1, \
+     lease_until = ?2, fence = ?3, claimed_by = ?5, lease_renewed_at = ?1 \
+     WHERE rowid = ?4 AND state = 0";
 
 pub(crate) fn task_id(bytes: &[u8]) -> rusqlite::Result<TaskId> {
     <[u8; 16]>::try_from(bytes)
@@ -265,7 +268,7 @@ pub(crate) fn ended_state(succeeded: bool, cancelled: bool) -> i64 {
 }
 
 /// Every write about a claimed task is guarded by its claim: still running, under that claim.
-const RETRY: &str = concat!(
+pub(crate) const RETRY: &str = concat!(
     "UPDATE backlite_tasks SET state = 0, claimed_at = NULL, lease_until = NULL, \
      claimed_by = NULL, lease_renewed_at = NULL, attempts = attempts + 1, run_at = ?3, \
      last_executed_at = ?4, last_duration_us = ?5, last_error = ?6, errors = ",
@@ -276,7 +279,7 @@ const RETRY: &str = concat!(
 /// A retained task ends in place: its row takes its ended state (`?4`), keeps its payload
 /// only when `?3` says so, and the retention expiry `?8`; its claim is cleared. `?7`, the
 /// attempt's time, is when it ended.
-const RETAIN: &str = concat!(
+pub(crate) const RETAIN: &str = concat!(
     "UPDATE backlite_tasks SET state = ?4, task = CASE WHEN ?3 THEN task END, \
      attempts = attempts + 1, claimed_at = NULL, lease_until = NULL, claimed_by = NULL, \
      lease_renewed_at = NULL, cancel_requested_at = NULL, last_executed_at = ?7, \
@@ -286,7 +289,8 @@ const RETAIN: &str = concat!(
 );
 
 /// A task that is not retained leaves the table when it ends.
-const DELETE: &str = "DELETE FROM backlite_tasks WHERE id = ?1 AND fence = ?2 AND state = 1";
+pub(crate) const DELETE: &str =
+    "DELETE FROM backlite_tasks WHERE id = ?1 AND fence = ?2 AND state = 1";
 
 /// The statement in `slot`, taken from the connection's cache the first time.
 fn cached<'c, 's>(
@@ -300,14 +304,16 @@ fn cached<'c, 's>(
     Ok(slot.as_mut().expect("just filled"))
 }
 
+/// Hands a claim back: `?1` id, `?2` fencing number.
+pub(crate) const UNCLAIM: &str = "UPDATE backlite_tasks SET state = 0, claimed_at = NULL, \
+     lease_until = NULL, claimed_by = NULL, lease_renewed_at = NULL \
+     WHERE id = ?1 AND fence = ?2 AND state = 1";
+
 pub(crate) fn task_unclaim_many(
     conn: &Connection,
     tasks: &[(TaskId, ClaimToken)],
 ) -> rusqlite::Result<()> {
-    let mut unclaim = conn.prepare_cached(
-        "UPDATE backlite_tasks SET state = 0, claimed_at = NULL, lease_until = NULL, \
-         claimed_by = NULL, lease_renewed_at = NULL WHERE id = ?1 AND fence = ?2 AND state = 1",
-    )?;
+    let mut unclaim = conn.prepare_cached(UNCLAIM)?;
     for (id, token) in tasks {
         unclaim.execute(params![&id.as_bytes()[..], token.0])?;
     }
@@ -316,20 +322,18 @@ pub(crate) fn task_unclaim_many(
 
 /// Running rows are few (the workers and prefetch of each live process), and the running
 /// index holds only them, so checking each one's lease costs no scan of other tasks.
+pub(crate) const RELEASE: &str = "UPDATE backlite_tasks SET state = 0, claimed_at = NULL, \
+     lease_until = NULL, claimed_by = NULL, lease_renewed_at = NULL \
+     WHERE state = 1 AND lease_until <= ?1";
+
 pub(crate) fn task_release_stuck(conn: &Connection, now: Millis) -> rusqlite::Result<u64> {
-    let released = conn
-        .prepare_cached(
-            "UPDATE backlite_tasks SET state = 0, claimed_at = NULL, lease_until = NULL, \
-             claimed_by = NULL, lease_renewed_at = NULL \
-             WHERE state = 1 AND lease_until <= ?1",
-        )?
-        .execute([now])?;
+    let released = conn.prepare_cached(RELEASE)?.execute([now])?;
     Ok(released as u64)
 }
 
 /// Ended tasks whose retention has expired, found by the retention index.
 pub(crate) const DELETE_EXPIRED: &str =
-    "DELETE FROM backlite_tasks WHERE state >= 2 AND expires_at <= ?1";
+    "DELETE FROM backlite_tasks WHERE state >= 2 AND finished_at IS NOT NULL AND expires_at <= ?1";
 
 pub(crate) fn completed_delete_expired(conn: &Connection, now: Millis) -> rusqlite::Result<u64> {
     let deleted = conn.prepare_cached(DELETE_EXPIRED)?.execute([now])?;
@@ -385,10 +389,12 @@ pub(crate) fn task_next_due(
     }
 }
 
+pub(crate) const STATUS: &str = "SELECT state FROM backlite_tasks WHERE id = ?1";
+
 /// The task's state is its row's: one lookup of the primary key.
 pub(crate) fn task_status(conn: &Connection, id: TaskId) -> rusqlite::Result<TaskStatus> {
     let state: Option<i64> = conn
-        .prepare_cached("SELECT state FROM backlite_tasks WHERE id = ?1")?
+        .prepare_cached(STATUS)?
         .query_row([&id.as_bytes()[..]], |row| row.get(0))
         .optional()?;
     Ok(state.map_or(TaskStatus::NotFound, status_of))
