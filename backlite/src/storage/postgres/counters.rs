@@ -1,7 +1,8 @@
 //! The PostgreSQL statements of the per-minute counters (`storage/counters.rs`). A completion
-//! batch adds its outcomes with one statement, the last of its transaction: the counter rows
-//! it locks are locked for the shortest time, always after the batch's task rows and in
-//! (minute, queue) order, so two batches cannot deadlock on them.
+//! batch adds its outcomes with one statement, pipelined right behind its finished tasks'
+//! statement (no round trip of its own) and run after it: the counter rows it locks are
+//! locked for a short time, always after the batch's task rows and in (minute, queue) order,
+//! so two batches cannot deadlock on them.
 
 use super::{PgDriver, map_error, pool_error};
 use crate::BoxFuture;
