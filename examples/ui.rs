@@ -114,11 +114,13 @@ pub async fn demo_client(database: &Path) -> backlite::Result<Client> {
     Ok(client)
 }
 
-/// The application: its own routes, and the task UI nested under `/admin/tasks`.
+/// The application: its own routes, and the task UI with its buttons under `/admin/tasks`
+/// (`nest_service` also answers `/admin/tasks/`). An application mounts it behind its own
+/// authentication: whoever reaches it can retry, cancel and delete tasks.
 pub fn app(client: &Client) -> Router {
     Router::new()
         .route("/", get(|| async { Redirect::to("/admin/tasks") }))
-        .nest("/admin/tasks", backlite::ui::router(client))
+        .nest_service("/admin/tasks", backlite::ui::router_with_actions(client))
 }
 
 fn email(n: u64) -> SendEmail {

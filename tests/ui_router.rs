@@ -252,7 +252,9 @@ async fn the_running_page_lists_claimed_tasks_and_counts_every_state() {
     // One card per queue, named.
     for queue in ["alarms", "bare", "notes", "slow"] {
         assert!(
-            body.contains(&format!("<h2 class=\"queue-name\">{queue}</h2>")),
+            body.contains(&format!(
+                "<h2 class=\"queue-name\"><a href=\"/tasks?queue={queue}\">{queue}</a></h2>"
+            )),
             "{queue}"
         );
     }
@@ -318,7 +320,7 @@ async fn a_task_page_shows_every_field_and_the_payload_as_json() {
     ] {
         assert!(body.contains(&format!("<dt>{label}</dt>")), "{label}");
     }
-    assert!(body.contains("<span class=\"queue\">notes</span>"));
+    assert!(body.contains(">notes</a></dd>"));
     assert!(
         body.contains("<dd>0 of 3</dd>"),
         "attempts out of max_attempts"
@@ -383,7 +385,6 @@ async fn unknown_tasks_and_paths_are_404_pages() {
     for uri in [
         format!("/task/{unknown}"),
         format!("/completed/{unknown}"),
-        format!("/completed/{}", f.upcoming),
         "/task/not-an-id".to_owned(),
         "/task/%3Cscript%3Ealert(1)%3C%2Fscript%3E".to_owned(),
         "/nope".to_owned(),
@@ -396,6 +397,10 @@ async fn unknown_tasks_and_paths_are_404_pages() {
     }
     let page = get(&f.app, &format!("/task/{unknown}")).await;
     assert!(page.body.contains(&unknown.to_string()));
+    // A waiting task's outcome page leads to the task (a retry puts one back).
+    let page = get(&f.app, &format!("/completed/{}", f.upcoming)).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(page.location, Some(format!("/task/{}", f.upcoming)));
     f.stop().await;
 }
 

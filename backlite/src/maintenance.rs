@@ -1,6 +1,7 @@
 //! Background upkeep of a started client: releasing tasks whose worker died, ending waiting
-//! tasks that expired before they started, and deleting retained tasks whose retention
-//! expired.
+//! tasks that expired before they started, deleting retained tasks whose retention expired,
+//! and sampling each queue's depth once a minute for the UI's charts (and deleting counts
+//! older than a day).
 
 use std::time::Duration;
 
@@ -9,7 +10,11 @@ use tokio_util::sync::CancellationToken;
 use crate::client::Client;
 use crate::events::TaskEvent;
 use crate::metrics;
+use crate::storage::counters::{COUNTERS_KEPT, Depth, minute_of};
 use crate::storage::{EXPIRE_BATCH, Page, TaskState, duration_millis};
+
+/// How often the loop looks whether a new minute began, to sample the queues' depth in it.
+const SAMPLE_CHECK: Duration = Duration::from_secs(5);
 
 /// Says, at start, how many tasks other processes hold claimed. Those of a process that was
 /// killed look like running tasks until `release_after` has passed since its last renewal,
@@ -72,6 +77,9 @@ pub(crate) async fn run(client: Client, stop: CancellationToken) {
     let mut depth = tokio::time::interval(metrics::DEPTH_INTERVAL);
     let mut gauges = metrics::DepthGauges::default();
     depth.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sample = tokio::time::interval(SAMPLE_CHECK);
+    sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sampled = None;
     release.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     cleanup.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -98,7 +106,12 @@ pub(crate) async fn run(client: Client, stop: CancellationToken) {
                     Ok(deleted) => tracing::debug!(deleted, "deleted expired retained tasks"),
                     Err(e) => tracing::warn!(error = %e, "cleanup of retained tasks failed; will retry"),
                 }
+                let before = minute_of(client.now()) - COUNTERS_KEPT;
+                if let Err(e) = client.driver().counters_delete_before(before).await {
+                    tracing::warn!(error = %e, "cleanup of old per-minute counts failed; will retry");
+                }
             }
+            _ = sample.tick() => sample_depth(&client, &mut sampled).await,
             _ = depth.tick(), if metrics::ENABLED => {
                 match client.stats().await {
                     Ok(stats) => gauges.update(&stats),
@@ -107,6 +120,41 @@ pub(crate) async fn run(client: Client, stop: CancellationToken) {
             }
         }
     }
+}
+
+/// Stores every queue's waiting and running tasks as the depth of the current minute, once a
+/// minute: the first check in a minute that has no sample from this process yet. Other
+/// processes sample too; the last sample of a minute wins, which is as good as any.
+async fn sample_depth(client: &Client, sampled: &mut Option<crate::storage::Millis>) {
+    let now = client.now();
+    let minute = minute_of(now);
+    if *sampled == Some(minute) {
+        return;
+    }
+    let stats = match client.driver().queue_stats(now).await {
+        Ok(stats) => stats,
+        Err(e) => {
+            tracing::debug!(error = %e, "could not count the queues for the depth sample");
+            return;
+        }
+    };
+    let samples: Vec<(String, Depth)> = stats
+        .into_iter()
+        .map(|q| {
+            let depth = Depth {
+                waiting: q.pending + q.scheduled,
+                running: q.running,
+            };
+            (q.queue, depth)
+        })
+        .collect();
+    if !samples.is_empty() {
+        if let Err(e) = client.driver().counters_sample(minute, samples).await {
+            tracing::debug!(error = %e, "could not store the depth sample");
+            return;
+        }
+    }
+    *sampled = Some(minute);
 }
 
 /// Ends the expired waiting tasks of the queues this client serves, a batch per write until

@@ -223,9 +223,11 @@ async fn run_attempt(
             ?duration,
             "the attempt ended after its lease was lost; its outcome is not recorded"
         );
-        // Sent all the same, and refused by its claim's token: nothing waits on it.
+        // Sent all the same, and refused by its claim's token: nothing waits on it, and no
+        // counter counts it.
         return Completion {
             id: task.id,
+            queue: None,
             token: task.token,
             executed_at,
             duration,
@@ -263,6 +265,7 @@ async fn run_attempt(
             });
             return Completion {
                 id: task.id,
+                queue: entry.map(|e| e.config.name()),
                 token: task.token,
                 executed_at,
                 duration,
@@ -363,6 +366,7 @@ async fn run_attempt(
     };
     Completion {
         id: task.id,
+        queue: entry.map(|e| e.config.name()),
         token: task.token,
         executed_at,
         duration,
@@ -426,6 +430,11 @@ pub(super) fn cancelled(
     });
     Completion {
         id: task.id,
+        queue: client
+            .inner
+            .registry
+            .entry(&task.queue)
+            .map(|e| e.config.name()),
         token: task.token,
         executed_at,
         duration,

@@ -17,6 +17,9 @@ pub(crate) mod conformance;
 pub(crate) mod copy;
 #[cfg(test)]
 pub(crate) mod copy_conformance;
+pub(crate) mod counters;
+#[cfg(test)]
+pub(crate) mod counters_conformance;
 #[cfg(test)]
 pub(crate) mod dispatch_conformance;
 mod expiry;
@@ -127,6 +130,10 @@ pub(crate) struct ClaimedTask {
 #[derive(Debug, Clone)]
 pub(crate) struct Completion {
     pub(crate) id: TaskId,
+    /// The task's queue, whose per-minute counters the outcome adds to, as its processor's
+    /// configuration names it (no allocation per outcome); `None`: not counted (an outcome
+    /// sent only to be refused by its claim's token).
+    pub(crate) queue: Option<&'static str>,
     pub(crate) token: ClaimToken,
     pub(crate) executed_at: Millis,
     pub(crate) duration: Duration,
@@ -239,7 +246,10 @@ pub(crate) trait Driver: Send + Sync + 'static {
     ) -> BoxFuture<Result<Vec<ClaimedTask>>>;
 
     /// Records the end of attempts: retries, deletions and retained copies. A completion whose
-    /// token is not its task's current claim changes nothing.
+    /// token is not its task's current claim changes nothing. In the same transaction, adds
+    /// the batch's outcomes to the per-minute counters of their queues
+    /// ([`counters::outcome_deltas`]), without looking at the rows: an outcome that its token
+    /// refuses (an attempt that ran on after its claim was lost) is counted too.
     fn task_complete_many(&self, completions: Vec<Completion>) -> BoxFuture<Result<()>>;
 
     /// Returns claimed tasks to the pending state, as if they had not been claimed.
@@ -475,6 +485,21 @@ pub(crate) trait Driver: Send + Sync + 'static {
         allow(dead_code, reason = "only `backlite copy` copies")
     )]
     fn copy_census(&self) -> BoxFuture<Result<copy::Census>>;
+    /// Stores the depth of each queue in `samples` (its waiting and running tasks) as the
+    /// depth of `minute`, replacing a sample already taken in that minute (by this process
+    /// or another), and keeping the minute's outcome counts. The outcome counts themselves
+    /// are written by [`task_complete_many`](Driver::task_complete_many), in its transaction.
+    fn counters_sample(
+        &self,
+        minute: Millis,
+        samples: Vec<(String, counters::Depth)>,
+    ) -> BoxFuture<Result<()>>;
+
+    /// Every queue's counts of the minutes from `since` on, by minute then queue.
+    fn counters_read(&self, since: Millis) -> BoxFuture<Result<Vec<counters::MinuteCounts>>>;
+
+    /// Deletes the counts of the minutes before `before`; returns how many rows went.
+    fn counters_delete_before(&self, before: Millis) -> BoxFuture<Result<u64>>;
 
     /// How many claims and next-due queries this driver has run.
     #[cfg(test)]

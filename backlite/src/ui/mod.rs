@@ -1,28 +1,56 @@
-//! A read-only web UI: what runs now, what comes next, what succeeded and what failed, and
-//! why. Enabled by the `ui` feature.
+//! A web UI: what runs now, what comes next, what succeeded and what failed, and why; charts
+//! of the last hour per queue; with [`router_with_actions`], the buttons to retry, cancel,
+//! run now, delete, and pause or resume a queue. Enabled by the `ui` feature.
 //!
-//! [`router`] returns an [`axum::Router`] to serve on its own or to nest under any prefix of
-//! the application's own server; its links follow the prefix it is mounted at. The pages
+//! [`router`] returns an [`axum::Router`] to serve on its own or to mount under any prefix
+//! of the application's own server; its links follow the prefix it is mounted at. The pages
 //! carry their stylesheet and script with them (no CDN, works offline), print every task
-//! value HTML-escaped, and only read: browsing never delays task processing.
+//! value HTML-escaped (control characters spelt out, as `\u{1b}`), and browsing never
+//! delays task processing.
 //!
 //! ```no_run
 //! # async fn run(client: backlite::Client) {
 //! let app: axum::Router = axum::Router::new()
 //!     // .route("/", ..): the application's own routes
-//!     .nest("/admin/tasks", backlite::ui::router(&client));
+//!     .nest_service("/admin/tasks", backlite::ui::router(&client));
 //! // then `axum::serve(listener, app)`, as the application serves itself
 //! # }
 //! ```
+//!
+//! Mount it with `nest_service`, which also answers `/admin/tasks/` (axum's `nest` routes
+//! `/admin/tasks` and `/admin/tasks/…`, but leaves `/admin/tasks/` to the application's own
+//! fallback, usually an empty 404).
+//!
+//! # Read-only or with actions
+//!
+//! [`router`] and [`router_read_only`] only read: they have no route that changes anything,
+//! so an application that upgrades backlite never finds buttons it did not ask for.
+//! [`router_with_actions`] adds them. Every action is a `POST` (a link or a prefetch can
+//! never trigger one) and is refused (403) unless both hold:
+//!
+//! - **same origin:** its `Origin` header (or, without one, its `Referer`) names the host the
+//!   request was sent to (`Host`). A reverse proxy in front must pass the `Host` the browser
+//!   used (nginx: `proxy_set_header Host $host;`).
+//! - **the form's token:** each router makes a random token when it is built and puts it in
+//!   its forms; a page of another site cannot read it. A form from before a restart carries
+//!   the old token and is refused: reload the page.
+//!
+//! Cancel, delete, and "retry failed" of a whole queue first show a page that asks to
+//! confirm. The pages set a content security policy that lets them load and post to nothing
+//! but the router's own paths.
 //!
 //! To look at a database that another process runs, open a client on it without processors
 //! and do not start it: `Client::builder().database(path).build().await?`. The UI has no
 //! authentication of its own; mount it behind the application's.
 
+mod actions;
+mod charts;
 mod format;
+mod text;
 mod view;
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use askama::Template;
 use axum::Router;
@@ -30,13 +58,15 @@ use axum::extract::{FromRequestParts, NestedPath, OriginalUri, Path, RawQuery, S
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use crate::client::Client;
+use crate::inspect::{ListState, TaskCursor};
 use crate::storage::{Millis, Page, QueueStats, TaskState, now_millis};
 use crate::task::TaskId;
 use view::{
-    CompletedListPage, CompletedPage, CompletedView, ErrorPage, Layout, List, NotFoundPage, Pager,
+    AttemptView, CompletedListPage, CompletedPage, CompletedView, ErrorPage, FilteredPage, Layout,
+    List, NotFoundPage, Pager, ProcessRow, ProcessesPage, QueueRow, QueuesPage, Story, SummaryView,
     TaskPage, TaskView, TasksPage, Totals,
 };
 
@@ -46,25 +76,63 @@ const PER_PAGE: u64 = 25;
 /// Pages past this are taken for a mistyped number, and the first page is shown instead.
 const MAX_PAGE: u64 = 1_000_000;
 
-/// The UI's router, reading `client`'s database. Serve it as it is, or nest it under a
-/// prefix: `Router::new().nest("/admin/tasks", backlite::ui::router(&client))`.
+/// What every handler is given: the client, and the form token when actions are on.
+#[derive(Clone)]
+struct Ui {
+    client: Client,
+    /// `None`: the router is read-only.
+    token: Option<Arc<str>>,
+}
+
+impl Ui {
+    /// A page's frame, with the form token when the router has actions.
+    fn layout(
+        &self,
+        base: String,
+        title: String,
+        active: Option<List>,
+        stats: Option<&[QueueStats]>,
+        now: Millis,
+    ) -> Layout {
+        let mut layout = Layout::new(base, title, active, stats, now);
+        layout.csrf = self.token.as_deref().map(str::to_owned);
+        layout
+    }
+}
+
+impl std::ops::Deref for Ui {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// The UI's read-only router, reading `client`'s database: the same as [`router_read_only`].
+/// It stays read-only in every version: the buttons that change tasks and queues come only
+/// with [`router_with_actions`].
 ///
 /// Routes, relative to where it is mounted:
 ///
 /// | Path              | Page                                               |
 /// |-------------------|----------------------------------------------------|
-/// | `/`               | running tasks (`/admin/tasks` when nested there)   |
+/// | `/`               | running tasks (`/admin/tasks` when mounted there)  |
 /// | `/upcoming`       | waiting tasks, in the order they will run          |
 /// | `/succeeded`      | retained tasks that succeeded                      |
 /// | `/failed`         | retained tasks that failed                         |
-/// | `/task/{id}`      | a waiting or running task                          |
+/// | `/tasks`          | tasks filtered by `?queue=` and `?state=`          |
+/// | `/task/{id}`      | a waiting or running task, with why it waits       |
 /// | `/completed/{id}` | a retained completed task                          |
+/// | `/jump?id=`       | the page of the task with that id                  |
+/// | `/queues`         | every queue, paused or not                         |
+/// | `/processes`      | the started clients on the database                |
+/// | `/charts`         | per queue, the last hour's outcomes and depth      |
 /// | `/assets/..`      | the stylesheet, the script and the icon            |
 ///
 /// Lists take `?page=N` (25 rows a page). A task that completes while someone looks at it
 /// moves: `/task/{id}` then redirects to `/completed/{id}` when the task was retained.
 ///
-/// The router carries its own state, so it nests into an application router of any state
+/// The router carries its own state, so it mounts into an application router of any state
 /// type `S`:
 ///
 /// ```no_run
@@ -73,53 +141,113 @@ const MAX_PAGE: u64 = 1_000_000;
 /// struct AppState { name: &'static str }
 ///
 /// let app: axum::Router = axum::Router::new()
-///     .nest("/admin/tasks", backlite::ui::router(&client))
+///     .nest_service("/admin/tasks", backlite::ui::router(&client))
 ///     .with_state(AppState { name: "shop" });
 /// # }
 /// ```
 pub fn router<S: Clone + Send + Sync + 'static>(client: &Client) -> Router<S> {
+    router_read_only(client)
+}
+
+/// The UI's pages, without any action: nothing it answers changes a task or a queue. See
+/// [`router`] for its routes.
+///
+/// ```no_run
+/// # async fn run(client: backlite::Client) {
+/// let app: axum::Router =
+///     axum::Router::new().nest_service("/admin/tasks", backlite::ui::router_read_only(&client));
+/// # }
+/// ```
+pub fn router_read_only<S: Clone + Send + Sync + 'static>(client: &Client) -> Router<S> {
+    pages().with_state(Ui {
+        client: client.clone(),
+        token: None,
+    })
+}
+
+/// The UI's pages with their buttons: retry a failed or cancelled task, cancel, run now,
+/// delete, retry every failed task of a queue, pause and resume a queue. Each calls the
+/// [`Client`] operation of the same name (`retry`, `cancel`, `run_now`, `delete`,
+/// `retry_failed`, `pause_queue`, `resume_queue`).
+///
+/// Actions are `POST`s to these paths, refused unless they come from the router's own pages
+/// (same origin, and the form's token): see [the module's docs](self).
+///
+/// | Path                              | Action                                  |
+/// |-----------------------------------|-----------------------------------------|
+/// | `/task/{id}/retry`                | [`Client::retry`]                       |
+/// | `/task/{id}/cancel`               | [`Client::cancel`], after a confirmation |
+/// | `/task/{id}/run-now`              | [`Client::run_now`]                     |
+/// | `/task/{id}/delete`               | [`Client::delete`], after a confirmation |
+/// | `/queue/{name}/retry-failed`      | [`Client::retry_failed`], after a confirmation |
+/// | `/queue/{name}/pause`             | [`Client::pause_queue`]                 |
+/// | `/queue/{name}/resume`            | [`Client::resume_queue`]                |
+///
+/// ```no_run
+/// # async fn run(client: backlite::Client) {
+/// // Behind the application's own authentication: whoever reaches it can act on tasks.
+/// let app: axum::Router = axum::Router::new()
+///     .nest_service("/admin/tasks", backlite::ui::router_with_actions(&client));
+/// # }
+/// ```
+pub fn router_with_actions<S: Clone + Send + Sync + 'static>(client: &Client) -> Router<S> {
+    pages()
+        .route("/task/{id}/{action}", post(actions::task))
+        .route("/queue/{name}/{action}", post(actions::queue))
+        .with_state(Ui {
+            client: client.clone(),
+            token: Some(actions::new_token().into()),
+        })
+}
+
+/// The routes that only read.
+fn pages() -> Router<Ui> {
     Router::new()
         .route("/", get(running))
         .route("/upcoming", get(upcoming))
         .route("/succeeded", get(succeeded))
         .route("/failed", get(failed))
+        .route("/tasks", get(filtered))
         .route("/task/{id}", get(task))
         .route("/completed/{id}", get(completed))
+        .route("/jump", get(jump))
+        .route("/queues", get(queues))
+        .route("/processes", get(processes))
+        .route("/charts", get(charts_page))
         .route("/assets/style.css", get(style))
         .route("/assets/app.js", get(script))
         .route("/assets/icon.svg", get(icon))
         .fallback(unknown_path)
-        .with_state(client.clone())
 }
 
-async fn running(client: State<Client>, base: Base, query: RawQuery) -> Response {
-    task_list(&client, base, query, List::Running).await
+async fn running(ui: State<Ui>, base: Base, query: RawQuery) -> Response {
+    task_list(&ui, base, query, List::Running).await
 }
 
-async fn upcoming(client: State<Client>, base: Base, query: RawQuery) -> Response {
-    task_list(&client, base, query, List::Upcoming).await
+async fn upcoming(ui: State<Ui>, base: Base, query: RawQuery) -> Response {
+    task_list(&ui, base, query, List::Upcoming).await
 }
 
-async fn succeeded(client: State<Client>, base: Base, query: RawQuery) -> Response {
-    completed_list(&client, base, query, List::Succeeded).await
+async fn succeeded(ui: State<Ui>, base: Base, query: RawQuery) -> Response {
+    completed_list(&ui, base, query, List::Succeeded).await
 }
 
-async fn failed(client: State<Client>, base: Base, query: RawQuery) -> Response {
-    completed_list(&client, base, query, List::Failed).await
+async fn failed(ui: State<Ui>, base: Base, query: RawQuery) -> Response {
+    completed_list(&ui, base, query, List::Failed).await
 }
 
-async fn task_list(client: &Client, base: Base, query: RawQuery, list: List) -> Response {
+async fn task_list(ui: &Ui, base: Base, query: RawQuery, list: List) -> Response {
     let state = match list {
         List::Running => TaskState::Running,
         _ => TaskState::Upcoming,
     };
-    let driver = client.driver();
+    let driver = ui.driver();
     let rows = |window| driver.task_list(state, window);
-    let release_after = client.inner.settings.release_after;
+    let release_after = ui.inner.settings.release_after;
     let view = |base: &str, row, registry: &crate::Registry, now| {
         TaskView::new(base, row, registry, now, release_after)
     };
-    match list_page(client, base, query, list, rows, view).await {
+    match list_page(ui, base, query, list, rows, view).await {
         Ok((layout, rows, pager)) => html(
             StatusCode::OK,
             &TasksPage {
@@ -133,11 +261,11 @@ async fn task_list(client: &Client, base: Base, query: RawQuery, list: List) -> 
     }
 }
 
-async fn completed_list(client: &Client, base: Base, query: RawQuery, list: List) -> Response {
+async fn completed_list(ui: &Ui, base: Base, query: RawQuery, list: List) -> Response {
     let succeeded = list == List::Succeeded;
-    let driver = client.driver();
+    let driver = ui.driver();
     let rows = |window| driver.completed_list(succeeded, window);
-    match list_page(client, base, query, list, rows, CompletedView::new).await {
+    match list_page(ui, base, query, list, rows, CompletedView::new).await {
         Ok((layout, rows, pager)) => html(
             StatusCode::OK,
             &CompletedListPage {
@@ -154,30 +282,32 @@ async fn completed_list(client: &Client, base: Base, query: RawQuery, list: List
 /// What every list page shows: the header with its counts, one page of rows as views, and the
 /// pager; or the error page when the rows cannot be read.
 async fn list_page<R, V>(
-    client: &Client,
+    ui: &Ui,
     Base(base): Base,
     query: RawQuery,
     list: List,
     rows: impl FnOnce(Page) -> crate::BoxFuture<crate::Result<Vec<R>>>,
     view: impl Fn(&str, R, &crate::Registry, Millis) -> V,
 ) -> Result<(Layout, Vec<V>, Pager), Response> {
+    let notice = actions::notice(query.0.as_deref());
     let (page, window) = page(query);
     let now = now_millis();
     // One more row than shown says whether there is a next page.
-    let (stats, rows) = tokio::join!(client.driver().queue_stats(now), rows(window));
+    let (stats, rows) = tokio::join!(ui.driver().queue_stats(now), rows(window));
     let stats = stats.ok();
-    let mut rows = rows.map_err(|e| storage_error(base.clone(), stats.as_deref(), &e, now))?;
+    let mut rows = rows.map_err(|e| storage_error(ui, base.clone(), stats.as_deref(), &e, now))?;
     let more = rows.len() as u64 > PER_PAGE;
     rows.truncate(PER_PAGE as usize);
-    let layout = Layout::new(
+    let mut layout = ui.layout(
         base.clone(),
         list.label().to_owned(),
         Some(list),
         stats.as_deref(),
         now,
     );
+    layout.notice = notice;
     let pager = pager(&base, list, page, rows.len(), more, stats.as_deref());
-    let registry = client.registry();
+    let registry = ui.registry();
     let rows = rows
         .into_iter()
         .map(|row| view(&base, row, registry, now))
@@ -185,79 +315,340 @@ async fn list_page<R, V>(
     Ok((layout, rows, pager))
 }
 
-async fn task(client: State<Client>, Base(base): Base, Path(id): Path<String>) -> Response {
+/// Why the task is where it is and its failed attempts, read through the client; a page
+/// still shows without them when they cannot be read.
+async fn story(ui: &Ui, id: TaskId, now: Millis) -> Story {
+    let (reason, info) = tokio::join!(ui.explain(&id), ui.task(&id));
+    if let Err(e) = &reason {
+        tracing::warn!(task_id = %id, error = %e, "backlite UI could not explain a task");
+    }
+    let info = info.ok().flatten();
+    let until = info
+        .as_ref()
+        .and_then(|t| t.lease.as_ref())
+        .and_then(|l| l.until)
+        .map(crate::storage::to_millis);
+    Story {
+        reason: reason.ok().map(|r| r.to_string()),
+        attempts: info
+            .map(|t| t.errors.iter().map(|e| AttemptView::new(e, now)).collect())
+            .unwrap_or_default(),
+        lease_until: until.map(|at| format::Time::new(at, now)),
+        lapsed: until.is_some_and(|at| at <= now),
+    }
+}
+
+async fn task(
+    ui: State<Ui>,
+    Base(base): Base,
+    Path(id): Path<String>,
+    query: RawQuery,
+) -> Response {
     let now = now_millis();
     let Ok(task_id) = id.parse::<TaskId>() else {
-        return not_found(&client, base, id, NOT_AN_ID, now).await;
+        return not_found(&ui, base, id, NOT_AN_ID, now).await;
     };
-    let driver = client.driver();
+    let driver = ui.driver();
     let (stats, found) = tokio::join!(driver.queue_stats(now), driver.task_get(task_id));
     let stats = stats.ok();
     match found {
         Ok(Some(task)) => {
-            let release_after = client.inner.settings.release_after;
-            let task = TaskView::new(&base, task, client.registry(), now, release_after);
+            let release_after = ui.inner.settings.release_after;
+            let task = TaskView::new(&base, task, ui.registry(), now, release_after);
             let title = format!("Task {}", task.id);
             let list = match task.status {
                 "running" => List::Running,
                 _ => List::Upcoming,
             };
-            let layout = Layout::new(base, title, Some(list), stats.as_deref(), now);
-            html(StatusCode::OK, &TaskPage { layout, task })
+            let mut layout = ui.layout(base, title, Some(list), stats.as_deref(), now);
+            layout.notice = actions::notice(query.0.as_deref());
+            let story = story(&ui, task_id, now).await;
+            html(
+                StatusCode::OK,
+                &TaskPage {
+                    layout,
+                    task,
+                    story,
+                },
+            )
         }
         // It may have completed since the link was drawn: look among the retained ones.
         Ok(None) => match driver.completed_get(task_id).await {
-            Ok(Some(_)) => Redirect::to(&format!("{base}/completed/{task_id}")).into_response(),
-            Ok(None) => not_found(&client, base, id, GONE, now).await,
-            Err(e) => storage_error(base, stats.as_deref(), &e, now),
+            Ok(Some(_)) => {
+                // The notice of an action travels with it.
+                let query = query.0.map(|q| format!("?{q}")).unwrap_or_default();
+                Redirect::to(&format!("{base}/completed/{task_id}{query}")).into_response()
+            }
+            Ok(None) => not_found(&ui, base, id, GONE, now).await,
+            Err(e) => storage_error(&ui, base, stats.as_deref(), &e, now),
         },
-        Err(e) => storage_error(base, stats.as_deref(), &e, now),
+        Err(e) => storage_error(&ui, base, stats.as_deref(), &e, now),
     }
 }
 
-async fn completed(client: State<Client>, Base(base): Base, Path(id): Path<String>) -> Response {
+async fn completed(
+    ui: State<Ui>,
+    Base(base): Base,
+    Path(id): Path<String>,
+    query: RawQuery,
+) -> Response {
     let now = now_millis();
     let Ok(task_id) = id.parse::<TaskId>() else {
-        return not_found(&client, base, id, NOT_AN_ID, now).await;
+        return not_found(&ui, base, id, NOT_AN_ID, now).await;
     };
-    let driver = client.driver();
+    let driver = ui.driver();
     let (stats, found) = tokio::join!(driver.queue_stats(now), driver.completed_get(task_id));
     let stats = stats.ok();
     match found {
         Ok(Some(task)) => {
-            let task = CompletedView::new(&base, task, client.registry(), now);
+            let task = CompletedView::new(&base, task, ui.registry(), now);
             let title = format!("Task {}", task.id);
             let list = if task.succeeded {
                 List::Succeeded
             } else {
                 List::Failed
             };
-            let layout = Layout::new(base, title, Some(list), stats.as_deref(), now);
-            html(StatusCode::OK, &CompletedPage { layout, task })
+            let mut layout = ui.layout(base, title, Some(list), stats.as_deref(), now);
+            layout.notice = actions::notice(query.0.as_deref());
+            let story = story(&ui, task_id, now).await;
+            html(
+                StatusCode::OK,
+                &CompletedPage {
+                    layout,
+                    task,
+                    story,
+                },
+            )
         }
-        Ok(None) => not_found(&client, base, id, GONE, now).await,
-        Err(e) => storage_error(base, stats.as_deref(), &e, now),
+        // A retry may have put it back among the waiting ones.
+        Ok(None) => match driver.task_get(task_id).await {
+            Ok(Some(_)) => {
+                let query = query.0.map(|q| format!("?{q}")).unwrap_or_default();
+                Redirect::to(&format!("{base}/task/{task_id}{query}")).into_response()
+            }
+            Ok(None) => not_found(&ui, base, id, GONE, now).await,
+            Err(e) => storage_error(&ui, base, stats.as_deref(), &e, now),
+        },
+        Err(e) => storage_error(&ui, base, stats.as_deref(), &e, now),
     }
+}
+
+/// `/jump?id=…`: the form in every page's header that opens a task by its id.
+async fn jump(ui: State<Ui>, Base(base): Base, query: RawQuery) -> Response {
+    let id = param(query.0.as_deref(), "id").unwrap_or_default();
+    let id = id.trim();
+    match id.parse::<TaskId>() {
+        Ok(id) => Redirect::to(&format!("{base}/task/{id}")).into_response(),
+        Err(_) => not_found(&ui, base, id.to_owned(), NOT_AN_ID, now_millis()).await,
+    }
+}
+
+/// The filtered list's states, as they read in its URL and its menu.
+const STATES: [(&str, &str, ListState); 6] = [
+    ("pending", "Due", ListState::Pending),
+    ("scheduled", "Scheduled", ListState::Scheduled),
+    ("running", "Running", ListState::Running),
+    ("succeeded", "Succeeded", ListState::Succeeded),
+    ("failed", "Failed", ListState::Failed),
+    ("cancelled", "Cancelled", ListState::Cancelled),
+];
+
+/// `/tasks?queue=…&state=…&after=…`: a list filtered by queue and state, read with
+/// [`Client::tasks`] a page at a time by cursor.
+async fn filtered(ui: State<Ui>, Base(base): Base, query: RawQuery) -> Response {
+    let query = query.0.as_deref();
+    let now = now_millis();
+    let queue = param(query, "queue").filter(|q| !q.is_empty());
+    if let Some(name) = queue
+        .as_deref()
+        .filter(|q| crate::rules::validate_queue_name(q).is_err())
+    {
+        let hint = "This is not a queue name: names are letters, digits and `_ - . :`.";
+        return not_found(&ui, base, name.to_owned(), hint, now).await;
+    }
+    let (state_name, state) = param(query, "state")
+        .and_then(|s| STATES.iter().find(|(name, ..)| *name == s))
+        .map_or(("failed", ListState::Failed), |(name, _, state)| {
+            (*name, *state)
+        });
+    let after = param(query, "after").and_then(|c| c.parse::<TaskCursor>().ok());
+    let mut list = ui.tasks(state).limit(PER_PAGE as u32);
+    if let Some(queue) = &queue {
+        list = list.queue(queue.clone());
+    }
+    if let Some(after) = after {
+        list = list.after(after);
+    }
+    let (stats, page) = tokio::join!(ui.driver().queue_stats(now), list.fetch());
+    let stats = stats.ok();
+    let page = match page {
+        Ok(page) => page,
+        Err(e) => return storage_error(&ui, base, stats.as_deref(), &e, now),
+    };
+    let queue = queue.unwrap_or_default();
+    let href = |after: Option<String>| {
+        let mut href = format!("{base}/tasks?state={state_name}");
+        if !queue.is_empty() {
+            href.push_str("&queue=");
+            href.push_str(&queue);
+        }
+        if let Some(after) = after {
+            href.push_str("&after=");
+            href.push_str(&after);
+        }
+        href
+    };
+    let next = page.next.map(|c| href(Some(c.to_string())));
+    let first = after.map(|_| href(None));
+    let queues = stats
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .map(|q| q.queue.clone())
+        .collect();
+    let title = match queue.as_str() {
+        "" => "Tasks".to_owned(),
+        queue => format!("Tasks of {queue}"),
+    };
+    let mut layout = ui.layout(base.clone(), title, None, stats.as_deref(), now);
+    layout.section = "tasks";
+    let rows = page
+        .tasks
+        .into_iter()
+        .map(|t| SummaryView::new(&base, t, now))
+        .collect();
+    html(
+        StatusCode::OK,
+        &FilteredPage {
+            layout,
+            queues,
+            queue,
+            state: state_name,
+            states: STATES.map(|(name, label, _)| (name, label)),
+            rows,
+            next,
+            first,
+        },
+    )
+}
+
+/// `/queues`: every queue with its counts, whether it is paused, and its buttons.
+async fn queues(ui: State<Ui>, Base(base): Base, query: RawQuery) -> Response {
+    let now = now_millis();
+    let (stats, queues) = tokio::join!(ui.driver().queue_stats(now), ui.queues());
+    let stats = stats.ok();
+    let queues = match queues {
+        Ok(queues) => queues,
+        Err(e) => return storage_error(&ui, base, stats.as_deref(), &e, now),
+    };
+    let mut layout = ui.layout(
+        base.clone(),
+        "Queues".to_owned(),
+        None,
+        stats.as_deref(),
+        now,
+    );
+    layout.notice = actions::notice(query.0.as_deref());
+    layout.section = "queues";
+    let queues = queues
+        .into_iter()
+        .map(|q| {
+            let s = &q.stats;
+            QueueRow {
+                actions: format!("{base}/queue/{}", s.queue),
+                href: format!("{base}/tasks?state=pending&queue={}", s.queue),
+                paused: q
+                    .paused_since
+                    .map(|at| format::Time::new(crate::storage::to_millis(at), now)),
+                waiting: format::count(s.pending + s.scheduled),
+                running: format::count(s.running),
+                failed: s.failed + s.cancelled,
+                failed_text: format::count(s.failed + s.cancelled),
+                name: s.queue.clone(),
+            }
+        })
+        .collect();
+    html(StatusCode::OK, &QueuesPage { layout, queues })
+}
+
+/// `/processes`: the started clients, as [`Client::processes`] lists them.
+async fn processes(ui: State<Ui>, Base(base): Base) -> Response {
+    let now = now_millis();
+    let (stats, processes) = tokio::join!(ui.driver().queue_stats(now), ui.processes());
+    let stats = stats.ok();
+    let processes = match processes {
+        Ok(processes) => processes,
+        Err(e) => return storage_error(&ui, base, stats.as_deref(), &e, now),
+    };
+    let mut layout = ui.layout(base, "Processes".to_owned(), None, stats.as_deref(), now);
+    layout.section = "processes";
+    let at = |t| format::Time::new(crate::storage::to_millis(t), now);
+    let processes = processes
+        .into_iter()
+        .map(|p| ProcessRow {
+            id: p.id.to_string(),
+            host: p.host,
+            pid: p.pid,
+            queues: p.queues,
+            workers: p.workers,
+            started: at(p.started_at),
+            seen: at(p.last_seen_at),
+        })
+        .collect();
+    html(
+        StatusCode::OK,
+        &ProcessesPage {
+            layout,
+            processes,
+            release_after: format::duration(ui.inner.settings.release_after),
+        },
+    )
+}
+
+/// `/charts`: per queue, the tasks that succeeded, failed and were retried in each minute of
+/// the last hour, and its depth, as SVG drawn here.
+async fn charts_page(ui: State<Ui>, Base(base): Base) -> Response {
+    use crate::storage::counters::{MINUTE, minute_of};
+    let now = now_millis();
+    let since = minute_of(now) - (charts::MINUTES as i64 - 1) * MINUTE;
+    let (stats, counts) = tokio::join!(
+        ui.driver().queue_stats(now),
+        ui.driver().counters_read(since)
+    );
+    let stats = stats.ok();
+    let counts = match counts {
+        Ok(counts) => counts,
+        Err(e) => return storage_error(&ui, base, stats.as_deref(), &e, now),
+    };
+    let mut layout = ui.layout(base, "Charts".to_owned(), None, stats.as_deref(), now);
+    layout.section = "charts";
+    let clock = |at: Millis| {
+        let (_, time, _) = crate::utc::utc(at);
+        time[..5].to_owned()
+    };
+    let span = format!("{} to {} UTC", clock(since), clock(minute_of(now)));
+    html(
+        StatusCode::OK,
+        &view::ChartsPage {
+            layout,
+            charts: charts::charts(&counts, now),
+            span,
+        },
+    )
 }
 
 const NOT_AN_ID: &str = "This is not a task id: ids are UUIDs, as in the lists' links.";
 const GONE: &str = "No task has this id. A task that completed is kept only if its queue \
                     has a retention, and only until that retention expires.";
 
-async fn unknown_path(client: State<Client>, Base(base): Base, uri: axum::http::Uri) -> Response {
+async fn unknown_path(ui: State<Ui>, Base(base): Base, uri: axum::http::Uri) -> Response {
     let hint = "This page does not exist in the task UI.";
-    not_found(&client, base, uri.path().to_owned(), hint, now_millis()).await
+    not_found(&ui, base, uri.path().to_owned(), hint, now_millis()).await
 }
 
-async fn not_found(
-    client: &Client,
-    base: String,
-    what: String,
-    hint: &'static str,
-    now: i64,
-) -> Response {
-    let stats = client.driver().queue_stats(now).await.ok();
-    let layout = Layout::new(base, "Not found".to_owned(), None, stats.as_deref(), now);
+async fn not_found(ui: &Ui, base: String, what: String, hint: &'static str, now: i64) -> Response {
+    let stats = ui.driver().queue_stats(now).await.ok();
+    let layout = ui.layout(base, "Not found".to_owned(), None, stats.as_deref(), now);
     html(
         StatusCode::NOT_FOUND,
         &NotFoundPage {
@@ -269,18 +660,49 @@ async fn not_found(
 }
 
 fn storage_error(
+    ui: &Ui,
     base: String,
     stats: Option<&[QueueStats]>,
     error: &crate::Error,
     now: i64,
 ) -> Response {
     tracing::warn!(error = %error, "backlite UI could not read the database");
-    let layout = Layout::new(base, "Error".to_owned(), None, stats, now);
+    let layout = ui.layout(base, "Error".to_owned(), None, stats, now);
     let message = error.to_string();
     html(
         StatusCode::INTERNAL_SERVER_ERROR,
         &ErrorPage { layout, message },
     )
+}
+
+/// The value of `name` in a query string or a form body, percent-decoded (`+` is a space).
+fn param(query: Option<&str>, name: &str) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key == name).then(|| percent_decode(value))
+    })
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The requested page number and the rows to read for it: one more than a page shows.
@@ -321,7 +743,7 @@ const PAGE_HEADERS: [(header::HeaderName, &str); 4] = [
     (
         header::CONTENT_SECURITY_POLICY,
         "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; \
-         base-uri 'none'; form-action 'none'; frame-ancestors 'self'",
+         base-uri 'none'; form-action 'self'; frame-ancestors 'self'",
     ),
     (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
     (header::REFERRER_POLICY, "same-origin"),

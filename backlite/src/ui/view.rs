@@ -6,6 +6,7 @@ use std::time::Duration;
 use askama::Template;
 
 use super::format::{self, Time};
+use super::text::Text;
 use crate::processor::Registry;
 use crate::storage::{CompletedRecord, Millis, QueueStats, TaskRecord, duration_millis};
 
@@ -27,6 +28,13 @@ pub(crate) struct Layout {
     pub(crate) version: &'static str,
     /// Appended to the links of the stylesheet and the script, for caching.
     pub(crate) assets: &'static str,
+    /// The form token, when the router offers actions: pages show their buttons only then.
+    pub(crate) csrf: Option<String>,
+    /// What the action that led here did, in a sentence.
+    pub(crate) notice: Option<String>,
+    /// The page of the secondary navigation that is shown: `tasks`, `queues`, `processes` or
+    /// `charts`; `""` for the others.
+    pub(crate) section: &'static str,
 }
 
 pub(crate) struct Tab {
@@ -40,6 +48,8 @@ pub(crate) struct Tab {
 
 pub(crate) struct QueueCard {
     pub(crate) name: String,
+    /// The list of the queue's tasks.
+    pub(crate) href: String,
     pub(crate) stats: Vec<Stat>,
 }
 
@@ -166,6 +176,7 @@ impl Layout {
                     zero: value == 0,
                 };
                 QueueCard {
+                    href: format!("{base}/tasks?queue={}", q.queue),
                     name: q.queue.clone(),
                     stats: vec![
                         stat("running", "running", q.running),
@@ -187,6 +198,9 @@ impl Layout {
             now: Time::new(now, now),
             version: env!("CARGO_PKG_VERSION"),
             assets: super::ASSETS_DIGEST,
+            csrf: None,
+            notice: None,
+            section: "",
         }
     }
 }
@@ -250,13 +264,15 @@ pub(crate) struct TaskView {
     pub(crate) stale: Option<String>,
     pub(crate) last_executed: Option<Time>,
     pub(crate) last_duration: Option<String>,
-    pub(crate) last_error: Option<String>,
+    pub(crate) last_error: Option<Text>,
     /// One line of the error, for a list.
-    pub(crate) error_preview: Option<String>,
-    pub(crate) preview: String,
+    pub(crate) error_preview: Option<Text>,
+    pub(crate) preview: Text,
     /// Indented JSON; empty in lists.
-    pub(crate) payload: String,
+    pub(crate) payload: Text,
     pub(crate) size: String,
+    /// Waiting for a later time: "run now" can make it due.
+    pub(crate) later: bool,
 }
 
 impl TaskView {
@@ -310,15 +326,16 @@ impl TaskView {
             error_preview: t
                 .last_error
                 .as_deref()
-                .map(|e| format::one_line(e, PREVIEW_CHARS, false)),
-            last_error: t.last_error,
-            preview: format::preview(&t.payload, t.payload_len, PREVIEW_CHARS),
+                .map(|e| format::one_line(e, PREVIEW_CHARS, false).into()),
+            last_error: t.last_error.map(Text::from),
+            preview: format::preview(&t.payload, t.payload_len, PREVIEW_CHARS).into(),
             payload: if whole {
-                format::payload(&t.payload)
+                format::payload(&t.payload).into()
             } else {
-                String::new()
+                Text::default()
             },
             size: format::bytes(t.payload_len),
+            later: t.claimed_at.is_none() && t.run_at > now,
             queue: t.queue,
         }
     }
@@ -332,17 +349,21 @@ pub(crate) struct CompletedView {
     pub(crate) succeeded: bool,
     pub(crate) attempts: String,
     pub(crate) duration: String,
-    pub(crate) error: Option<String>,
-    pub(crate) error_preview: Option<String>,
+    pub(crate) error: Option<Text>,
+    pub(crate) error_preview: Option<Text>,
     pub(crate) created: Time,
     pub(crate) finished: Time,
     /// From creation to the end of the last attempt.
     pub(crate) turnaround: String,
     pub(crate) expires: Option<Time>,
-    pub(crate) preview: Option<String>,
+    pub(crate) preview: Option<Text>,
     /// Indented JSON when the payload was retained (whole, on the task's page).
-    pub(crate) payload: Option<String>,
+    pub(crate) payload: Option<Text>,
     pub(crate) size: String,
+    /// It failed or was cancelled and kept its payload: it can be run again.
+    pub(crate) retriable: bool,
+    /// Where its buttons post to, before the action's name: `{base}/task/{id}`.
+    pub(crate) actions: String,
 }
 
 impl CompletedView {
@@ -363,6 +384,7 @@ impl CompletedView {
         CompletedView {
             id: c.id.to_string(),
             href: format!("{base}/completed/{}", c.id),
+            actions: format!("{base}/task/{}", c.id),
             succeeded: c.succeeded,
             attempts: match max {
                 Some(max) => format!("{} of {max}", c.attempts),
@@ -372,8 +394,8 @@ impl CompletedView {
             error_preview: c
                 .error
                 .as_deref()
-                .map(|e| format::one_line(e, PREVIEW_CHARS, false)),
-            error: c.error,
+                .map(|e| format::one_line(e, PREVIEW_CHARS, false).into()),
+            error: c.error.map(Text::from),
             created: Time::new(c.created_at, now),
             finished: Time::new(c.last_executed_at, now),
             turnaround,
@@ -381,9 +403,14 @@ impl CompletedView {
             preview: c
                 .payload
                 .as_deref()
-                .map(|p| format::preview(p, c.payload_len, PREVIEW_CHARS)),
-            payload: c.payload.as_deref().filter(|_| whole).map(format::payload),
+                .map(|p| format::preview(p, c.payload_len, PREVIEW_CHARS).into()),
+            payload: c
+                .payload
+                .as_deref()
+                .filter(|_| whole)
+                .map(|p| format::payload(p).into()),
             size: format::bytes(c.payload_len),
+            retriable: !c.succeeded && c.payload.is_some(),
             queue: c.queue,
         }
     }
@@ -413,6 +440,7 @@ pub(crate) struct CompletedListPage {
 pub(crate) struct TaskPage {
     pub(crate) layout: Layout,
     pub(crate) task: TaskView,
+    pub(crate) story: Story,
 }
 
 #[derive(Template)]
@@ -420,6 +448,162 @@ pub(crate) struct TaskPage {
 pub(crate) struct CompletedPage {
     pub(crate) layout: Layout,
     pub(crate) task: CompletedView,
+    pub(crate) story: Story,
+}
+
+/// What a task's page tells beyond its row: why it is where it is, and its failed attempts.
+#[derive(Default)]
+pub(crate) struct Story {
+    /// [`Client::explain`](crate::Client::explain)'s sentence; `None` when it could not be
+    /// read.
+    pub(crate) reason: Option<String>,
+    /// The failed attempts, oldest first.
+    pub(crate) attempts: Vec<AttemptView>,
+    /// When a running task's claim ends unless renewed, as stored with the claim.
+    pub(crate) lease_until: Option<Time>,
+    /// That end has passed: the claim lapsed, and a release will make the task wait again.
+    pub(crate) lapsed: bool,
+}
+
+/// One failed attempt of a task.
+pub(crate) struct AttemptView {
+    pub(crate) attempt: u32,
+    pub(crate) at: Time,
+    pub(crate) duration: String,
+    pub(crate) error: Text,
+}
+
+impl AttemptView {
+    pub(crate) fn new(e: &crate::AttemptError, now: Millis) -> AttemptView {
+        AttemptView {
+            attempt: e.attempt,
+            at: Time::new(crate::storage::to_millis(e.at), now),
+            duration: format::duration(e.duration),
+            error: Text::new(&e.message),
+        }
+    }
+}
+
+/// An action's question before it is done: "Delete task …?", with the button that does it.
+#[derive(Template)]
+#[template(path = "confirm.html")]
+pub(crate) struct ConfirmPage {
+    pub(crate) layout: Layout,
+    pub(crate) question: String,
+    pub(crate) detail: &'static str,
+    /// Where the form posts: the action's own path.
+    pub(crate) action: String,
+    pub(crate) button: &'static str,
+    pub(crate) back: String,
+}
+
+/// An action the router refused to do, and why.
+#[derive(Template)]
+#[template(path = "refused.html")]
+pub(crate) struct RefusedPage {
+    pub(crate) layout: Layout,
+    pub(crate) reason: &'static str,
+}
+
+/// Every queue, paused or not, with its buttons.
+#[derive(Template)]
+#[template(path = "queues.html")]
+pub(crate) struct QueuesPage {
+    pub(crate) layout: Layout,
+    pub(crate) queues: Vec<QueueRow>,
+}
+
+pub(crate) struct QueueRow {
+    pub(crate) name: String,
+    /// Where its buttons post to, before the action's name: `{base}/queue/{name}`.
+    pub(crate) actions: String,
+    pub(crate) href: String,
+    pub(crate) paused: Option<Time>,
+    pub(crate) waiting: String,
+    pub(crate) running: String,
+    /// Failed and cancelled tasks retained: what "retry failed" may run again.
+    pub(crate) failed: u64,
+    pub(crate) failed_text: String,
+}
+
+/// The started clients on the database.
+#[derive(Template)]
+#[template(path = "processes.html")]
+pub(crate) struct ProcessesPage {
+    pub(crate) layout: Layout,
+    pub(crate) processes: Vec<ProcessRow>,
+    /// The lease: a process not seen for this long is no longer listed.
+    pub(crate) release_after: String,
+}
+
+pub(crate) struct ProcessRow {
+    pub(crate) id: String,
+    pub(crate) host: String,
+    pub(crate) pid: u32,
+    pub(crate) queues: Vec<String>,
+    pub(crate) workers: u32,
+    pub(crate) started: Time,
+    pub(crate) seen: Time,
+}
+
+/// A list filtered by queue and state, paged by cursor.
+#[derive(Template)]
+#[template(path = "filtered.html")]
+pub(crate) struct FilteredPage {
+    pub(crate) layout: Layout,
+    /// Every queue the database knows, for the filter's choice.
+    pub(crate) queues: Vec<String>,
+    pub(crate) queue: String,
+    /// The state's name in the URL, `""` for the default.
+    pub(crate) state: &'static str,
+    pub(crate) states: [(&'static str, &'static str); 6],
+    pub(crate) rows: Vec<SummaryView>,
+    pub(crate) next: Option<String>,
+    /// The first page of the same filter, when this one is not it.
+    pub(crate) first: Option<String>,
+}
+
+/// A row of a filtered list.
+pub(crate) struct SummaryView {
+    pub(crate) id: String,
+    pub(crate) href: String,
+    pub(crate) queue: String,
+    pub(crate) status: &'static str,
+    pub(crate) attempts: u32,
+    /// When it is due (waiting), was claimed (running), or last started (completed).
+    pub(crate) when: Option<Time>,
+    pub(crate) error: Option<Text>,
+}
+
+impl SummaryView {
+    pub(crate) fn new(base: &str, t: crate::TaskSummary, now: Millis) -> SummaryView {
+        use crate::TaskStatus;
+        let at = |t: std::time::SystemTime| Time::new(crate::storage::to_millis(t), now);
+        let (status, when, page) = match t.state {
+            TaskStatus::Pending => ("pending", t.due_at.map(at), "task"),
+            TaskStatus::Running => ("running", t.started_at.map(at), "task"),
+            TaskStatus::Succeeded => ("succeeded", t.started_at.map(at), "completed"),
+            TaskStatus::Failed => ("failed", t.started_at.map(at), "completed"),
+            TaskStatus::Cancelled => ("cancelled", t.started_at.map(at), "completed"),
+            _ => ("unknown", None, "task"),
+        };
+        let status = match (status, t.due_at) {
+            ("pending", Some(due)) if crate::storage::to_millis(due) > now => "scheduled",
+            _ => status,
+        };
+        SummaryView {
+            href: format!("{base}/{page}/{}", t.id),
+            id: t.id.to_string(),
+            queue: t.queue,
+            status,
+            attempts: t.attempts,
+            when,
+            error: t
+                .last_error
+                .as_deref()
+                .map(|e| format::one_line(e, PREVIEW_CHARS, false).into()),
+        }
+    }
 }
 
 #[derive(Template)]
@@ -436,4 +620,14 @@ pub(crate) struct NotFoundPage {
 pub(crate) struct ErrorPage {
     pub(crate) layout: Layout,
     pub(crate) message: String,
+}
+
+/// The charts of the last hour.
+#[derive(Template)]
+#[template(path = "charts.html")]
+pub(crate) struct ChartsPage {
+    pub(crate) layout: Layout,
+    pub(crate) charts: Vec<super::charts::QueueCharts>,
+    /// The hour shown: "09:43 to 10:42 UTC".
+    pub(crate) span: String,
 }

@@ -15,6 +15,7 @@ mod control;
     allow(dead_code, reason = "only `backlite copy` copies")
 )]
 mod copy;
+mod counters;
 mod dispatch;
 mod expiry;
 mod inspect;
@@ -750,6 +751,25 @@ impl Driver for PgDriver {
         self.with(move |conn, sql| Box::pin(periodic::schedule_list(conn, sql, names, now)))
     }
 
+    fn counters_sample(
+        &self,
+        minute: Millis,
+        samples: Vec<(String, crate::storage::counters::Depth)>,
+    ) -> BoxFuture<Result<()>> {
+        self.sample_counters(minute, samples)
+    }
+
+    fn counters_read(
+        &self,
+        since: Millis,
+    ) -> BoxFuture<Result<Vec<crate::storage::counters::MinuteCounts>>> {
+        self.read_counters(since)
+    }
+
+    fn counters_delete_before(&self, before: Millis) -> BoxFuture<Result<u64>> {
+        self.delete_counters(before)
+    }
+
     fn schedule_tick(&self, claim: TickClaim) -> BoxFuture<Result<TickOutcome>> {
         let (pool, statements, wake) = (
             self.pool.clone(),
@@ -901,25 +921,33 @@ async fn complete(
             .await?;
         retried |= updated > 0;
     }
-    if !finish.ids.is_empty() {
-        let statement = tx.prepare_cached(&sql.finish).await?;
-        tx.execute(
-            &statement,
-            &[
-                &finish.ids,
-                &finish.fences,
-                &finish.retain,
-                &finish.keep_payload,
-                &finish.succeeded,
-                &finish.duration_us,
-                &finish.errors,
-                &finish.executed_at,
-                &finish.expires_at,
-                &finish.cancelled,
-            ],
-        )
-        .await?;
-    }
+    let finishing = async {
+        if !finish.ids.is_empty() {
+            let statement = tx.prepare_cached(&sql.finish).await?;
+            tx.execute(
+                &statement,
+                &[
+                    &finish.ids,
+                    &finish.fences,
+                    &finish.retain,
+                    &finish.keep_payload,
+                    &finish.succeeded,
+                    &finish.duration_us,
+                    &finish.errors,
+                    &finish.executed_at,
+                    &finish.expires_at,
+                    &finish.cancelled,
+                ],
+            )
+            .await?;
+        }
+        Ok(())
+    };
+    // The per-minute counters' statement is sent right behind the finished tasks' one, without
+    // waiting for its answer first (the connection pipelines them): the batch pays no round
+    // trip for it. The server runs them in the order sent, so counter rows are still locked
+    // after the batch's task rows.
+    tokio::try_join!(finishing, counters::record(&tx, &sql.schema, &completions))?;
     if retried {
         tx.execute(&sql.notify, &[&sql.channel]).await?;
     }

@@ -14,6 +14,7 @@ mod control;
     allow(dead_code, reason = "only `backlite copy` copies")
 )]
 mod copy;
+mod counters;
 mod dispatch;
 mod expiry;
 mod inspect;
@@ -556,6 +557,25 @@ impl Driver for SqliteDriver {
 
     fn copy_census(&self) -> BoxFuture<Result<crate::storage::copy::Census>> {
         self.copy_count()
+    fn counters_sample(
+        &self,
+        minute: Millis,
+        samples: Vec<(String, crate::storage::counters::Depth)>,
+    ) -> BoxFuture<Result<()>> {
+        let write = counters::Write::Sample { minute, samples };
+        let written = self.send(|reply| Command::Counters(write, reply));
+        Box::pin(async move { written.await.map(|_| ()) })
+    }
+
+    fn counters_read(
+        &self,
+        since: Millis,
+    ) -> BoxFuture<Result<Vec<crate::storage::counters::MinuteCounts>>> {
+        self.read(move |conn| counters::read(conn, since))
+    }
+
+    fn counters_delete_before(&self, before: Millis) -> BoxFuture<Result<u64>> {
+        self.send(|reply| Command::Counters(counters::Write::DeleteBefore(before), reply))
     }
 
     #[cfg(test)]

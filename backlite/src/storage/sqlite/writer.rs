@@ -23,7 +23,7 @@ use tokio::sync::{Notify, oneshot};
 use super::checkpoint::Checkpointer;
 use super::control;
 use super::wal_hook::HookedConnection;
-use super::{Options, expiry, lease, map_error, periodic, sql};
+use super::{Options, counters, expiry, lease, map_error, periodic, sql};
 use crate::error::{Error, Result};
 use crate::storage::periodic::{ScheduleDef, ScheduleRow, TickClaim, TickOutcome};
 use crate::storage::{
@@ -61,6 +61,7 @@ pub(crate) enum Command {
     Control(control::Op, Reply<control::Answer>),
     ScheduleRegister(Vec<ScheduleDef>, Reply<Vec<ScheduleRow>>),
     ScheduleTick(TickClaim, Reply<TickOutcome>),
+    Counters(counters::Write, Reply<u64>),
 }
 
 enum Output {
@@ -92,7 +93,8 @@ impl Command {
             | Command::DeleteExpired(..)
             | Command::ExpirePending { .. }
             | Command::Lease(..)
-            | Command::ScheduleRegister(..) => false,
+            | Command::ScheduleRegister(..)
+            | Command::Counters(..) => false,
         }
     }
 
@@ -122,6 +124,7 @@ impl Command {
             }),
             Command::Complete(completions, _) => {
                 sql::task_complete_many(conn, completions)?;
+                counters::record(conn, completions)?;
                 Output::Done
             }
             Command::Unclaim(tasks, _) => {
@@ -147,6 +150,7 @@ impl Command {
                 Output::Schedules(periodic::schedule_register(conn, schedules)?)
             }
             Command::ScheduleTick(claim, _) => Output::Tick(periodic::schedule_tick(conn, claim)?),
+            Command::Counters(write, _) => Output::Count(write.execute(conn)?),
         })
     }
 
@@ -172,7 +176,8 @@ impl Command {
             }),
             Command::Release(_, reply)
             | Command::DeleteExpired(_, reply)
-            | Command::ExpirePending { reply, .. } => send(reply, outcome, |o| match o {
+            | Command::ExpirePending { reply, .. }
+            | Command::Counters(_, reply) => send(reply, outcome, |o| match o {
                 Output::Count(n) => Some(n),
                 _ => None,
             }),
