@@ -575,51 +575,63 @@ async fn purge_deletes_what_its_filters_name(db: Db) {
 async fn ui_serves_the_pages_until_stopped(db: Db) {
     db.run(&["migrate"]).code(0);
     let fx = fixture(&db, false).await;
-    let mut child = db
-        .command()
-        .args(["ui", "--listen", "127.0.0.1:0"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the UI");
-    let stdout = child.stdout.take().unwrap();
-    let first = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
-    })
-    .await
-    .unwrap()
-    .expect("the first line");
-    let url = first
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no URL in {first:?}"));
-    let addr = url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned();
-    let get = |path: String| {
-        let addr = addr.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut stream = std::net::TcpStream::connect(&addr).expect("connect");
-            write!(
-                stream,
-                "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-            )
-            .unwrap();
-            let mut response = String::new();
-            stream.read_to_string(&mut response).expect("read");
-            response
+    // Read-only by default; `--actions` adds the buttons, each a form with the router's token.
+    for actions in [false, true] {
+        let mut args = vec!["ui", "--listen", "127.0.0.1:0"];
+        if actions {
+            args.push("--actions");
+        }
+        let mut child = db
+            .command()
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the UI");
+        let stdout = child.stdout.take().unwrap();
+        let first = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            BufReader::new(stdout).read_line(&mut line).map(|_| line)
         })
-    };
-    let upcoming = get("/upcoming".into()).await.unwrap();
-    assert!(upcoming.starts_with("HTTP/1.1 200"), "{upcoming}");
-    assert!(upcoming.contains(&fx.pending.to_string()), "{upcoming}");
-    let failed = get(format!("/completed/{}", fx.failed)).await.unwrap();
-    assert!(failed.starts_with("HTTP/1.1 200"), "{failed}");
-    assert!(failed.contains("told to fail"));
-    child.kill().expect("stop the UI");
-    child.wait().expect("reap the UI");
+        .await
+        .unwrap()
+        .expect("the first line");
+        let url = first
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no URL in {first:?}"));
+        let addr = url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let get = |path: String| {
+            let addr = addr.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut stream = std::net::TcpStream::connect(&addr).expect("connect");
+                write!(
+                    stream,
+                    "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                )
+                .unwrap();
+                let mut response = String::new();
+                stream.read_to_string(&mut response).expect("read");
+                response
+            })
+        };
+        let upcoming = get("/upcoming".into()).await.unwrap();
+        assert!(upcoming.starts_with("HTTP/1.1 200"), "{upcoming}");
+        assert!(upcoming.contains(&fx.pending.to_string()), "{upcoming}");
+        let failed = get(format!("/completed/{}", fx.failed)).await.unwrap();
+        assert!(failed.starts_with("HTTP/1.1 200"), "{failed}");
+        assert!(failed.contains("told to fail"));
+        let has_button = failed.contains("name=\"csrf\"") && failed.contains("/retry\"");
+        assert_eq!(
+            has_button, actions,
+            "a retry button with --actions only: {failed}"
+        );
+        child.kill().expect("stop the UI");
+        child.wait().expect("reap the UI");
+    }
 
     // A port taken: a usage error that says what to do.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -114,6 +114,10 @@ pub(crate) enum ClientCommand {
         /// The address to listen on (port 0: any free port, printed at start).
         #[arg(long, default_value = "127.0.0.1:3000", value_name = "ADDR:PORT")]
         listen: SocketAddr,
+        /// Adds the buttons (retry, cancel, run now, delete, retry failed, pause, resume):
+        /// whoever reaches the address can then change tasks and queues.
+        #[arg(long)]
+        actions: bool,
     },
 }
 

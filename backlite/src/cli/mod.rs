@@ -95,6 +95,8 @@ async fn on_client(
         ClientCommand::Cancel { id } => tasks::cancel(client, id, json).await,
         ClientCommand::RunNow { id } => tasks::run_now(client, id, json).await,
         ClientCommand::Purge(args) => tasks::purge(client, args, json).await,
-        ClientCommand::Ui { listen } => ui::serve(client, listen, &target.shown()).await,
+        ClientCommand::Ui { listen, actions } => {
+            ui::serve(client, listen, actions, &target.shown()).await
+        }
     }
 }

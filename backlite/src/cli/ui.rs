@@ -10,6 +10,7 @@ use super::output::print;
 pub(crate) async fn serve(
     client: &Client,
     listen: SocketAddr,
+    actions: bool,
     shown: &str,
 ) -> Result<u8, CliError> {
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
@@ -25,7 +26,13 @@ pub(crate) async fn serve(
             "the UI has no authentication of its own and listens beyond this host"
         );
     }
-    let app: axum::Router = crate::ui::router(client);
+    // Read-only unless asked: a command that serves pages should not open a way to change
+    // tasks that nobody asked for.
+    let app: axum::Router = if actions {
+        crate::ui::router_with_actions(client)
+    } else {
+        crate::ui::router_read_only(client)
+    };
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown())
         .await

@@ -557,6 +557,8 @@ impl Driver for SqliteDriver {
 
     fn copy_census(&self) -> BoxFuture<Result<crate::storage::copy::Census>> {
         self.copy_count()
+    }
+
     fn counters_sample(
         &self,
         minute: Millis,
