@@ -112,10 +112,12 @@ mod tests {
     use crate::storage::sqlite::{file_identity, migrations};
     use crate::task::TaskId;
 
-    #[tokio::test]
-    async fn inserts_on_the_clients_file_and_reports_a_lock_as_busy() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("s.db");
+    /// A migrated database file in `dir`, a connection to it, and its target with `busy`.
+    fn migrated(
+        dir: &tempfile::TempDir,
+        busy: Duration,
+    ) -> (std::path::PathBuf, rusqlite::Connection, SqliteTarget) {
+        let path = dir.path().join("tasks.db");
         let mut conn = rusqlite::Connection::open(&path).expect("open");
         migrations::migrate(&mut conn, 0)
             .expect("migrate")
@@ -124,8 +126,15 @@ mod tests {
         let target = SqliteTarget {
             file: file_identity(&given),
             given,
-            busy_timeout: Duration::ZERO,
+            busy_timeout: busy,
         };
+        (path, conn, target)
+    }
+
+    #[tokio::test]
+    async fn inserts_on_the_clients_file_and_reports_a_lock_as_busy() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (path, conn, target) = migrated(&dir, Duration::ZERO);
         let options = SqliteConnectOptions::new()
             .filename(&path)
             .busy_timeout(Duration::ZERO);
@@ -166,17 +175,7 @@ mod tests {
     #[tokio::test]
     async fn a_held_unique_key_answers_the_holder() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("u.db");
-        let mut conn = rusqlite::Connection::open(&path).expect("open");
-        migrations::migrate(&mut conn, 0)
-            .expect("migrate")
-            .expect("schema");
-        let given = path.to_string_lossy().into_owned();
-        let target = SqliteTarget {
-            file: file_identity(&given),
-            given,
-            busy_timeout: Duration::from_secs(5),
-        };
+        let (path, conn, target) = migrated(&dir, Duration::from_secs(5));
         let mut app = SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(&path))
             .await
             .expect("sqlx");
