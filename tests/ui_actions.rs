@@ -99,6 +99,18 @@ async fn fixture() -> Fixture {
     Fixture { client, dir }
 }
 
+impl Fixture {
+    /// A kept `Mail` task due in an hour, so that it waits while the test looks at it.
+    async fn later_mail(&self, to: impl Into<String>) -> TaskId {
+        self.client
+            .add(Mail { to: to.into() })
+            .wait(Duration::from_secs(3600))
+            .save()
+            .await
+            .unwrap()[0]
+    }
+}
+
 struct Reply {
     status: StatusCode,
     location: Option<String>,
@@ -174,13 +186,7 @@ async fn wait_for(client: &Client, id: TaskId, status: TaskStatus) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_routers_have_no_buttons_and_no_action_routes() {
     let f = fixture().await;
-    let id = f
-        .client
-        .add(Mail { to: "a@b".into() })
-        .wait(Duration::from_secs(3600))
-        .save()
-        .await
-        .unwrap()[0];
+    let id = f.later_mail("a@b").await;
     for app in [
         backlite::ui::router(&f.client),
         backlite::ui::router_read_only(&f.client),
@@ -213,13 +219,7 @@ async fn read_only_routers_have_no_buttons_and_no_action_routes() {
 async fn actions_need_a_post_from_the_same_origin_with_the_pages_token() {
     let f = fixture().await;
     let app = backlite::ui::router_with_actions(&f.client);
-    let id = f
-        .client
-        .add(Mail { to: "a@b".into() })
-        .wait(Duration::from_secs(3600))
-        .save()
-        .await
-        .unwrap()[0];
+    let id = f.later_mail("a@b").await;
     let page = get(&app, &format!("/task/{id}")).await;
     assert!(page.body.contains(&format!("action=\"/task/{id}/delete\"")));
     assert!(
@@ -301,24 +301,8 @@ async fn destructive_actions_ask_first_and_every_button_does_its_operation() {
     let f = fixture().await;
     let app =
         Router::new().nest_service("/admin/tasks", backlite::ui::router_with_actions(&f.client));
-    let later = f
-        .client
-        .add(Mail {
-            to: "later@b".into(),
-        })
-        .wait(Duration::from_secs(3600))
-        .save()
-        .await
-        .unwrap()[0];
-    let doomed = f
-        .client
-        .add(Mail {
-            to: "doomed@b".into(),
-        })
-        .wait(Duration::from_secs(3600))
-        .save()
-        .await
-        .unwrap()[0];
+    let later = f.later_mail("later@b").await;
+    let doomed = f.later_mail("doomed@b").await;
     let page = get(&app, &format!("/admin/tasks/task/{later}")).await;
     assert_eq!(page.status, StatusCode::OK);
     let token = token(&page.body);
@@ -668,13 +652,7 @@ async fn control_characters_of_payloads_and_errors_are_shown_escaped() {
     let f = fixture().await;
     let app = backlite::ui::router(&f.client);
     let raw = "nul\u{0} bell\u{7} esc\u{1b}[2J del\u{7f} rlo\u{202e}txt";
-    let waiting = f
-        .client
-        .add(Mail { to: raw.into() })
-        .wait(Duration::from_secs(3600))
-        .save()
-        .await
-        .unwrap()[0];
+    let waiting = f.later_mail(raw).await;
     let failed = f
         .client
         .add(Flaky { text: raw.into() })
