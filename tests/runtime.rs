@@ -152,10 +152,10 @@ async fn a_schema_newer_than_this_version_is_refused_and_older_ones_migrate() {
         .conn()
         .query_row("SELECT MAX(version) FROM backlite_schema", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 8);
+    assert_eq!(version, 9);
     // Opening again applies nothing twice.
     drop(Client::builder().database(&db.path).build().await.unwrap());
-    assert_eq!(count(&db.conn(), "backlite_schema"), 8);
+    assert_eq!(count(&db.conn(), "backlite_schema"), 9);
 
     db.conn()
         .execute("INSERT INTO backlite_schema VALUES (99, 0)", [])
@@ -166,7 +166,7 @@ async fn a_schema_newer_than_this_version_is_refused_and_older_ones_migrate() {
             result,
             Err(Error::SchemaTooNew {
                 found: 99,
-                supported: 8
+                supported: 9
             })
         ),
         "{result:?}"

@@ -239,7 +239,7 @@ fn completed_retry(conn: &Connection, id: TaskId, now: Millis) -> rusqlite::Resu
     Ok(changed == 1)
 }
 
-/// Every retryable task of the queue, found by the (queue, state) index of ended rows: those
+/// Every retryable task of the queue, found by the ended index (queue, state): those
 /// without a unique key in one statement, then those with one by one, each guarded as
 /// `completed_retry` is (two of them may have the same key: the first one retried holds it).
 fn completed_retry_queue(conn: &Connection, queue: &str, now: Millis) -> rusqlite::Result<u64> {

@@ -223,6 +223,25 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (minute, queue)
     ) WITHOUT ROWID;
     "#,
+    // 9: five secondary indexes on the tasks table where 7 had seven. Every write of a task
+    // opens and tests each index whose predicate names a column it changes, and each one
+    // removed made the drains (W3, W3r) about 7% faster. The lists and counts of ended tasks
+    // share one index, keyed by queue first (lists across queues walk it queue by queue, as
+    // those of waiting tasks walk the due index); the two expiry sweeps share one, on the
+    // column alone, whose predicate no claim changes.
+    r#"
+    DROP INDEX backlite_tasks_ended;
+    DROP INDEX backlite_tasks_ended_queue;
+    DROP INDEX backlite_tasks_expiring;
+    DROP INDEX backlite_tasks_retention;
+    -- Ended tasks per queue and state, most recently ended last: the lists, counts, retries
+    -- and purges of ended tasks.
+    CREATE INDEX backlite_tasks_ended
+        ON backlite_tasks (queue, state, finished_at) WHERE state >= 2;
+    -- Both expiries: of a waiting task (not run after it) and of an ended one (deleted then).
+    CREATE INDEX backlite_tasks_expires
+        ON backlite_tasks (expires_at) WHERE expires_at IS NOT NULL;
+    "#,
 ];
 
 /// The newest schema version this build knows.

@@ -50,7 +50,7 @@ mod tests {
             (
                 "retention cleanup",
                 sql::DELETE_EXPIRED.into(),
-                "backlite_tasks_retention",
+                "backlite_tasks_expires",
             ),
             (
                 "expired end",
@@ -65,7 +65,7 @@ mod tests {
             (
                 "retry of a queue",
                 control::retry_sql("queue = ?1"),
-                "backlite_tasks_ended_queue",
+                "backlite_tasks_ended",
             ),
             ("run now", control::RUN_NOW.into(), by_id),
             ("delete", control::DELETE_TASK.into(), by_id),

@@ -413,7 +413,8 @@ pub(crate) fn task_release_stuck(conn: &Connection, now: Millis) -> rusqlite::Re
     Ok(released as u64)
 }
 
-/// Ended tasks whose retention has expired, found by the retention index.
+/// Ended tasks whose retention has expired: the expires index, whose range also holds the
+/// waiting tasks past their own expiry (the expiry sweep's).
 pub(crate) const DELETE_EXPIRED: &str =
     "DELETE FROM backlite_tasks WHERE state >= 2 AND finished_at IS NOT NULL AND expires_at <= ?1";
 
@@ -495,8 +496,8 @@ pub(crate) fn status_of(state: i64) -> TaskStatus {
 
 /// Task counts per queue in one statement, so that they come from one snapshot (a task that
 /// completes meanwhile is counted once), and from indexes: waiting tasks from the due index,
-/// running ones from the running index, ended ones from the (queue, state) index of ended
-/// rows.
+/// running ones from the running index, ended ones from the ended index (queue, state,
+/// finished_at), read in queue order.
 pub(crate) const QUEUE_STATS_SQL: &str = "\
     SELECT queue, 0, COALESCE(SUM(run_at <= ?1), 0), COALESCE(SUM(run_at > ?1), 0), 0 \
         FROM backlite_tasks WHERE state = 0 GROUP BY queue \
