@@ -94,7 +94,7 @@ fn renew(
     for (id, token) in tasks {
         let renewed: Option<bool> = extend
             .query_row(
-                params![&id.as_bytes()[..], token.0, lease_until, now],
+                params![&id.as_bytes()[..], token.fence, lease_until, now],
                 |row| row.get(0),
             )
             .optional()?;

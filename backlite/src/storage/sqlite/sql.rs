@@ -196,7 +196,7 @@ pub(crate) fn task_claim(
                         queue: row.get(2)?,
                         payload: row.get(3)?,
                         attempts: row.get(4)?,
-                        token: ClaimToken(fence.wrapping_add(1)),
+                        token: ClaimToken::fenced(fence.wrapping_add(1)),
                         run_at,
                     },
                 ));
@@ -211,7 +211,7 @@ pub(crate) fn task_claim(
     let mut mark = conn.prepare_cached(CLAIM_MARK)?;
     let mut claimed = Vec::with_capacity(picked.len());
     for ((_, _, rowid), task) in picked {
-        if mark.execute(params![now, lease_until, task.token.0, rowid, claimer])? == 1 {
+        if mark.execute(params![now, lease_until, task.token.fence, rowid, claimer])? == 1 {
             claimed.push(task);
         }
     }
@@ -247,7 +247,7 @@ pub(crate) fn task_complete_many(
             Next::Retry { run_at } => {
                 cached(conn, &mut retry, RETRY)?.execute(params![
                     id,
-                    c.token.0,
+                    c.token.fence,
                     run_at,
                     c.executed_at,
                     duration_us,
@@ -257,7 +257,7 @@ pub(crate) fn task_complete_many(
             Next::Snooze { run_at } => {
                 cached(conn, &mut snooze, super::dispatch::SNOOZE)?.execute(params![
                     id,
-                    c.token.0,
+                    c.token.fence,
                     run_at,
                     c.executed_at,
                     duration_us,
@@ -269,7 +269,7 @@ pub(crate) fn task_complete_many(
             } => {
                 cached(conn, &mut retain, RETAIN)?.execute(params![
                     id,
-                    c.token.0,
+                    c.token.fence,
                     kept.payload,
                     ended_state(c.error.is_none(), cancelled),
                     duration_us,
@@ -283,12 +283,15 @@ pub(crate) fn task_complete_many(
                 cancelled,
             } => {
                 let succeeded = c.error.is_none() && !cancelled;
-                let deleted = cached(conn, &mut delete, DELETE)?
-                    .execute(params![id, c.token.0, succeeded])?;
+                let deleted = cached(conn, &mut delete, DELETE)?.execute(params![
+                    id,
+                    c.token.fence,
+                    succeeded
+                ])?;
                 if deleted == 0 && succeeded {
                     cached(conn, &mut tombstone, TOMBSTONE)?.execute(params![
                         id,
-                        c.token.0,
+                        c.token.fence,
                         c.executed_at,
                         duration_us,
                     ])?;
@@ -397,7 +400,7 @@ pub(crate) fn task_unclaim_many(
 ) -> rusqlite::Result<()> {
     let mut unclaim = conn.prepare_cached(UNCLAIM)?;
     for (id, token) in tasks {
-        unclaim.execute(params![&id.as_bytes()[..], token.0])?;
+        unclaim.execute(params![&id.as_bytes()[..], token.fence])?;
     }
     Ok(())
 }
