@@ -683,3 +683,77 @@ mod unique_plans {
         assert!(plan.contains("backlite_tasks_unique"), "{plan}");
     }
 }
+
+#[cfg(test)]
+mod row_hint {
+    use rusqlite::{Connection, params};
+
+    use crate::storage::conformance::{done, new_task};
+    use crate::storage::{ClaimToken, Retain};
+    use crate::task::TaskId;
+
+    fn state_and_rowid(conn: &Connection, id: TaskId) -> (i64, i64) {
+        conn.query_row(
+            "SELECT state, rowid FROM backlite_tasks WHERE id = ?1",
+            [&id.as_bytes()[..]],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap()
+    }
+
+    /// A claimed task whose row moved to another rowid after its claim (as a `VACUUM` may
+    /// move it), and whose old rowid another task's row took, still ends by its token: the
+    /// hint misses, the write by id reaches it, and the other task is untouched. A stale
+    /// token, even one that names the row where it now lies, changes nothing.
+    #[test]
+    fn a_moved_row_still_ends_by_its_claim_and_a_stale_token_changes_nothing() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::super::migrations::migrate(&mut conn, 0)
+            .unwrap()
+            .unwrap();
+        let (claimed, other) = (new_task("q", 0, "{}"), new_task("q", 10, "{}"));
+        super::task_insert_many(&conn, &[claimed.clone(), other.clone()]).unwrap();
+        let levels = super::claim_sql(1);
+        let tasks = super::task_claim(&conn, &levels, &["q"], (1, &[], None), 60_000, 5).unwrap();
+        assert_eq!(tasks.len(), 1);
+        let token = tasks[0].token;
+        let (_, hinted) = state_and_rowid(&conn, claimed.id);
+        assert_eq!(token.row, Some(hinted));
+
+        // The claimed row moves away, and the waiting task's row takes its old rowid.
+        let move_to = "UPDATE backlite_tasks SET rowid = ?2 WHERE id = ?1";
+        conn.execute(move_to, params![&claimed.id.as_bytes()[..], hinted + 1000])
+            .unwrap();
+        conn.execute(move_to, params![&other.id.as_bytes()[..], hinted])
+            .unwrap();
+
+        let kept = || {
+            Some(Retain {
+                payload: true,
+                expires_at: Some(100_000),
+            })
+        };
+        let stale = ClaimToken {
+            fence: token.fence - 1,
+            row: Some(hinted + 1000),
+        };
+        super::task_complete_many(&conn, &[done(claimed.id, stale, None, kept())]).unwrap();
+        assert_eq!(state_and_rowid(&conn, claimed.id), (1, hinted + 1000));
+
+        super::task_complete_many(&conn, &[done(claimed.id, token, None, kept())]).unwrap();
+        assert_eq!(state_and_rowid(&conn, claimed.id), (2, hinted + 1000));
+        assert_eq!(state_and_rowid(&conn, other.id), (0, hinted));
+        let (attempts, payload_kept): (i64, bool) = conn
+            .query_row(
+                "SELECT attempts, task IS NOT NULL FROM backlite_tasks WHERE id = ?1",
+                [&claimed.id.as_bytes()[..]],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((attempts, payload_kept), (1, true));
+
+        // Once ended, the token it ended by changes nothing either.
+        super::task_complete_many(&conn, &[done(claimed.id, token, Some("late"), kept())]).unwrap();
+        assert_eq!(state_and_rowid(&conn, claimed.id), (2, hinted + 1000));
+    }
+}
