@@ -167,7 +167,7 @@ async fn run_attempt(
                 task_id: task.id,
                 queue: entry.config.name(),
                 attempt,
-                fence: u64::try_from(task.token.0).unwrap_or(0),
+                fence: u64::try_from(task.token.fence).unwrap_or(0),
                 cancel,
             };
             let cancel = ctx.cancel.clone();

@@ -274,7 +274,7 @@ mod tests {
             queue: "q".into(),
             payload: Vec::new(),
             attempts: 0,
-            token: ClaimToken(token),
+            token: ClaimToken::fenced(token),
             run_at: 0,
         }
     }
@@ -285,10 +285,16 @@ mod tests {
         let (leases, shutdown) = (Leases::new(), CancellationToken::new());
         let id = TaskId::new();
         leases.hold(&claimed(id, 1), &shutdown);
-        assert!(matches!(leases.fate(id, ClaimToken(1)), Fate::Run(_)));
+        assert!(matches!(
+            leases.fate(id, ClaimToken::fenced(1)),
+            Fate::Run(_)
+        ));
         assert!(leases.request_cancel(id));
-        assert!(matches!(leases.fate(id, ClaimToken(1)), Fate::Cancel));
-        assert_eq!(leases.finish(id, ClaimToken(1)), Ending::Cancelled);
+        assert!(matches!(
+            leases.fate(id, ClaimToken::fenced(1)),
+            Fate::Cancel
+        ));
+        assert_eq!(leases.finish(id, ClaimToken::fenced(1)), Ending::Cancelled);
         assert!(!leases.request_cancel(TaskId::new()), "not held here");
     }
 
@@ -299,18 +305,18 @@ mod tests {
         let (leases, shutdown) = (Leases::new(), CancellationToken::new());
         let id = TaskId::new();
         leases.hold(&claimed(id, 1), &shutdown);
-        let Fate::Run(old) = leases.fate(id, ClaimToken(1)) else {
+        let Fate::Run(old) = leases.fate(id, ClaimToken::fenced(1)) else {
             panic!("not runnable");
         };
         leases.hold(&claimed(id, 2), &shutdown);
         assert!(old.is_cancelled(), "the older attempt is told");
-        assert!(matches!(leases.fate(id, ClaimToken(1)), Fate::Lost));
-        assert_eq!(leases.finish(id, ClaimToken(1)), Ending::Lost);
-        leases.release([(id, ClaimToken(1))]);
-        assert_eq!(leases.lose(id, ClaimToken(1)), None);
-        assert_eq!(leases.snapshot(), [(id, ClaimToken(2))]);
+        assert!(matches!(leases.fate(id, ClaimToken::fenced(1)), Fate::Lost));
+        assert_eq!(leases.finish(id, ClaimToken::fenced(1)), Ending::Lost);
+        leases.release([(id, ClaimToken::fenced(1))]);
+        assert_eq!(leases.lose(id, ClaimToken::fenced(1)), None);
+        assert_eq!(leases.snapshot(), [(id, ClaimToken::fenced(2))]);
         // The new claim's loss is news, once.
-        assert_eq!(leases.lose(id, ClaimToken(2)).as_deref(), Some("q"));
+        assert_eq!(leases.lose(id, ClaimToken::fenced(2)).as_deref(), Some("q"));
         assert!(leases.snapshot().is_empty());
     }
 
@@ -321,8 +327,11 @@ mod tests {
         let (leases, shutdown) = (Leases::new(), CancellationToken::new());
         let id = TaskId::new();
         leases.hold(&claimed(id, 3), &shutdown);
-        assert_eq!(leases.finish(id, ClaimToken(3)), Ending::AsItReturned);
-        assert_eq!(leases.lose(id, ClaimToken(3)), None);
+        assert_eq!(
+            leases.finish(id, ClaimToken::fenced(3)),
+            Ending::AsItReturned
+        );
+        assert_eq!(leases.lose(id, ClaimToken::fenced(3)), None);
         assert!(leases.snapshot().is_empty());
     }
 }

@@ -335,7 +335,7 @@ macro_rules! driver_conformance {
                     .await
                     .unwrap();
                 assert_eq!(d.task_status(t.id).await.unwrap(), TaskStatus::Running);
-                let _ = ClaimToken(0);
+                let _ = ClaimToken::fenced(0);
             }
 
             #[tokio::test]

@@ -106,7 +106,7 @@ mod tests {
         Completion {
             id: TaskId::new(),
             queue,
-            token: ClaimToken(1),
+            token: ClaimToken::fenced(1),
             executed_at: at,
             duration: Duration::from_millis(500),
             error: error.map(str::to_owned),

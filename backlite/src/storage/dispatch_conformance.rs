@@ -51,7 +51,7 @@ macro_rules! dispatch_conformance {
                 );
                 let third = d.task_claim(None, 1, LEASE, Some(900)).await.unwrap();
                 assert_eq!(third[0].attempts, 1, "the next attempt has the same number");
-                assert!(third[0].token.0 > second[0].token.0);
+                assert!(third[0].token.fence > second[0].token.fence);
             }
 
             #[tokio::test]

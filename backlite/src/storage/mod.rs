@@ -110,8 +110,39 @@ pub(crate) struct NewTask {
 /// that claim is the task's current one: a worker whose claim was released and taken again
 /// cannot overwrite the new owner's work. Only the driver that issued a token reads it; it
 /// grows with every claim of the task (a fencing number).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct ClaimToken(pub(crate) i64);
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClaimToken {
+    /// The fencing number of the claim: the task's writes apply only while it is current.
+    pub(crate) fence: i64,
+    /// Where the issuing driver found the claimed row (SQLite: its rowid; PostgreSQL: none),
+    /// so that a write about the claim can go straight to it. A hint only: the row may have
+    /// moved since, and every write still guards on the task's id and `fence`, so a wrong
+    /// hint costs a second lookup, never a write to another task.
+    pub(crate) row: Option<i64>,
+}
+
+impl ClaimToken {
+    /// A token of a fencing number alone, without a row hint.
+    pub(crate) const fn fenced(fence: i64) -> Self {
+        ClaimToken { fence, row: None }
+    }
+}
+
+// One claim is one token: the fencing number names it, and the row hint, a locator that
+// does not decide which claim a write speaks for, takes no part in comparing tokens.
+impl PartialEq for ClaimToken {
+    fn eq(&self, other: &Self) -> bool {
+        self.fence == other.fence
+    }
+}
+
+impl Eq for ClaimToken {}
+
+impl std::hash::Hash for ClaimToken {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.fence.hash(state);
+    }
+}
 
 /// A task claimed for execution.
 #[derive(Debug, Clone)]

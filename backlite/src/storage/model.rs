@@ -364,7 +364,10 @@ macro_rules! lifecycle_model {
                                 let token = tokens[&id];
                                 d.task_complete_many(vec![done(
                                     id,
-                                    ClaimToken(token.0 - 1),
+                                    ClaimToken {
+                                        fence: token.fence - 1,
+                                        ..token
+                                    },
                                     None,
                                     None,
                                 )])

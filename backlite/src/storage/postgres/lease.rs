@@ -91,7 +91,7 @@ pub(super) async fn renew(
     now: Option<Millis>,
 ) -> PgResult<Renewal> {
     let ids: Vec<uuid::Uuid> = tasks.iter().map(|(id, _)| uuid(id)).collect();
-    let fences: Vec<i64> = tasks.iter().map(|(_, token)| token.0).collect();
+    let fences: Vec<i64> = tasks.iter().map(|(_, token)| token.fence).collect();
     let statement = conn.prepare_cached(&sql.renew).await?;
     let rows = conn
         .query(

@@ -450,7 +450,7 @@ impl Driver for PgDriver {
                             queue: row.try_get(1)?,
                             payload: row.try_get(2)?,
                             attempts: u32::try_from(attempts).unwrap_or(0),
-                            token: ClaimToken(row.try_get(4)?),
+                            token: ClaimToken::fenced(row.try_get(4)?),
                             run_at,
                         },
                     ));
@@ -487,7 +487,7 @@ impl Driver for PgDriver {
         );
         Box::pin(async move {
             let ids: Vec<uuid::Uuid> = tasks.iter().map(|(id, _)| uuid(id)).collect();
-            let fences: Vec<i64> = tasks.iter().map(|(_, token)| token.0).collect();
+            let fences: Vec<i64> = tasks.iter().map(|(_, token)| token.fence).collect();
             let mut conn = pool.get().await.map_err(pool_error)?;
             let tx = conn.transaction().await.map_err(map_error)?;
             let unclaimed = tx
@@ -859,7 +859,7 @@ async fn complete(
         match c.next {
             Next::Retry { run_at } => {
                 retry.ids.push(uuid(&c.id));
-                retry.fences.push(c.token.0);
+                retry.fences.push(c.token.fence);
                 retry.run_at.push(run_at);
                 retry.executed_at.push(c.executed_at);
                 retry.duration_us.push(duration_us);
@@ -867,7 +867,7 @@ async fn complete(
             }
             Next::Snooze { run_at } => {
                 snooze.ids.push(uuid(&c.id));
-                snooze.fences.push(c.token.0);
+                snooze.fences.push(c.token.fence);
                 snooze.run_at.push(run_at);
                 snooze.executed_at.push(c.executed_at);
                 snooze.duration_us.push(duration_us);
@@ -875,7 +875,7 @@ async fn complete(
             Next::Done { retain, cancelled } => {
                 finish.ids.push(uuid(&c.id));
                 finish.cancelled.push(cancelled);
-                finish.fences.push(c.token.0);
+                finish.fences.push(c.token.fence);
                 finish.retain.push(retain.is_some());
                 finish.keep_payload.push(retain.is_some_and(|r| r.payload));
                 finish.succeeded.push(c.error.is_none() && !cancelled);
@@ -1373,7 +1373,7 @@ mod plans {
              ARRAY[{}]::bool[], ARRAY[{}]::int8[], ARRAY[{}]::text[], ARRAY[{}]::int8[], \
              ARRAY[{}]::int8[], ARRAY[{}]::bool[]",
             list(&|_, c| format!("'{}'", super::uuid(&c.id))),
-            list(&|_, c| c.token.0.to_string()),
+            list(&|_, c| c.token.fence.to_string()),
             list(&|i, _| (i % 2 == 0).to_string()),
             list(&|_, _| "true".into()),
             list(&|_, _| "true".into()),
@@ -1388,7 +1388,7 @@ mod plans {
             "ARRAY[{}]::uuid[], ARRAY[{}]::int8[], ARRAY[{}]::int8[], ARRAY[{}]::int8[], \
              ARRAY[{}]::int8[], ARRAY[{}]::text[]",
             list(&|_, c| format!("'{}'", super::uuid(&c.id))),
-            list(&|_, c| c.token.0.to_string()),
+            list(&|_, c| c.token.fence.to_string()),
             list(&|_, _| "30000".into()),
             list(&|_, _| "20000".into()),
             list(&|_, _| "100".into()),

@@ -2,9 +2,10 @@
 //! heartbeat, and the processes table. The writes are writer commands, so that a renewal is
 //! one transaction (shared with whatever else commits in its group).
 
-use rusqlite::types::Type;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::types::{ToSql, Type};
+use rusqlite::{Connection, params};
 
+use super::sql::ClaimWrite;
 use super::writer::Reply;
 use crate::error::{Error, Result};
 use crate::storage::{
@@ -75,12 +76,15 @@ impl Command {
     }
 }
 
-/// One guarded update per claim (each a primary-key lookup), the heartbeat, and the removal
-/// of dead processes' rows.
-/// Extends one current claim: `?1` id, `?2` fencing number, `?3` lease end, `?4` now.
-pub(super) const RENEW: &str = "UPDATE backlite_tasks SET lease_until = ?3, lease_renewed_at = ?4 \
-     WHERE id = ?1 AND fence = ?2 AND state = 1 RETURNING cancel_requested_at IS NOT NULL";
+super::sql::claim_guarded! {
+    /// Extends one current claim: `?1` id, `?2` fencing number, `?3` lease end, `?4` now.
+    RENEW, RENEW_BY_ROW, row = "?5",
+    ["UPDATE backlite_tasks SET lease_until = ?3, lease_renewed_at = ?4"]
+    [" RETURNING cancel_requested_at IS NOT NULL"]
+}
 
+/// One guarded update per claim (each a lookup by the claimed row, else by the primary key),
+/// the heartbeat, and the removal of dead processes' rows.
 fn renew(
     conn: &Connection,
     process: ProcessId,
@@ -89,15 +93,14 @@ fn renew(
     now: Millis,
 ) -> rusqlite::Result<Renewal> {
     let mut renewal = Renewal::default();
-    let mut extend = conn.prepare_cached(RENEW)?;
+    let mut extend = ClaimWrite::new(conn, RENEW_BY_ROW, RENEW);
     let lease_until = now.saturating_add(lease);
     for (id, token) in tasks {
-        let renewed: Option<bool> = extend
-            .query_row(
-                params![&id.as_bytes()[..], token.0, lease_until, now],
-                |row| row.get(0),
-            )
-            .optional()?;
+        let args: [&dyn ToSql; 4] = [&&id.as_bytes()[..], &token.fence, &lease_until, &now];
+        let renewed: Option<bool> = extend.run(*token, &args, |renew| {
+            let mut rows = renew.raw_query();
+            rows.next()?.map(|row| row.get(0)).transpose()
+        })?;
         match renewed {
             None => renewal.lost.push(*id),
             Some(true) => renewal.cancel_requested.push(*id),

@@ -33,6 +33,8 @@ mod tests {
             .unwrap()
             .unwrap();
         let by_id = "sqlite_autoindex_backlite_tasks_1 (id=?)";
+        // A write by the claimed row's rowid: one lookup of the table's own b-tree.
+        let by_row = "USING INTEGER PRIMARY KEY (rowid=?)";
         let cases: Vec<(&str, String, &str)> = vec![
             (
                 "claim's mark",
@@ -40,11 +42,17 @@ mod tests {
                 "INTEGER PRIMARY KEY",
             ),
             ("retry", sql::RETRY.into(), by_id),
+            ("retry by row", sql::RETRY_BY_ROW.into(), by_row),
             ("snooze", dispatch::SNOOZE.into(), by_id),
+            ("snooze by row", dispatch::SNOOZE_BY_ROW.into(), by_row),
             ("retained end", sql::RETAIN.into(), by_id),
+            ("retained end by row", sql::RETAIN_BY_ROW.into(), by_row),
+            ("tombstone", sql::TOMBSTONE.into(), by_id),
+            ("tombstone by row", sql::TOMBSTONE_BY_ROW.into(), by_row),
             ("end", sql::DELETE.into(), by_id),
             ("unclaim", sql::UNCLAIM.into(), by_id),
             ("renewal", lease::RENEW.into(), by_id),
+            ("renewal by row", lease::RENEW_BY_ROW.into(), by_row),
             ("release", sql::RELEASE.into(), "backlite_tasks_running"),
             ("status", sql::STATUS.into(), by_id),
             (

@@ -1,7 +1,8 @@
 //! Every statement of the SQLite driver, as functions of a connection. The writer thread runs
 //! the writes inside its group transactions; readers and `save_in` call the rest directly.
 
-use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
+use rusqlite::types::ToSql;
+use rusqlite::{CachedStatement, Connection, OptionalExtension, Statement, params};
 
 use crate::storage::{
     ClaimToken, ClaimedTask, Completion, Millis, NewTask, Next, QueueStats, queue_room,
@@ -196,7 +197,10 @@ pub(crate) fn task_claim(
                         queue: row.get(2)?,
                         payload: row.get(3)?,
                         attempts: row.get(4)?,
-                        token: ClaimToken(fence.wrapping_add(1)),
+                        token: ClaimToken {
+                            fence: fence.wrapping_add(1),
+                            row: Some(rowid),
+                        },
                         run_at,
                     },
                 ));
@@ -211,7 +215,7 @@ pub(crate) fn task_claim(
     let mut mark = conn.prepare_cached(CLAIM_MARK)?;
     let mut claimed = Vec::with_capacity(picked.len());
     for ((_, _, rowid), task) in picked {
-        if mark.execute(params![now, lease_until, task.token.0, rowid, claimer])? == 1 {
+        if mark.execute(params![now, lease_until, task.token.fence, rowid, claimer])? == 1 {
             claimed.push(task);
         }
     }
@@ -238,60 +242,73 @@ pub(crate) fn task_complete_many(
 ) -> rusqlite::Result<()> {
     // Each statement is taken from the cache once per batch, not once per completion: the
     // lookup hashes the whole SQL text.
-    let (mut retry, mut retain, mut delete, mut snooze) = (None, None, None, None);
-    let mut tombstone = None;
+    let mut retry = ClaimWrite::new(conn, RETRY_BY_ROW, RETRY);
+    let mut snooze = ClaimWrite::new(
+        conn,
+        super::dispatch::SNOOZE_BY_ROW,
+        super::dispatch::SNOOZE,
+    );
+    let mut retain = ClaimWrite::new(conn, RETAIN_BY_ROW, RETAIN);
+    let mut tombstone = ClaimWrite::new(conn, TOMBSTONE_BY_ROW, TOMBSTONE);
+    let mut delete = None;
     for c in completions {
         let id = &c.id.as_bytes()[..];
         let duration_us = i64::try_from(c.duration.as_micros()).unwrap_or(i64::MAX);
         match c.next {
             Next::Retry { run_at } => {
-                cached(conn, &mut retry, RETRY)?.execute(params![
-                    id,
-                    c.token.0,
-                    run_at,
-                    c.executed_at,
-                    duration_us,
-                    c.error
-                ])?;
+                retry.execute(
+                    c.token,
+                    &[
+                        &id,
+                        &c.token.fence,
+                        &run_at,
+                        &c.executed_at,
+                        &duration_us,
+                        &c.error,
+                    ],
+                )?;
             }
             Next::Snooze { run_at } => {
-                cached(conn, &mut snooze, super::dispatch::SNOOZE)?.execute(params![
-                    id,
-                    c.token.0,
-                    run_at,
-                    c.executed_at,
-                    duration_us,
-                ])?;
+                snooze.execute(
+                    c.token,
+                    &[&id, &c.token.fence, &run_at, &c.executed_at, &duration_us],
+                )?;
             }
             Next::Done {
                 retain: Some(kept),
                 cancelled,
             } => {
-                cached(conn, &mut retain, RETAIN)?.execute(params![
-                    id,
-                    c.token.0,
-                    kept.payload,
-                    ended_state(c.error.is_none(), cancelled),
-                    duration_us,
-                    c.error,
-                    c.executed_at,
-                    kept.expires_at,
-                ])?;
+                retain.execute(
+                    c.token,
+                    &[
+                        &id,
+                        &c.token.fence,
+                        &kept.payload,
+                        &ended_state(c.error.is_none(), cancelled),
+                        &duration_us,
+                        &c.error,
+                        &c.executed_at,
+                        &kept.expires_at,
+                    ],
+                )?;
             }
             Next::Done {
                 retain: None,
                 cancelled,
             } => {
+                // By id, never by row: the delete removes the primary-key entry anyway, so
+                // the hint would save nothing (measured).
                 let succeeded = c.error.is_none() && !cancelled;
-                let deleted = cached(conn, &mut delete, DELETE)?
-                    .execute(params![id, c.token.0, succeeded])?;
+                let deleted = cached(conn, &mut delete, DELETE)?.execute(params![
+                    id,
+                    c.token.fence,
+                    succeeded
+                ])?;
                 if deleted == 0 && succeeded {
-                    cached(conn, &mut tombstone, TOMBSTONE)?.execute(params![
-                        id,
-                        c.token.0,
-                        c.executed_at,
-                        duration_us,
-                    ])?;
+                    tombstone.execute(
+                        c.token,
+                        &[&id, &c.token.fence, &c.executed_at, &duration_us],
+                    )?;
                 }
             }
         }
@@ -332,47 +349,85 @@ pub(crate) fn ended_state(succeeded: bool, cancelled: bool) -> i64 {
     }
 }
 
-/// Every write about a claimed task is guarded by its claim: still running, under that claim.
-pub(crate) const RETRY: &str = concat!(
-    "UPDATE backlite_tasks SET state = 0, claimed_at = NULL, lease_until = NULL, \
-     claimed_by = NULL, lease_renewed_at = NULL, attempts = attempts + 1, run_at = ?3, \
-     last_executed_at = ?4, last_duration_us = ?5, last_error = ?6, errors = ",
-    errors_appended!("?4", "?5", "?6"),
-    " WHERE id = ?1 AND fence = ?2 AND state = 1"
-);
+/// A write about a claimed task in its two forms, `$by_id` and `$by_row`, from the SQL text
+/// before (`[..]`) and after (`[..]`, optional) its guard. Both are guarded by the claim: the
+/// task `?1` still running under the fencing number `?2`. The by-row form also names the
+/// claimed row's rowid (`$row`, the parameter after the statement's own), so SQLite finds
+/// the row in the table's b-tree at once instead of through the primary-key index first;
+/// since it guards on the id too, it reaches the claimed task or nothing. Run the pair with
+/// [`ClaimWrite`].
+macro_rules! claim_guarded {
+    (
+        $(#[$doc:meta])*
+        $by_id:ident, $by_row:ident, row = $row:literal,
+        [$($head:tt)*] $([$($tail:tt)*])?
+    ) => {
+        $(#[$doc])*
+        pub(crate) const $by_id: &str =
+            concat!($($head)*, " WHERE id = ?1 AND fence = ?2 AND state = 1" $(, $($tail)*)?);
+        #[doc = concat!("[`", stringify!($by_id), "`] found by the claimed row's rowid `",
+            $row, "`.")]
+        pub(crate) const $by_row: &str = concat!(
+            $($head)*,
+            " WHERE rowid = ",
+            $row,
+            " AND id = ?1 AND fence = ?2 AND state = 1"
+            $(, $($tail)*)?
+        );
+    };
+}
+pub(crate) use claim_guarded;
 
-/// A retained task ends in place: its row takes its ended state (`?4`), keeps its payload
-/// only when `?3` says so, and the retention expiry `?8` (a succeeded unique task is kept at
-/// least until its window ends); its claim is cleared. `?7`, the attempt's time, is when it
-/// ended.
-pub(crate) const RETAIN: &str = concat!(
-    "UPDATE backlite_tasks SET state = ?4, task = CASE WHEN ?3 THEN task END, \
-     attempts = attempts + 1, claimed_at = NULL, lease_until = NULL, claimed_by = NULL, \
-     lease_renewed_at = NULL, cancel_requested_at = NULL, last_executed_at = ?7, \
-     last_duration_us = ?5, last_error = ?6, finished_at = ?7, \
-     expires_at = CASE WHEN ?4 = 2 AND ?8 IS NOT NULL AND unique_key IS NOT NULL \
-         AND COALESCE(unique_for, 0) > 0 THEN MAX(?8, ?7 + unique_for) ELSE ?8 END, \
-     errors = ",
-    errors_appended!("?7", "?5", "?6"),
-    " WHERE id = ?1 AND fence = ?2 AND state = 1"
-);
+claim_guarded! {
+    /// Every write about a claimed task is guarded by its claim: still running, under that
+    /// claim.
+    RETRY, RETRY_BY_ROW, row = "?7",
+    [
+        "UPDATE backlite_tasks SET state = 0, claimed_at = NULL, lease_until = NULL, \
+         claimed_by = NULL, lease_renewed_at = NULL, attempts = attempts + 1, run_at = ?3, \
+         last_executed_at = ?4, last_duration_us = ?5, last_error = ?6, errors = ",
+        errors_appended!("?4", "?5", "?6")
+    ]
+}
+
+claim_guarded! {
+    /// A retained task ends in place: its row takes its ended state (`?4`), keeps its payload
+    /// only when `?3` says so, and the retention expiry `?8` (a succeeded unique task is kept
+    /// at least until its window ends); its claim is cleared. `?7`, the attempt's time, is
+    /// when it ended.
+    RETAIN, RETAIN_BY_ROW, row = "?9",
+    [
+        "UPDATE backlite_tasks SET state = ?4, task = CASE WHEN ?3 THEN task END, \
+         attempts = attempts + 1, claimed_at = NULL, lease_until = NULL, claimed_by = NULL, \
+         lease_renewed_at = NULL, cancel_requested_at = NULL, last_executed_at = ?7, \
+         last_duration_us = ?5, last_error = ?6, finished_at = ?7, \
+         expires_at = CASE WHEN ?4 = 2 AND ?8 IS NOT NULL AND unique_key IS NOT NULL \
+             AND COALESCE(unique_for, 0) > 0 THEN MAX(?8, ?7 + unique_for) ELSE ?8 END, \
+         errors = ",
+        errors_appended!("?7", "?5", "?6")
+    ]
+}
 
 /// A task that is not retained leaves the table when it ends, unless it succeeded (`?3`)
 /// with a unique key that blocks for a window after: that one becomes a [`TOMBSTONE`].
 pub(crate) const DELETE: &str = "DELETE FROM backlite_tasks WHERE id = ?1 AND fence = ?2 AND state = 1 \
      AND NOT (?3 AND unique_key IS NOT NULL AND COALESCE(unique_for, 0) > 0)";
 
-/// A succeeded task whose queue retains nothing, kept for its unique key's window only: state
-/// succeeded, no payload, deleted by the retention sweep at `finished_at + unique_for`. So
-/// an equal task added within the window finds its key held, as it would a retained one's.
-/// `?3` is when the attempt ended, `?4` its duration.
-pub(crate) const TOMBSTONE: &str = "UPDATE backlite_tasks SET state = 2, task = NULL, \
-     attempts = attempts + 1, claimed_at = NULL, lease_until = NULL, claimed_by = NULL, \
-     lease_renewed_at = NULL, cancel_requested_at = NULL, last_executed_at = ?3, \
-     last_duration_us = ?4, last_error = NULL, finished_at = ?3, \
-     expires_at = ?3 + unique_for \
-     WHERE id = ?1 AND fence = ?2 AND state = 1 AND unique_key IS NOT NULL \
-       AND COALESCE(unique_for, 0) > 0";
+claim_guarded! {
+    /// A succeeded task whose queue retains nothing, kept for its unique key's window only:
+    /// state succeeded, no payload, deleted by the retention sweep at
+    /// `finished_at + unique_for`. So an equal task added within the window finds its key
+    /// held, as it would a retained one's. `?3` is when the attempt ended, `?4` its duration.
+    TOMBSTONE, TOMBSTONE_BY_ROW, row = "?5",
+    [
+        "UPDATE backlite_tasks SET state = 2, task = NULL, \
+         attempts = attempts + 1, claimed_at = NULL, lease_until = NULL, claimed_by = NULL, \
+         lease_renewed_at = NULL, cancel_requested_at = NULL, last_executed_at = ?3, \
+         last_duration_us = ?4, last_error = NULL, finished_at = ?3, \
+         expires_at = ?3 + unique_for"
+    ]
+    [" AND unique_key IS NOT NULL AND COALESCE(unique_for, 0) > 0"]
+}
 
 /// The statement in `slot`, taken from the connection's cache the first time.
 fn cached<'c, 's>(
@@ -386,6 +441,70 @@ fn cached<'c, 's>(
     Ok(slot.as_mut().expect("just filled"))
 }
 
+/// A write about one claim, [`claim_guarded`]'s pair of statements, each taken from the
+/// connection's cache when first needed.
+pub(crate) struct ClaimWrite<'c> {
+    conn: &'c Connection,
+    by_row: (&'static str, Option<CachedStatement<'c>>),
+    by_id: (&'static str, Option<CachedStatement<'c>>),
+}
+
+impl<'c> ClaimWrite<'c> {
+    pub(crate) fn new(conn: &'c Connection, by_row: &'static str, by_id: &'static str) -> Self {
+        ClaimWrite {
+            conn,
+            by_row: (by_row, None),
+            by_id: (by_id, None),
+        }
+    }
+
+    /// Binds `args` (`?1` id, `?2` fencing number, then the statement's own) and runs the
+    /// write with `step`, whose `None` means it reached no row: first by the token's row
+    /// hint, then, when there is none or it reached no row, by id. The rowid of a row can
+    /// change (a `VACUUM` renumbers those of a table without an `INTEGER PRIMARY KEY`), so a
+    /// hint that misses is retried by id, and the outcome is always the by-id form's; a
+    /// stale claim costs both lookups, and changes nothing in either.
+    pub(crate) fn run<T>(
+        &mut self,
+        token: ClaimToken,
+        args: &[&dyn ToSql],
+        step: impl Fn(&mut Statement<'_>) -> rusqlite::Result<Option<T>>,
+    ) -> rusqlite::Result<Option<T>> {
+        if let Some(rowid) = token.row {
+            let (sql, slot) = &mut self.by_row;
+            let by_row = cached(self.conn, slot, sql)?;
+            bind(by_row, args)?;
+            by_row.raw_bind_parameter(args.len() + 1, rowid)?;
+            if let Some(done) = step(by_row)? {
+                return Ok(Some(done));
+            }
+        }
+        let (sql, slot) = &mut self.by_id;
+        let by_id = cached(self.conn, slot, sql)?;
+        bind(by_id, args)?;
+        step(by_id)
+    }
+
+    /// [`run`](Self::run) for a write that returns nothing: the rows it changed.
+    pub(crate) fn execute(
+        &mut self,
+        token: ClaimToken,
+        args: &[&dyn ToSql],
+    ) -> rusqlite::Result<usize> {
+        let changed = self.run(token, args, |write| {
+            Ok(Some(write.raw_execute()?).filter(|&changed| changed > 0))
+        })?;
+        Ok(changed.unwrap_or(0))
+    }
+}
+
+fn bind(statement: &mut Statement<'_>, args: &[&dyn ToSql]) -> rusqlite::Result<()> {
+    for (i, arg) in args.iter().enumerate() {
+        statement.raw_bind_parameter(i + 1, arg)?;
+    }
+    Ok(())
+}
+
 /// Hands a claim back: `?1` id, `?2` fencing number.
 pub(crate) const UNCLAIM: &str = "UPDATE backlite_tasks SET state = 0, claimed_at = NULL, \
      lease_until = NULL, claimed_by = NULL, lease_renewed_at = NULL \
@@ -397,7 +516,7 @@ pub(crate) fn task_unclaim_many(
 ) -> rusqlite::Result<()> {
     let mut unclaim = conn.prepare_cached(UNCLAIM)?;
     for (id, token) in tasks {
-        unclaim.execute(params![&id.as_bytes()[..], token.0])?;
+        unclaim.execute(params![&id.as_bytes()[..], token.fence])?;
     }
     Ok(())
 }
@@ -563,5 +682,79 @@ mod unique_plans {
         }
         let plan = plan(&conn, super::UNIQUE_HOLDER);
         assert!(plan.contains("backlite_tasks_unique"), "{plan}");
+    }
+}
+
+#[cfg(test)]
+mod row_hint {
+    use rusqlite::{Connection, params};
+
+    use crate::storage::conformance::{done, new_task};
+    use crate::storage::{ClaimToken, Retain};
+    use crate::task::TaskId;
+
+    fn state_and_rowid(conn: &Connection, id: TaskId) -> (i64, i64) {
+        conn.query_row(
+            "SELECT state, rowid FROM backlite_tasks WHERE id = ?1",
+            [&id.as_bytes()[..]],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap()
+    }
+
+    /// A claimed task whose row moved to another rowid after its claim (as a `VACUUM` may
+    /// move it), and whose old rowid another task's row took, still ends by its token: the
+    /// hint misses, the write by id reaches it, and the other task is untouched. A stale
+    /// token, even one that names the row where it now lies, changes nothing.
+    #[test]
+    fn a_moved_row_still_ends_by_its_claim_and_a_stale_token_changes_nothing() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::super::migrations::migrate(&mut conn, 0)
+            .unwrap()
+            .unwrap();
+        let (claimed, other) = (new_task("q", 0, "{}"), new_task("q", 10, "{}"));
+        super::task_insert_many(&conn, &[claimed.clone(), other.clone()]).unwrap();
+        let levels = super::claim_sql(1);
+        let tasks = super::task_claim(&conn, &levels, &["q"], (1, &[], None), 60_000, 5).unwrap();
+        assert_eq!(tasks.len(), 1);
+        let token = tasks[0].token;
+        let (_, hinted) = state_and_rowid(&conn, claimed.id);
+        assert_eq!(token.row, Some(hinted));
+
+        // The claimed row moves away, and the waiting task's row takes its old rowid.
+        let move_to = "UPDATE backlite_tasks SET rowid = ?2 WHERE id = ?1";
+        conn.execute(move_to, params![&claimed.id.as_bytes()[..], hinted + 1000])
+            .unwrap();
+        conn.execute(move_to, params![&other.id.as_bytes()[..], hinted])
+            .unwrap();
+
+        let kept = || {
+            Some(Retain {
+                payload: true,
+                expires_at: Some(100_000),
+            })
+        };
+        let stale = ClaimToken {
+            fence: token.fence - 1,
+            row: Some(hinted + 1000),
+        };
+        super::task_complete_many(&conn, &[done(claimed.id, stale, None, kept())]).unwrap();
+        assert_eq!(state_and_rowid(&conn, claimed.id), (1, hinted + 1000));
+
+        super::task_complete_many(&conn, &[done(claimed.id, token, None, kept())]).unwrap();
+        assert_eq!(state_and_rowid(&conn, claimed.id), (2, hinted + 1000));
+        assert_eq!(state_and_rowid(&conn, other.id), (0, hinted));
+        let (attempts, payload_kept): (i64, bool) = conn
+            .query_row(
+                "SELECT attempts, task IS NOT NULL FROM backlite_tasks WHERE id = ?1",
+                [&claimed.id.as_bytes()[..]],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((attempts, payload_kept), (1, true));
+
+        // Once ended, the token it ended by changes nothing either.
+        super::task_complete_many(&conn, &[done(claimed.id, token, Some("late"), kept())]).unwrap();
+        assert_eq!(state_and_rowid(&conn, claimed.id), (2, hinted + 1000));
     }
 }
