@@ -12,9 +12,31 @@ use crate::events::TaskEvent;
 use crate::metrics;
 use crate::storage::counters::{COUNTERS_KEPT, Depth, minute_of};
 use crate::storage::{EXPIRE_BATCH, Page, TaskState, duration_millis};
+use crate::QueueStats;
 
 /// How often the loop looks whether a new minute began, to sample the queues' depth in it.
 const SAMPLE_CHECK: Duration = Duration::from_secs(5);
+
+/// Counts younger than this are read again from memory: the depth sample and the gauges both
+/// fire at a start and every minute together, and each read counts every task of every queue.
+const COUNTS_FRESH: Duration = Duration::from_secs(1);
+
+/// The last counts per queue the loop read, and when.
+#[derive(Default)]
+struct RecentCounts {
+    read: Option<(tokio::time::Instant, Vec<QueueStats>)>,
+}
+
+impl RecentCounts {
+    async fn read(&mut self, client: &Client) -> crate::Result<&[QueueStats]> {
+        let now = tokio::time::Instant::now();
+        let fresh = matches!(&self.read, Some((at, _)) if now.duration_since(*at) < COUNTS_FRESH);
+        if !fresh {
+            self.read = Some((now, client.stats().await?));
+        }
+        Ok(self.read.as_ref().map_or(&[], |(_, stats)| stats.as_slice()))
+    }
+}
 
 /// Says, at start, how many tasks other processes hold claimed. Those of a process that was
 /// killed look like running tasks until `release_after` has passed since its last renewal,
@@ -26,11 +48,13 @@ pub(crate) async fn report_claimed(client: &Client) {
         offset: 0,
         limit: 1,
     };
-    let (stats, oldest) = tokio::join!(
-        driver.queue_stats(now),
-        driver.task_list(TaskState::Running, oldest)
-    );
-    let claimed: u64 = match stats {
+    // The oldest claim first: one read of the running index, and usually none, so that a
+    // start does not count every task of every queue while its first claims run.
+    let oldest = match driver.task_list(TaskState::Running, oldest).await {
+        Ok(rows) if rows.is_empty() => return,
+        oldest => oldest,
+    };
+    let claimed: u64 = match driver.queue_stats(now).await {
         Ok(stats) => stats.iter().map(|q| q.running).sum(),
         Err(e) => {
             tracing::debug!(error = %e, "could not count the tasks claimed before this start");
@@ -80,6 +104,7 @@ pub(crate) async fn run(client: Client, stop: CancellationToken) {
     let mut sample = tokio::time::interval(SAMPLE_CHECK);
     sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sampled = None;
+    let mut counts = RecentCounts::default();
     release.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     cleanup.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -111,10 +136,10 @@ pub(crate) async fn run(client: Client, stop: CancellationToken) {
                     tracing::warn!(error = %e, "cleanup of old per-minute counts failed; will retry");
                 }
             }
-            _ = sample.tick() => sample_depth(&client, &mut sampled).await,
+            _ = sample.tick() => sample_depth(&client, &mut sampled, &mut counts).await,
             _ = depth.tick(), if metrics::ENABLED => {
-                match client.stats().await {
-                    Ok(stats) => gauges.update(&stats),
+                match counts.read(&client).await {
+                    Ok(stats) => gauges.update(stats),
                     Err(e) => tracing::debug!(error = %e, "could not read the queue counts for the depth gauges"),
                 }
             }
@@ -125,13 +150,17 @@ pub(crate) async fn run(client: Client, stop: CancellationToken) {
 /// Stores every queue's waiting and running tasks as the depth of the current minute, once a
 /// minute: the first check in a minute that has no sample from this process yet. Other
 /// processes sample too; the last sample of a minute wins, which is as good as any.
-async fn sample_depth(client: &Client, sampled: &mut Option<crate::storage::Millis>) {
+async fn sample_depth(
+    client: &Client,
+    sampled: &mut Option<crate::storage::Millis>,
+    counts: &mut RecentCounts,
+) {
     let now = client.now();
     let minute = minute_of(now);
     if *sampled == Some(minute) {
         return;
     }
-    let stats = match client.driver().queue_stats(now).await {
+    let stats = match counts.read(client).await {
         Ok(stats) => stats,
         Err(e) => {
             tracing::debug!(error = %e, "could not count the queues for the depth sample");
@@ -139,13 +168,13 @@ async fn sample_depth(client: &Client, sampled: &mut Option<crate::storage::Mill
         }
     };
     let samples: Vec<(String, Depth)> = stats
-        .into_iter()
+        .iter()
         .map(|q| {
             let depth = Depth {
                 waiting: q.pending + q.scheduled,
                 running: q.running,
             };
-            (q.queue, depth)
+            (q.queue.clone(), depth)
         })
         .collect();
     if !samples.is_empty() {
