@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::QueueStats;
 use crate::client::Client;
 use crate::events::TaskEvent;
 use crate::metrics;
 use crate::storage::counters::{COUNTERS_KEPT, Depth, minute_of};
 use crate::storage::{EXPIRE_BATCH, Page, TaskState, duration_millis};
-use crate::QueueStats;
 
 /// How often the loop looks whether a new minute began, to sample the queues' depth in it.
 const SAMPLE_CHECK: Duration = Duration::from_secs(5);
@@ -34,7 +34,10 @@ impl RecentCounts {
         if !fresh {
             self.read = Some((now, client.stats().await?));
         }
-        Ok(self.read.as_ref().map_or(&[], |(_, stats)| stats.as_slice()))
+        Ok(self
+            .read
+            .as_ref()
+            .map_or(&[], |(_, stats)| stats.as_slice()))
     }
 }
 

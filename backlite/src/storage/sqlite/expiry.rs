@@ -110,7 +110,10 @@ mod plans {
         );
         assert!(!claim.contains("TEMP B-TREE"), "{claim}");
         let sweep = plan(&conn, FIND_EXPIRED);
-        assert!(sweep.contains("backlite_tasks_expires (expires_at<?)"), "{sweep}");
+        assert!(
+            sweep.contains("backlite_tasks_expires (expires_at<?)"),
+            "{sweep}"
+        );
         for plan in [claim, sweep] {
             assert!(!plan.contains("SCAN backlite_"), "{plan}");
         }

@@ -366,8 +366,16 @@ mod tests {
             ("one queue", waiting_one_queue_sql(), "backlite_tasks_due"),
             ("all queues", waiting_all_queues_sql(), "backlite_tasks_due"),
             ("running", running_sql(), "backlite_tasks_running"),
-            ("ended, one queue", completed_one_queue_sql(), "backlite_tasks_ended"),
-            ("ended, all queues", completed_all_queues_sql(), "backlite_tasks_ended"),
+            (
+                "ended, one queue",
+                completed_one_queue_sql(),
+                "backlite_tasks_ended",
+            ),
+            (
+                "ended, all queues",
+                completed_all_queues_sql(),
+                "backlite_tasks_ended",
+            ),
         ] {
             let plan = plan(&conn, &sql);
             assert!(plan.contains(index), "{name}:\n{plan}");
