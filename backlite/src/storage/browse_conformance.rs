@@ -148,6 +148,60 @@ macro_rules! browse_conformance {
             }
 
             #[tokio::test]
+            async fn completed_lists_merge_queues_by_end_and_page_across_them() {
+                let Some(d) = open(&["a", "b"]).await else {
+                    return;
+                };
+                let tasks: Vec<_> = (0..6)
+                    .map(|i| new_task(if i % 2 == 0 { "a" } else { "b" }, i, "{}"))
+                    .collect();
+                d.task_insert_many(tasks.clone()).await.unwrap();
+                let claimed = d.task_claim(None, 10, LEASE, Some(100)).await.unwrap();
+                let token = |i: usize| claimed.iter().find(|c| c.id == tasks[i].id).unwrap().token;
+                let keep = Some(Retain {
+                    payload: true,
+                    expires_at: None,
+                });
+                let finish = |i: usize, at: i64, error: Option<&str>| Completion {
+                    executed_at: at,
+                    ..done(tasks[i].id, token(i), error, keep)
+                };
+                let cancel = Completion {
+                    next: Next::Done {
+                        retain: keep,
+                        cancelled: true,
+                    },
+                    ..finish(5, 650, Some("cancelled"))
+                };
+                d.task_complete_many(vec![
+                    finish(0, 500, None),
+                    finish(1, 800, None),
+                    finish(2, 700, None),
+                    finish(3, 600, Some("no")),
+                    finish(4, 900, Some("no")),
+                    cancel,
+                ])
+                .await
+                .unwrap();
+                let ids = |list: Vec<crate::storage::CompletedRecord>| -> Vec<TaskId> {
+                    list.iter().map(|c| c.id).collect()
+                };
+                let id = |i: usize| tasks[i].id;
+                // Succeeded in both queues, by end: b's 800, a's 700, a's 500.
+                let ok = d.completed_list(true, page(0, 10)).await.unwrap();
+                assert_eq!(ids(ok), [id(1), id(2), id(0)]);
+                for (offset, expected) in [(0, id(1)), (1, id(2)), (2, id(0))] {
+                    let one = d.completed_list(true, page(offset, 1)).await.unwrap();
+                    assert_eq!(ids(one), [expected], "offset {offset}");
+                }
+                // Failed and cancelled together: a's 900, b's cancel at 650, b's 600.
+                let failed = d.completed_list(false, page(0, 10)).await.unwrap();
+                assert_eq!(ids(failed), [id(4), id(5), id(3)]);
+                let second = d.completed_list(false, page(1, 2)).await.unwrap();
+                assert_eq!(ids(second), [id(5), id(3)]);
+            }
+
+            #[tokio::test]
             async fn completed_lists_by_outcome_most_recent_first() {
                 let Some(d) = open(&["a"]).await else { return };
                 let tasks: Vec<_> = (0..4).map(|i| new_task("a", i, "{\"n\":1}")).collect();

@@ -6,7 +6,7 @@
 
 use rusqlite::{Connection, OptionalExtension, Row};
 
-use super::sql::task_id;
+use super::sql::{queues_of, task_id};
 use crate::storage::browse::{count, micros, sql_int};
 use crate::storage::{CompletedRecord, PREVIEW_BYTES, Page, TaskRecord, TaskState};
 use crate::task::TaskId;
@@ -39,19 +39,14 @@ fn running_sql() -> String {
 /// first `offset + limit` tasks straight from the index, and only those are merged.
 fn upcoming_sql() -> String {
     format!(
-        "WITH RECURSIVE queues(name) AS ( \
-             SELECT MIN(queue) FROM backlite_tasks WHERE state = 0 \
-             UNION ALL \
-             SELECT (SELECT MIN(queue) FROM backlite_tasks \
-                     WHERE state = 0 AND queue > queues.name) \
-             FROM queues WHERE queues.name IS NOT NULL \
-         ) \
+        "{walk} \
          SELECT {} FROM queues JOIN backlite_tasks t ON t.rowid IN ( \
              SELECT rowid FROM backlite_tasks \
              WHERE state = 0 AND queue = queues.name \
              ORDER BY priority DESC, run_at, rowid LIMIT ?1 + ?2) \
          ORDER BY t.priority DESC, t.run_at, t.rowid LIMIT ?1 OFFSET ?2",
-        task_columns(PREVIEW)
+        task_columns(PREVIEW),
+        walk = queues_of("state = 0"),
     )
 }
 
@@ -146,18 +141,13 @@ fn completed_sql() -> String {
         )
     };
     format!(
-        "WITH RECURSIVE queues(name) AS ( \
-             SELECT MIN(queue) FROM backlite_tasks WHERE state >= 2 \
-             UNION ALL \
-             SELECT (SELECT MIN(queue) FROM backlite_tasks \
-                     WHERE state >= 2 AND queue > queues.name) \
-             FROM queues WHERE queues.name IS NOT NULL \
-         ) \
+        "{walk} \
          {} UNION ALL {} UNION ALL {} \
          ORDER BY 10 DESC, seq DESC LIMIT ?1 OFFSET ?2",
         arm("CASE WHEN ?4 THEN 2 END"),
         arm("CASE WHEN ?4 THEN NULL ELSE 3 END"),
         arm("CASE WHEN ?4 THEN NULL ELSE 4 END"),
+        walk = queues_of("state >= 2"),
     )
 }
 

@@ -6,7 +6,7 @@
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row};
 
-use super::sql::{status_of, task_id};
+use super::sql::{queues_of, status_of, task_id};
 use crate::storage::browse::{count, micros};
 use crate::storage::inspect::{Keyset, ListKind, ProcessRecord};
 use crate::storage::{Facts, InfoRecord, ListQuery, Millis, SummaryRecord};
@@ -99,13 +99,7 @@ fn waiting_one_queue_sql() -> String {
 /// cursor, and only those are merged, as the UI's upcoming list does.
 fn waiting_all_queues_sql() -> String {
     format!(
-        "WITH RECURSIVE queues(name) AS ( \
-             SELECT MIN(queue) FROM backlite_tasks WHERE state = 0 \
-             UNION ALL \
-             SELECT (SELECT MIN(queue) FROM backlite_tasks \
-                     WHERE state = 0 AND queue > queues.name) \
-             FROM queues WHERE queues.name IS NOT NULL \
-         ) \
+        "{walk} \
          SELECT {} FROM queues JOIN backlite_tasks t ON t.rowid IN ( \
              SELECT rowid FROM backlite_tasks \
              WHERE state = 0 AND queue = queues.name AND run_at >= ?7 \
@@ -114,7 +108,8 @@ fn waiting_all_queues_sql() -> String {
                AND created_at >= ?5 AND created_at < ?6 \
              ORDER BY priority DESC, run_at, rowid LIMIT ?1) \
          ORDER BY t.priority DESC, t.run_at, t.rowid LIMIT ?1",
-        task_summary("t.run_at")
+        task_summary("t.run_at"),
+        walk = queues_of("state = 0"),
     )
 }
 
@@ -154,20 +149,15 @@ fn completed_one_queue_sql() -> String {
 /// `limit` rows before the cursor, and only those are merged.
 fn completed_all_queues_sql() -> String {
     format!(
-        "WITH RECURSIVE queues(name) AS ( \
-             SELECT MIN(queue) FROM backlite_tasks WHERE state >= 2 \
-             UNION ALL \
-             SELECT (SELECT MIN(queue) FROM backlite_tasks \
-                     WHERE state >= 2 AND queue > queues.name) \
-             FROM queues WHERE queues.name IS NOT NULL \
-         ) \
+        "{walk} \
          SELECT {} FROM queues JOIN backlite_tasks t ON t.rowid IN ( \
              SELECT rowid FROM backlite_tasks \
              WHERE state >= 2 AND queue = queues.name AND state = {ENDED_STATE} \
                AND {BEFORE_ENDED} \
              ORDER BY finished_at DESC, rowid DESC LIMIT ?1) \
          ORDER BY t.finished_at DESC, t.rowid DESC LIMIT ?1",
-        completed_summary()
+        completed_summary(),
+        walk = queues_of("state >= 2"),
     )
 }
 

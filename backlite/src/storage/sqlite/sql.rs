@@ -120,6 +120,21 @@ fn priority_levels(queue: &str) -> String {
     )
 }
 
+/// `queues(name)`, a recursive table of every queue with a row in the index partial on
+/// `states` (`state = 0`: the due index; `state >= 2`: the ended index), one seek of that
+/// index per queue. Those indexes are keyed by queue first, so a list across queues reads each
+/// queue's first page from them and merges those pages only, never sorting the whole state.
+pub(crate) fn queues_of(states: &str) -> String {
+    format!(
+        "WITH RECURSIVE queues(name) AS ( \
+             SELECT MIN(queue) FROM backlite_tasks WHERE {states} \
+             UNION ALL \
+             SELECT (SELECT MIN(queue) FROM backlite_tasks \
+                     WHERE {states} AND queue > queues.name) \
+             FROM queues WHERE queues.name IS NOT NULL)"
+    )
+}
+
 /// The due, unexpired tasks of one queue (`?1`) and one priority (`?2`) at `?3`, in claim
 /// order, up to `?4`: a range of the due index read in order, which ends at the first task
 /// not yet due.
