@@ -6,7 +6,7 @@ macro_rules! browse_conformance {
     ($name:ident, $open:expr) => {
         #[cfg(test)]
         mod $name {
-            use crate::storage::conformance::{LEASE, done, new_task};
+            use crate::storage::conformance::{LEASE, cancelled, done, new_task};
             use crate::storage::{
                 Completion, Driver, Next, PREVIEW_BYTES, Page, Retain, TaskState,
             };
@@ -166,13 +166,7 @@ macro_rules! browse_conformance {
                     executed_at: at,
                     ..done(tasks[i].id, token(i), error, keep)
                 };
-                let cancel = Completion {
-                    next: Next::Done {
-                        retain: keep,
-                        cancelled: true,
-                    },
-                    ..finish(5, 650, Some("cancelled"))
-                };
+                let cancel = cancelled(finish(5, 650, Some("cancelled")));
                 d.task_complete_many(vec![
                     finish(0, 500, None),
                     finish(1, 800, None),

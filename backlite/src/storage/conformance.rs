@@ -24,6 +24,14 @@ pub(crate) fn new_task(queue: &'static str, run_at: Millis, payload: &str) -> Ne
     }
 }
 
+/// The same ended outcome, a cancel by its processor (the task ends cancelled).
+pub(crate) fn cancelled(mut completion: Completion) -> Completion {
+    if let Next::Done { cancelled, .. } = &mut completion.next {
+        *cancelled = true;
+    }
+    completion
+}
+
 pub(crate) fn done(
     id: TaskId,
     token: ClaimToken,

@@ -7,7 +7,7 @@ macro_rules! inspect_conformance {
     ($name:ident, $open:expr) => {
         #[cfg(test)]
         mod $name {
-            use crate::storage::conformance::{LEASE, done, new_task};
+            use crate::storage::conformance::{LEASE, cancelled, done, new_task};
             use crate::storage::inspect::{ERRORS_KEPT, Fixture, Keyset, ListKind, Span};
             use crate::storage::{
                 ClaimToken, Completion, Driver, Facts, ListQuery, Next, Retain, SummaryRecord,
@@ -338,13 +338,7 @@ macro_rules! inspect_conformance {
                     executed_at: at,
                     ..done(id(i), tokens[i], error, KEEP)
                 };
-                let cancel = Completion {
-                    next: Next::Done {
-                        retain: KEEP,
-                        cancelled: true,
-                    },
-                    ..end(5, 900, Some("cancelled"))
-                };
+                let cancel = cancelled(end(5, 900, Some("cancelled")));
                 d.task_complete_many(vec![
                     end(0, 500, None),
                     end(1, 700, None),
