@@ -6,7 +6,7 @@ macro_rules! browse_conformance {
     ($name:ident, $open:expr) => {
         #[cfg(test)]
         mod $name {
-            use crate::storage::conformance::{LEASE, cancelled, done, new_task};
+            use crate::storage::conformance::{LEASE, cancelled, done, new_task, tasks_in_turn};
             use crate::storage::{
                 Completion, Driver, Next, PREVIEW_BYTES, Page, Retain, TaskState,
             };
@@ -152,9 +152,7 @@ macro_rules! browse_conformance {
                 let Some(d) = open(&["a", "b"]).await else {
                     return;
                 };
-                let tasks: Vec<_> = (0..6)
-                    .map(|i| new_task(if i % 2 == 0 { "a" } else { "b" }, i, "{}"))
-                    .collect();
+                let tasks = tasks_in_turn(&["a", "b"], 6);
                 d.task_insert_many(tasks.clone()).await.unwrap();
                 let claimed = d.task_claim(None, 10, LEASE, Some(100)).await.unwrap();
                 let token = |i: usize| claimed.iter().find(|c| c.id == tasks[i].id).unwrap().token;

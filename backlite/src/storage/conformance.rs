@@ -24,6 +24,13 @@ pub(crate) fn new_task(queue: &'static str, run_at: Millis, payload: &str) -> Ne
     }
 }
 
+/// `n` tasks with payload `{}`, of the queues in turn, task `i` due at `i`.
+pub(crate) fn tasks_in_turn(queues: &[&'static str], n: usize) -> Vec<NewTask> {
+    (0..n)
+        .map(|i| new_task(queues[i % queues.len()], i as Millis, "{}"))
+        .collect()
+}
+
 /// The same ended outcome, a cancel by its processor (the task ends cancelled).
 pub(crate) fn cancelled(mut completion: Completion) -> Completion {
     if let Next::Done { cancelled, .. } = &mut completion.next {

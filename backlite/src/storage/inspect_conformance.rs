@@ -7,7 +7,7 @@ macro_rules! inspect_conformance {
     ($name:ident, $open:expr) => {
         #[cfg(test)]
         mod $name {
-            use crate::storage::conformance::{LEASE, cancelled, done, new_task};
+            use crate::storage::conformance::{LEASE, cancelled, done, new_task, tasks_in_turn};
             use crate::storage::inspect::{ERRORS_KEPT, Fixture, Keyset, ListKind, Span};
             use crate::storage::{
                 ClaimToken, Completion, Driver, Facts, ListQuery, Next, Retain, SummaryRecord,
@@ -304,9 +304,7 @@ macro_rules! inspect_conformance {
                 let Some(d) = open(&["a", "b"]).await else {
                     return;
                 };
-                let tasks: Vec<_> = (0..6)
-                    .map(|i| new_task(if i % 2 == 0 { "a" } else { "b" }, i, "{}"))
-                    .collect();
+                let tasks = tasks_in_turn(&["a", "b"], 6);
                 d.task_insert_many(tasks.clone()).await.unwrap();
                 let id = |i: usize| tasks[i].id;
                 let mut tokens = Vec::new();
